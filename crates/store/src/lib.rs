@@ -1,1 +1,95 @@
-//! placeholder
+//! Cistern's storage. The [`Store`] trait is what the server talks to; [`sqlite`] (embedded, the
+//! default) and [`postgres`] (scale-out) implement it, each with its own migrations. Writes go
+//! through a group-commit writer: many requests, one transaction, and each request is answered
+//! only after the commit that holds it.
+
+pub mod cursor;
+pub mod postgres;
+pub mod sqlite;
+mod types;
+
+pub use types::*;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// Everything the hub stores and reads. Every method that touches tenant data takes the caller's
+/// tenant id and never returns another tenant's rows.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is (`sqlite` or `postgres`).
+    fn backend(&self) -> &'static str;
+
+    /// Applies one write (an inbound event with its runs, a rejection, a registration) through the
+    /// group-commit writer; returns after the transaction holding it has committed.
+    async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError>;
+
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates a tenant; `Conflict` when the slug exists.
+    async fn create_tenant(&self, slug: &str, strict: bool) -> Result<Tenant, StoreError>;
+    /// Finds a tenant by slug.
+    async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, StoreError>;
+    /// Finds a tenant by id.
+    async fn tenant_by_id(&self, id: &str) -> Result<Option<Tenant>, StoreError>;
+    /// All tenants.
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    /// Sets whether unknown instances are refused.
+    async fn set_tenant_strict(&self, tenant_id: &str, strict: bool) -> Result<(), StoreError>;
+
+    /// Stores a new API key (only its hash).
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKeyInfo, StoreError>;
+    /// Finds the key with this hash, revoked or not.
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyInfo>, StoreError>;
+    /// The keys of a tenant.
+    async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError>;
+    /// Revokes the tenant's key with this id or name; `NotFound` when none matches.
+    async fn revoke_api_key(
+        &self,
+        tenant_id: &str,
+        id_or_name: &str,
+    ) -> Result<ApiKeyInfo, StoreError>;
+
+    /// Runs of a tenant, newest first, filtered and paginated.
+    async fn list_runs(
+        &self,
+        tenant_id: &str,
+        filter: &RunFilter,
+        page: &PageRequest,
+    ) -> Result<Page<cistern_core::Run>, StoreError>;
+    /// One run with its stages and steps.
+    async fn get_run(
+        &self,
+        tenant_id: &str,
+        run_id: &str,
+    ) -> Result<Option<cistern_core::Run>, StoreError>;
+    /// Pipelines of a tenant with their latest run.
+    async fn list_pipelines(&self, tenant_id: &str) -> Result<Vec<PipelineSummary>, StoreError>;
+    /// Instances of a tenant.
+    async fn list_instances(&self, tenant_id: &str) -> Result<Vec<Instance>, StoreError>;
+    /// Inbound events of a tenant, newest first.
+    async fn list_events(
+        &self,
+        tenant_id: &str,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Page<EventView>, StoreError>;
+    /// One inbound event with its body.
+    async fn get_event(
+        &self,
+        tenant_id: &str,
+        event_id: &str,
+    ) -> Result<Option<EventView>, StoreError>;
+}
+
+/// Opens the store named by a database URL: `sqlite://path`, `sqlite:path`, a bare path, or
+/// `postgres://…`. Migrations are applied and the `default` tenant exists afterwards.
+pub async fn open(url: &str, settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(url, settings).await?))
+    } else {
+        let path = sqlite::path_from_url(url)?;
+        Ok(Arc::new(sqlite::SqliteStore::open(&path, settings).await?))
+    }
+}

@@ -1,0 +1,407 @@
+//! The embedded SQLite store: WAL, `synchronous=FULL`, one writer thread doing group commit, and a
+//! small pool of read connections used from blocking tasks.
+
+mod read;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::*;
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+
+/// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).
+pub fn path_from_url(url: &str) -> Result<PathBuf, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let rest = rest.split('?').next().unwrap_or(rest);
+    if rest.is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "database URL {url:?} names no file; use sqlite://path/to/cistern.db or postgres://…"
+        )));
+    }
+    if rest.contains("://") {
+        return Err(StoreError::Invalid(format!(
+            "database URL {url:?}: unknown scheme; use sqlite://path or postgres://user@host/db"
+        )));
+    }
+    Ok(PathBuf::from(rest))
+}
+
+/// A job for the writer thread.
+struct Job {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    reads: Arc<ReadPool>,
+    writer: mpsc::Sender<Job>,
+}
+
+struct ReadPool {
+    conns: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(mode, "SQLite did not switch to WAL journal mode");
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    let now = cistern_core::to_millis(time::OffsetDateTime::now_utc());
+    tx.execute(
+        "INSERT INTO tenants (id, slug, strict, created_at) VALUES (?1, 'default', 0, ?2) ON CONFLICT (slug) DO NOTHING",
+        params![new_id(), now],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    pub async fn open(path: &Path, settings: &StoreSettings) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&path, &settings))
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    fn open_blocking(path: &Path, settings: &StoreSettings) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let mut wconn = Connection::open(path).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot open SQLite database {}: {e}",
+                path.display()
+            ))
+        })?;
+        configure(&wconn)?;
+        migrate(&mut wconn)?;
+        let mut conns = Vec::with_capacity(settings.pool_size);
+        for _ in 0..settings.pool_size.max(1) {
+            let c = Connection::open(path)?;
+            configure(&c)?;
+            conns.push(c);
+        }
+        let reads = Arc::new(ReadPool {
+            permits: Semaphore::new(conns.len()),
+            conns: Mutex::new(conns),
+        });
+        let (tx, rx) = mpsc::channel::<Job>(settings.max_batch * 8);
+        let wsettings = settings.clone();
+        std::thread::Builder::new()
+            .name("cistern-sqlite-writer".into())
+            .spawn(move || writer::run(wconn, rx, wsettings))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Self { reads, writer: tx })
+    }
+
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _permit = self
+            .reads
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let conn = self
+            .reads
+            .conns
+            .lock()
+            .map_err(|_| StoreError::Backend("read pool poisoned".into()))?
+            .pop()
+            .ok_or_else(|| StoreError::Backend("read pool empty".into()))?;
+        let (conn, out) = tokio::task::spawn_blocking(move || {
+            let out = f(&conn);
+            (conn, out)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+        if let Ok(mut conns) = self.reads.conns.lock() {
+            conns.push(conn);
+        }
+        out
+    }
+}
+
+fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: r.get(0)?,
+        slug: r.get(1)?,
+        strict: r.get::<_, i64>(2)? != 0,
+        created_at: cistern_core::from_millis(r.get(3)?),
+    })
+}
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
+    let scopes: String = r.get(4)?;
+    Ok(ApiKeyInfo {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        name: r.get(2)?,
+        prefix: r.get(3)?,
+        scopes: scopes.split(',').filter_map(Scope::parse).collect(),
+        created_at: cistern_core::from_millis(r.get(5)?),
+        revoked_at: r.get::<_, Option<i64>>(6)?.map(cistern_core::from_millis),
+    })
+}
+
+const KEY_COLS: &str = "id, tenant_id, name, prefix, scopes, created_at, revoked_at";
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("the writer dropped the request".into()))?
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_tenant(&self, slug: &str, strict: bool) -> Result<Tenant, StoreError> {
+        let slug = slug.to_owned();
+        self.with_conn(move |c| {
+            let t = Tenant {
+                id: new_id(),
+                slug,
+                strict,
+                created_at: time::OffsetDateTime::now_utc(),
+            };
+            let n = c.execute(
+                "INSERT INTO tenants (id, slug, strict, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (slug) DO NOTHING",
+                params![t.id, t.slug, t.strict as i64, cistern_core::to_millis(t.created_at)],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("tenant {:?} already exists", t.slug)));
+            }
+            Ok(t)
+        })
+        .await
+    }
+
+    async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, StoreError> {
+        let slug = slug.to_owned();
+        self.with_conn(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT id, slug, strict, created_at FROM tenants WHERE slug = ?1",
+            )?
+            .query_row([slug], tenant_row)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn tenant_by_id(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |c| {
+            Ok(
+                c.prepare_cached("SELECT id, slug, strict, created_at FROM tenants WHERE id = ?1")?
+                    .query_row([id], tenant_row)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        self.with_conn(|c| {
+            let mut st =
+                c.prepare_cached("SELECT id, slug, strict, created_at FROM tenants ORDER BY slug")?;
+            let rows = st
+                .query_map([], tenant_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn set_tenant_strict(&self, tenant_id: &str, strict: bool) -> Result<(), StoreError> {
+        let id = tenant_id.to_owned();
+        self.with_conn(move |c| {
+            let n = c.execute(
+                "UPDATE tenants SET strict = ?1 WHERE id = ?2",
+                params![strict as i64, id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound("tenant".into()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKeyInfo, StoreError> {
+        self.with_conn(move |c| {
+            let info = ApiKeyInfo {
+                id: new_id(),
+                tenant_id: key.tenant_id,
+                name: key.name,
+                prefix: key.prefix,
+                scopes: key.scopes,
+                created_at: time::OffsetDateTime::now_utc(),
+                revoked_at: None,
+            };
+            let scopes: Vec<&str> = info.scopes.iter().map(|s| s.as_str()).collect();
+            c.execute(
+                "INSERT INTO api_keys (id, tenant_id, name, prefix, hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![info.id, info.tenant_id, info.name, info.prefix, key.hash, scopes.join(","), cistern_core::to_millis(info.created_at)],
+            )?;
+            Ok(info)
+        })
+        .await
+    }
+
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyInfo>, StoreError> {
+        let hash = hash.to_owned();
+        self.with_conn(move |c| {
+            Ok(
+                c.prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE hash = ?1"))?
+                    .query_row([hash], key_row)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        let id = tenant_id.to_owned();
+        self.with_conn(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at"
+            ))?;
+            let rows = st
+                .query_map([id], key_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        tenant_id: &str,
+        id_or_name: &str,
+    ) -> Result<ApiKeyInfo, StoreError> {
+        let (tid, key) = (tenant_id.to_owned(), id_or_name.to_owned());
+        self.with_conn(move |c| {
+            let now = cistern_core::to_millis(time::OffsetDateTime::now_utc());
+            let found: Vec<ApiKeyInfo> = c
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = ?1 AND (id = ?2 OR name = ?2 OR prefix = ?2)"
+                ))?
+                .query_map(params![tid, key], key_row)?
+                .collect::<Result<_, _>>()?;
+            match found.len() {
+                0 => Err(StoreError::NotFound(format!("no key with id or name {key:?}"))),
+                1 => {
+                    let mut k = found.into_iter().next().expect("one key");
+                    c.execute(
+                        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE id = ?2",
+                        params![now, k.id],
+                    )?;
+                    k.revoked_at.get_or_insert(cistern_core::from_millis(now));
+                    Ok(k)
+                }
+                n => Err(StoreError::Conflict(format!(
+                    "{n} keys are named {key:?}; revoke by id (see `cistern keys list`)"
+                ))),
+            }
+        })
+        .await
+    }
+
+    async fn list_runs(
+        &self,
+        tenant_id: &str,
+        filter: &RunFilter,
+        page: &PageRequest,
+    ) -> Result<Page<cistern_core::Run>, StoreError> {
+        let (tid, filter, page) = (tenant_id.to_owned(), filter.clone(), page.clone());
+        self.with_conn(move |c| read::list_runs(c, &tid, &filter, &page))
+            .await
+    }
+
+    async fn get_run(
+        &self,
+        tenant_id: &str,
+        run_id: &str,
+    ) -> Result<Option<cistern_core::Run>, StoreError> {
+        let (tid, rid) = (tenant_id.to_owned(), run_id.to_owned());
+        self.with_conn(move |c| read::get_run(c, &tid, &rid)).await
+    }
+
+    async fn list_pipelines(&self, tenant_id: &str) -> Result<Vec<PipelineSummary>, StoreError> {
+        let tid = tenant_id.to_owned();
+        self.with_conn(move |c| read::list_pipelines(c, &tid)).await
+    }
+
+    async fn list_instances(&self, tenant_id: &str) -> Result<Vec<Instance>, StoreError> {
+        let tid = tenant_id.to_owned();
+        self.with_conn(move |c| read::list_instances(c, &tid)).await
+    }
+
+    async fn list_events(
+        &self,
+        tenant_id: &str,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Page<EventView>, StoreError> {
+        let (tid, filter, page) = (tenant_id.to_owned(), filter.clone(), page.clone());
+        self.with_conn(move |c| read::list_events(c, &tid, &filter, &page))
+            .await
+    }
+
+    async fn get_event(
+        &self,
+        tenant_id: &str,
+        event_id: &str,
+    ) -> Result<Option<EventView>, StoreError> {
+        let (tid, eid) = (tenant_id.to_owned(), event_id.to_owned());
+        self.with_conn(move |c| read::get_event(c, &tid, &eid))
+            .await
+    }
+}

@@ -1,0 +1,356 @@
+//! The SQLite writer thread: takes every queued write, applies them in one transaction (each in
+//! its own savepoint, so one bad write does not sink its neighbours), commits, then answers.
+
+use cistern_core::{to_millis, FieldError, RunReport};
+use rusqlite::{params, Connection, OptionalExtension};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use super::Job;
+use crate::*;
+
+pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, settings: StoreSettings) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < settings.max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = apply_batch(&mut conn, &batch, &settings);
+        for (job, result) in batch.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+    tracing::debug!("SQLite writer stopped: all senders gone");
+}
+
+fn apply_batch(
+    conn: &mut Connection,
+    batch: &[Job],
+    settings: &StoreSettings,
+) -> Vec<Result<WriteOutcome, StoreError>> {
+    let fail_all = |e: StoreError| {
+        batch
+            .iter()
+            .map(|_| Err(StoreError::Backend(e.to_string())))
+            .collect()
+    };
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        return fail_all(e.into());
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let r = conn
+            .execute_batch("SAVEPOINT w")
+            .map_err(StoreError::from)
+            .and_then(|_| apply(conn, &job.op, settings));
+        let r = match r {
+            Ok(out) => conn
+                .execute_batch("RELEASE w")
+                .map(|_| out)
+                .map_err(StoreError::from),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK TO w; RELEASE w");
+                if let (StoreError::Rejected(errors), WriteOp::Runs { event, .. }) = (&e, &job.op) {
+                    // Keep the raw request, marked rejected with the reason, like any refusal.
+                    let mut ev = event.clone();
+                    ev.status = EventStatus::Rejected;
+                    ev.http_status = 422;
+                    ev.errors = errors.clone();
+                    if let Err(e2) = insert_event(conn, &new_id(), &ev, &[], settings) {
+                        tracing::error!(error = %e2, "could not log a rejected event");
+                    }
+                }
+                Err(e)
+            }
+        };
+        results.push(r);
+    }
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
+        tracing::error!(error = %e, "group commit failed");
+        return fail_all(e.into());
+    }
+    results
+}
+
+fn apply(
+    conn: &Connection,
+    op: &WriteOp,
+    settings: &StoreSettings,
+) -> Result<WriteOutcome, StoreError> {
+    match op {
+        WriteOp::Reject { event } => {
+            let id = new_id();
+            insert_event(conn, &id, event, &[], settings)?;
+            Ok(WriteOutcome {
+                event_id: id,
+                runs: vec![],
+                instance: None,
+            })
+        }
+        WriteOp::Runs {
+            event,
+            tenant,
+            runs,
+        } => {
+            let event_id = new_id();
+            let mut written = Vec::with_capacity(runs.len());
+            for (i, r) in runs.iter().enumerate() {
+                written.push(upsert_run(
+                    conn,
+                    tenant,
+                    &event_id,
+                    event.received_at,
+                    r,
+                    i,
+                    runs.len(),
+                )?);
+            }
+            let ids: Vec<String> = written.iter().map(|w| w.id.clone()).collect();
+            insert_event(conn, &event_id, event, &ids, settings)?;
+            Ok(WriteOutcome {
+                event_id,
+                runs: written,
+                instance: None,
+            })
+        }
+        WriteOp::RegisterInstance {
+            event,
+            tenant_id,
+            instance,
+        } => {
+            let now = to_millis(event.received_at);
+            let inst = Instance {
+                id: new_id(),
+                guid: uuid::Uuid::new_v4().to_string(),
+                name: Some(instance.name.clone()),
+                url: instance.url.clone(),
+                kind: Some(instance.kind.clone()),
+                integration_id: Some(instance.integration_id.clone()),
+                created_at: cistern_core::from_millis(now),
+                last_seen_at: None,
+            };
+            conn.prepare_cached(
+                "INSERT INTO instances (id, tenant_id, guid, name, url, kind, integration_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![inst.id, tenant_id, inst.guid, inst.name, inst.url, inst.kind, inst.integration_id, now])?;
+            let event_id = new_id();
+            insert_event(conn, &event_id, event, &[], settings)?;
+            Ok(WriteOutcome {
+                event_id,
+                runs: vec![],
+                instance: Some(inst),
+            })
+        }
+    }
+}
+
+fn insert_event(
+    conn: &Connection,
+    id: &str,
+    ev: &EventRecord,
+    run_ids: &[String],
+    settings: &StoreSettings,
+) -> Result<(), StoreError> {
+    let (body, truncated) = kept_body(&ev.body, settings.max_event_body_bytes);
+    let errors = if ev.errors.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&ev.errors).unwrap_or_default())
+    };
+    let run_ids = if run_ids.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(run_ids).unwrap_or_default())
+    };
+    conn.prepare_cached(
+        "INSERT INTO events (id, tenant_id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body, body_size, body_truncated, key_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        id,
+        ev.tenant_id,
+        to_millis(ev.received_at),
+        ev.endpoint,
+        ev.dialect,
+        ev.request_type,
+        ev.status.as_str(),
+        ev.http_status,
+        errors,
+        run_ids,
+        ev.content_type,
+        body,
+        ev.body.len() as i64,
+        truncated as i64,
+        ev.key_id,
+    ])?;
+    Ok(())
+}
+
+fn instance_id(
+    conn: &Connection,
+    tenant: &Tenant,
+    r: &RunReport,
+    now: i64,
+    field_prefix: &str,
+) -> Result<String, StoreError> {
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT id FROM instances WHERE tenant_id = ?1 AND guid = ?2")?
+        .query_row(params![tenant.id, r.instance.guid], |row| row.get(0))
+        .optional()?;
+    match existing {
+        Some(id) => {
+            conn.prepare_cached(
+                "UPDATE instances SET name = COALESCE(?2, name), url = COALESCE(?3, url), kind = COALESCE(kind, ?4), last_seen_at = ?5 WHERE id = ?1",
+            )?
+            .execute(params![id, r.instance.name, r.instance.url, r.instance.kind, now])?;
+            Ok(id)
+        }
+        None if tenant.strict => Err(StoreError::Rejected(vec![FieldError::new(
+            format!("{field_prefix}instance_guid"),
+            format!(
+                "instance {:?} is not registered and tenant {:?} only accepts registered instances; register it first (POST /v1/custom-cicd with integration_id, name and type)",
+                r.instance.guid, tenant.slug
+            ),
+        )])),
+        None => {
+            let id = new_id();
+            conn.prepare_cached(
+                "INSERT INTO instances (id, tenant_id, guid, name, url, kind, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            )?
+            .execute(params![id, tenant.id, r.instance.guid, r.instance.name, r.instance.url, r.instance.kind, now])?;
+            Ok(id)
+        }
+    }
+}
+
+fn pipeline_id(
+    conn: &Connection,
+    tenant_id: &str,
+    instance_id: &str,
+    r: &RunReport,
+    now: i64,
+) -> Result<String, StoreError> {
+    let p = &r.pipeline;
+    let existing: Option<String> = conn
+        .prepare_cached(
+            "SELECT id FROM pipelines WHERE tenant_id = ?1 AND instance_id = ?2 AND full_name = ?3",
+        )?
+        .query_row(params![tenant_id, instance_id, p.full_name], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    match existing {
+        Some(id) => {
+            conn.prepare_cached(
+                "UPDATE pipelines SET name = ?2, qualified_name = COALESCE(?3, qualified_name), project = COALESCE(?4, project), module = COALESCE(?5, module) WHERE id = ?1",
+            )?
+            .execute(params![id, p.name, p.qualified_name, p.project, p.module])?;
+            Ok(id)
+        }
+        None => {
+            let id = new_id();
+            conn.prepare_cached(
+                "INSERT INTO pipelines (id, tenant_id, instance_id, full_name, name, qualified_name, project, module, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![id, tenant_id, instance_id, p.full_name, p.name, p.qualified_name, p.project, p.module, now])?;
+            Ok(id)
+        }
+    }
+}
+
+fn upsert_run(
+    conn: &Connection,
+    tenant: &Tenant,
+    event_id: &str,
+    received_at: OffsetDateTime,
+    r: &RunReport,
+    index: usize,
+    count: usize,
+) -> Result<RunWritten, StoreError> {
+    let now = to_millis(received_at);
+    let prefix = if count > 1 {
+        format!("runs[{index}].")
+    } else {
+        String::new()
+    };
+    let instance_id = instance_id(conn, tenant, r, now, &prefix)?;
+    let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, r, now)?;
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT id FROM runs WHERE tenant_id = ?1 AND instance_id = ?2 AND pipeline_id = ?3 AND run_key = ?4")?
+        .query_row(params![tenant.id, instance_id, pipeline_id, r.run_key], |row| row.get(0))
+        .optional()?;
+    let detail =
+        serde_json::to_string(&RunDetail::of(r)).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let (log, log_truncated) = match &r.log {
+        Some(l) => (Some(l.text.as_str()), l.truncated),
+        None => (None, false),
+    };
+    let (id, created) = match existing {
+        Some(id) => {
+            conn.prepare_cached(
+                "UPDATE runs SET build_number = ?2, execution_id = ?3, result = ?4, source_result = ?5, started_at = ?6, finished_at = ?7,
+                 duration_ms = ?8, triggered_by = ?9, branch = ?10, repo_url = ?11, ci = ?12, cd = ?13, environment = ?14, cfr_status = ?15,
+                 web_url = ?16, job_type = ?17, source = ?18, event_id = ?19, detail = ?20, log = ?21, log_truncated = ?22, updated_at = ?23
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id, r.build_number, r.execution_id, r.result.as_str(), r.source_result, to_millis(r.started_at),
+                r.finished_at.map(to_millis), r.duration_ms, r.triggered_by, r.branch, r.repo_url, r.ci, r.cd,
+                r.environment, r.cfr_status, r.web_url, r.job_type, r.source, event_id, detail, log, log_truncated, now
+            ])?;
+            conn.prepare_cached("DELETE FROM stages WHERE run_id = ?1")?
+                .execute([&id])?;
+            conn.prepare_cached("DELETE FROM run_commits WHERE run_id = ?1")?
+                .execute([&id])?;
+            (id, false)
+        }
+        None => {
+            let id = new_id();
+            conn.prepare_cached(
+                "INSERT INTO runs (id, tenant_id, pipeline_id, instance_id, run_key, build_number, execution_id, result, source_result,
+                 started_at, finished_at, duration_ms, triggered_by, branch, repo_url, ci, cd, environment, cfr_status, web_url, job_type,
+                 source, event_id, detail, log, log_truncated, received_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?27)",
+            )?
+            .execute(params![
+                id, tenant.id, pipeline_id, instance_id, r.run_key, r.build_number, r.execution_id, r.result.as_str(),
+                r.source_result, to_millis(r.started_at), r.finished_at.map(to_millis), r.duration_ms, r.triggered_by,
+                r.branch, r.repo_url, r.ci, r.cd, r.environment, r.cfr_status, r.web_url, r.job_type, r.source,
+                event_id, detail, log, log_truncated, now
+            ])?;
+            (id, true)
+        }
+    };
+    let mut st = conn.prepare_cached(
+        "INSERT INTO stages (run_id, idx, parent_idx, name, description, result, source_result, state, started_at, duration_ms, log, log_truncated, url)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    for (idx, parent, s) in stage_rows(&r.stages) {
+        st.execute(params![
+            id,
+            idx,
+            parent,
+            s.name,
+            s.description,
+            s.result.map(|x| x.as_str()),
+            s.source_result,
+            s.state,
+            s.started_at.map(to_millis),
+            s.duration_ms,
+            s.log,
+            s.log_truncated,
+            s.url
+        ])?;
+    }
+    let mut cst = conn.prepare_cached(
+        "INSERT INTO run_commits (run_id, sha, tenant_id, committed_at) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for c in unique_commits(r) {
+        cst.execute(params![id, c.sha, tenant.id, c.committed_at.map(to_millis)])?;
+    }
+    Ok(RunWritten { id, created })
+}

@@ -1,0 +1,471 @@
+//! Data crossing the store boundary.
+
+use cistern_core::{FieldError, RunReport, RunResult};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The thing asked for does not exist (for this tenant).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// It already exists.
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The write breaks a rule only the store can check (e.g. an unknown instance on a strict tenant).
+    #[error("rejected: {0:?}")]
+    Rejected(Vec<FieldError>),
+    /// The caller gave a bad argument (e.g. an unreadable cursor).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// Tunables of a store.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Most writes in one transaction.
+    pub max_batch: usize,
+    /// Most raw-body bytes kept per inbound event.
+    pub max_event_body_bytes: usize,
+    /// Read connections (SQLite) or pool size (PostgreSQL).
+    pub pool_size: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            max_batch: 256,
+            max_event_body_bytes: 1 << 20,
+            pool_size: 8,
+        }
+    }
+}
+
+/// A tenant: every row belongs to one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tenant {
+    /// Id.
+    pub id: String,
+    /// Slug (`default`, `acme`).
+    pub slug: String,
+    /// When true, runs naming an unregistered instance are refused.
+    pub strict: bool,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Post runs and events.
+    Ingest,
+    /// Read runs, pipelines, metrics.
+    Read,
+    /// Manage keys, secrets, sources, subscriptions.
+    Admin,
+}
+
+impl Scope {
+    /// Parses `ingest`, `read` or `admin`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ingest" => Some(Scope::Ingest),
+            "read" => Some(Scope::Read),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+    /// The word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// A key to store.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Name given by the user.
+    pub name: String,
+    /// First characters of the key, to recognise it in lists.
+    pub prefix: String,
+    /// SHA-256 hex of the key.
+    pub hash: String,
+    /// Scopes.
+    pub scopes: Vec<Scope>,
+}
+
+/// A stored key (never the key itself).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyInfo {
+    /// Id.
+    pub id: String,
+    /// Owning tenant id.
+    pub tenant_id: String,
+    /// Name.
+    pub name: String,
+    /// Prefix of the key.
+    pub prefix: String,
+    /// Scopes.
+    pub scopes: Vec<Scope>,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Revoked, when it was.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// Outcome of an inbound event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    /// Stored.
+    Accepted,
+    /// Refused, with the reason.
+    Rejected,
+}
+
+impl EventStatus {
+    /// The word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Accepted => "accepted",
+            EventStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// The raw log entry of one inbound request.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    /// Tenant, when the caller could be identified.
+    pub tenant_id: Option<String>,
+    /// The route (`/v1/custom-cicd`).
+    pub endpoint: String,
+    /// Dialect (`sei`, …).
+    pub dialect: String,
+    /// Envelope request type, if any.
+    pub request_type: Option<String>,
+    /// Content-Type header.
+    pub content_type: Option<String>,
+    /// The raw body (the store keeps at most its configured cap).
+    pub body: bytes_like::Body,
+    /// When it arrived.
+    pub received_at: OffsetDateTime,
+    /// Accepted or rejected.
+    pub status: EventStatus,
+    /// HTTP status answered.
+    pub http_status: u16,
+    /// Why it was rejected.
+    pub errors: Vec<FieldError>,
+    /// The key used, if any.
+    pub key_id: Option<String>,
+}
+
+/// Raw bodies, shared without copying.
+pub mod bytes_like {
+    /// A shared byte buffer.
+    pub type Body = std::sync::Arc<[u8]>;
+}
+
+/// A CI/CD instance to register.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    /// Integration it belongs to.
+    pub integration_id: String,
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: String,
+    /// URL.
+    pub url: Option<String>,
+}
+
+/// One write.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// An accepted event and the runs it reports.
+    Runs {
+        /// The event.
+        event: EventRecord,
+        /// The tenant (strictness is checked inside the transaction).
+        tenant: Tenant,
+        /// The runs.
+        runs: Vec<RunReport>,
+    },
+    /// A rejected event (stores nothing else).
+    Reject {
+        /// The event.
+        event: EventRecord,
+    },
+    /// An instance registration.
+    RegisterInstance {
+        /// The event.
+        event: EventRecord,
+        /// Tenant id.
+        tenant_id: String,
+        /// What to register.
+        instance: NewInstance,
+    },
+}
+
+/// A run written by a [`WriteOp::Runs`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunWritten {
+    /// Run id.
+    pub id: String,
+    /// True when the run is new, false when an earlier report was updated.
+    pub created: bool,
+}
+
+/// What a write did.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    /// Id of the event row.
+    pub event_id: String,
+    /// Runs created or updated.
+    pub runs: Vec<RunWritten>,
+    /// The instance registered.
+    pub instance: Option<Instance>,
+}
+
+/// Filters of the run list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Pipeline full name or name.
+    pub pipeline: Option<String>,
+    /// Normalized result.
+    pub result: Option<RunResult>,
+    /// Branch.
+    pub branch: Option<String>,
+    /// Instance GUID.
+    pub instance: Option<String>,
+    /// Started at or after.
+    pub since: Option<OffsetDateTime>,
+    /// Started before.
+    pub until: Option<OffsetDateTime>,
+}
+
+/// Filters of the event list.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only events with this status.
+    pub status: Option<EventStatus>,
+}
+
+/// A page request: at most `limit` items after `cursor`.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    /// Page size (1..=500).
+    pub limit: usize,
+    /// Opaque cursor from the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of items and the cursor of the next one.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// Items.
+    pub items: Vec<T>,
+    /// Cursor of the next page, when there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// A pipeline with its latest run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineSummary {
+    /// Id.
+    pub id: String,
+    /// Full name.
+    pub full_name: String,
+    /// Name.
+    pub name: String,
+    /// Qualified name.
+    pub qualified_name: Option<String>,
+    /// Project.
+    pub project: Option<String>,
+    /// Module.
+    pub module: Option<String>,
+    /// Instance GUID.
+    pub instance_guid: String,
+    /// Instance name.
+    pub instance_name: Option<String>,
+    /// Number of runs.
+    pub runs: i64,
+    /// Result of the latest run.
+    pub last_result: Option<RunResult>,
+    /// Start of the latest run.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_run_at: Option<OffsetDateTime>,
+}
+
+/// A CI/CD instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Instance {
+    /// Internal id.
+    pub id: String,
+    /// GUID.
+    pub guid: String,
+    /// Name.
+    pub name: Option<String>,
+    /// URL.
+    pub url: Option<String>,
+    /// Kind.
+    pub kind: Option<String>,
+    /// Integration id.
+    pub integration_id: Option<String>,
+    /// Registered or first seen.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last run received.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen_at: Option<OffsetDateTime>,
+}
+
+/// An inbound event as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    /// Id.
+    pub id: String,
+    /// Received.
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    /// Route.
+    pub endpoint: String,
+    /// Dialect.
+    pub dialect: String,
+    /// Request type.
+    pub request_type: Option<String>,
+    /// accepted / rejected.
+    pub status: EventStatus,
+    /// HTTP status answered.
+    pub http_status: u16,
+    /// Reasons of a rejection.
+    pub errors: Vec<FieldError>,
+    /// Runs written.
+    pub run_ids: Vec<String>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// Size of the body received.
+    pub body_size: i64,
+    /// The body as text (lossy UTF-8), possibly cut to the store's cap.
+    pub body: Option<String>,
+    /// True when the body was cut.
+    pub body_truncated: bool,
+}
+
+/// The JSON blob kept beside a run's columns: its lists that are not queried by column.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct RunDetail {
+    /// Commits.
+    #[serde(default)]
+    pub commits: Vec<cistern_core::Commit>,
+    /// Params.
+    #[serde(default)]
+    pub params: Vec<cistern_core::Param>,
+    /// Artifacts.
+    #[serde(default)]
+    pub artifacts: Vec<serde_json::Value>,
+    /// Trigger chain.
+    #[serde(default)]
+    pub trigger_chain: Vec<serde_json::Value>,
+    /// Themes.
+    #[serde(default)]
+    pub themes: Vec<String>,
+    /// Custom fields.
+    #[serde(default)]
+    pub custom_fields: Vec<cistern_core::CustomField>,
+}
+
+impl RunDetail {
+    /// The detail of a report.
+    pub fn of(r: &RunReport) -> Self {
+        Self {
+            commits: r.commits.clone(),
+            params: r.params.clone(),
+            artifacts: r.artifacts.clone(),
+            trigger_chain: r.trigger_chain.clone(),
+            themes: r.themes.clone(),
+            custom_fields: r.custom_fields.clone(),
+        }
+    }
+}
+
+/// A new time-ordered id.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The part of a raw body the store keeps.
+pub fn kept_body(body: &[u8], cap: usize) -> (&[u8], bool) {
+    if body.len() > cap {
+        (&body[..cap], true)
+    } else {
+        (body, false)
+    }
+}
+
+/// Flattens stages and steps into rows: `(index, parent index, stage)`.
+pub fn stage_rows(stages: &[cistern_core::Stage]) -> Vec<(i64, Option<i64>, &cistern_core::Stage)> {
+    let mut rows = Vec::new();
+    for stage in stages {
+        let idx = rows.len() as i64;
+        rows.push((idx, None, stage));
+        for step in &stage.steps {
+            let sidx = rows.len() as i64;
+            rows.push((sidx, Some(idx), step));
+        }
+    }
+    rows
+}
+
+/// Rebuilds stages with their steps from rows ordered by index.
+pub fn stages_from_rows(
+    rows: Vec<(i64, Option<i64>, cistern_core::Stage)>,
+) -> Vec<cistern_core::Stage> {
+    let mut stages: Vec<(i64, cistern_core::Stage)> = Vec::new();
+    for (idx, parent, stage) in rows {
+        match parent {
+            None => stages.push((idx, stage)),
+            Some(p) => {
+                if let Some((_, s)) = stages.iter_mut().rev().find(|(i, _)| *i == p) {
+                    s.steps.push(stage);
+                }
+            }
+        }
+    }
+    stages.into_iter().map(|(_, s)| s).collect()
+}
+
+/// Commits of a report without repeated shas (first occurrence kept).
+pub fn unique_commits(r: &RunReport) -> Vec<&cistern_core::Commit> {
+    let mut seen = std::collections::HashSet::new();
+    r.commits
+        .iter()
+        .filter(|c| seen.insert(c.sha.as_str()))
+        .collect()
+}
