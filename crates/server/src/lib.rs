@@ -1,1 +1,11 @@
-//! placeholder
+//! Cistern's HTTP hub: configuration, the axum application, authentication, problem+json errors
+//! and one route module per API area.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod routes;
+
+pub use app::{AppState, Application};
+pub use config::Config;

@@ -1,0 +1,241 @@
+//! API keys: generation (random, ≥ 128 bits, shown once), hashing (only the hash is stored), and
+//! the extractor that turns a request's credentials into the calling tenant and its scopes.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use cistern_store::{ApiKeyInfo, Scope, Tenant};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Prefix of every key, so leaked keys are recognisable by scanners.
+pub const KEY_PREFIX: &str = "cst_";
+
+/// A freshly generated key: the secret (shown once) and what is stored.
+pub struct GeneratedKey {
+    /// The full key to hand to the user.
+    pub secret: String,
+    /// SHA-256 hex of the key.
+    pub hash: String,
+    /// The first characters, to recognise the key in lists.
+    pub prefix: String,
+}
+
+/// Generates a key with 256 bits of randomness.
+pub fn generate_key() -> GeneratedKey {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = format!("{KEY_PREFIX}{}", hex::encode(bytes));
+    GeneratedKey {
+        hash: hash_key(&secret),
+        prefix: secret[..KEY_PREFIX.len() + 8].to_owned(),
+        secret,
+    }
+}
+
+/// The stored form of a key. Keys carry 256 random bits, so one SHA-256 is enough: there is
+/// nothing to brute-force that a slow hash would protect.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.trim().as_bytes()))
+}
+
+/// Finds the key in `Authorization: ApiKey|Apikey|Bearer|Token <key>` (scheme case-insensitive),
+/// a bare `Authorization: <key>`, or `X-Api-Key: <key>`.
+pub fn key_from_headers(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if !v.is_empty() {
+            return Some(v.to_owned());
+        }
+    }
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    match auth.split_once(char::is_whitespace) {
+        Some((scheme, rest)) => {
+            let scheme = scheme.to_ascii_lowercase();
+            if matches!(scheme.as_str(), "apikey" | "bearer" | "token" | "api-key") {
+                let k = rest.trim();
+                (!k.is_empty()).then(|| k.to_owned())
+            } else {
+                None
+            }
+        }
+        None => (!auth.is_empty()).then(|| auth.to_owned()),
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Its tenant.
+    pub tenant: Tenant,
+    /// The key used.
+    pub key: ApiKeyInfo,
+}
+
+impl Caller {
+    /// Fails with 403 unless the key has `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.key.scopes.contains(&scope) || self.key.scopes.contains(&Scope::Admin) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this API key (\"{}\", {}…) lacks the `{}` scope; its scopes are: {}. Create a key with `cistern keys create --scopes {}`",
+                self.key.name,
+                self.key.prefix,
+                scope.as_str(),
+                self.key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                scope.as_str()
+            )))
+        }
+    }
+}
+
+/// The outcome of authenticating a request: who it is, when it could be told, and the refusal.
+pub struct AuthFailure {
+    /// The error to answer.
+    pub error: ApiError,
+    /// The tenant, when the key was known (revoked or lacking a scope).
+    pub tenant: Option<Tenant>,
+    /// The key, when known.
+    pub key_id: Option<String>,
+}
+
+/// Authenticates a request and checks `scope`.
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<Caller, AuthFailure> {
+    let fail = |error, tenant, key_id| AuthFailure {
+        error,
+        tenant,
+        key_id,
+    };
+    let Some(secret) = key_from_headers(headers) else {
+        return Err(fail(
+            ApiError::unauthorized(
+                "no API key: send `Authorization: ApiKey <key>` (or `Bearer <key>`, or `X-Api-Key: <key>`); create one with `cistern keys create --name NAME --scopes ingest,read`",
+            ),
+            None,
+            None,
+        ));
+    };
+    let key = match state.store.api_key_by_hash(&hash_key(&secret)).await {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            return Err(fail(
+                ApiError::unauthorized(
+                    "the API key is not valid (unknown key); check it was copied whole",
+                ),
+                None,
+                None,
+            ))
+        }
+        Err(e) => return Err(fail(ApiError::from(e), None, None)),
+    };
+    let tenant = match state.store.tenant_by_id(&key.tenant_id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return Err(fail(
+                ApiError::unauthorized("the API key's tenant no longer exists"),
+                None,
+                None,
+            ))
+        }
+        Err(e) => return Err(fail(ApiError::from(e), None, None)),
+    };
+    if key.revoked_at.is_some() {
+        return Err(fail(
+            ApiError::unauthorized(format!(
+                "the API key \"{}\" ({}…) was revoked",
+                key.name, key.prefix
+            )),
+            Some(tenant),
+            Some(key.id),
+        ));
+    }
+    let caller = Caller { tenant, key };
+    if let Err(e) = caller.require(scope) {
+        return Err(fail(e, Some(caller.tenant), Some(caller.key.id)));
+    }
+    Ok(caller)
+}
+
+/// Extractor for read routes: a caller with the `read` scope.
+pub struct Reader(pub Caller);
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(state, &parts.headers, Scope::Read)
+            .await
+            .map(Reader)
+            .map_err(|f| f.error)
+    }
+}
+
+/// Extractor for admin routes: a caller with the `admin` scope.
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(state, &parts.headers, Scope::Admin)
+            .await
+            .map(Admin)
+            .map_err(|f| f.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn keys_are_long_random_and_hashed() {
+        let a = generate_key();
+        let b = generate_key();
+        assert_ne!(a.secret, b.secret);
+        assert!(a.secret.len() >= KEY_PREFIX.len() + 32);
+        assert_eq!(a.hash, hash_key(&a.secret));
+        assert!(!a.hash.contains(&a.secret[KEY_PREFIX.len()..]));
+    }
+
+    #[test]
+    fn schemes_are_case_insensitive() {
+        for v in [
+            "ApiKey k1",
+            "apikey k1",
+            "APIKEY k1",
+            "Bearer k1",
+            "bearer  k1",
+            "k1",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("authorization", HeaderValue::from_str(v).unwrap());
+            assert_eq!(key_from_headers(&h).as_deref(), Some("k1"), "{v}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("k2"));
+        assert_eq!(key_from_headers(&h).as_deref(), Some("k2"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Basic dXNlcg=="));
+        assert_eq!(key_from_headers(&h), None);
+    }
+}

@@ -1,0 +1,155 @@
+//! One error type for every route: client errors are returned verbatim as RFC 9457
+//! `application/problem+json` with the fields at fault; server errors are logged with their cause
+//! and answered with an opaque 500.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cistern_core::FieldError;
+use cistern_store::StoreError;
+use serde_json::json;
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Short problem slug (`invalid-payload`, `unauthorized`, …).
+    pub kind: &'static str,
+    /// Human title.
+    pub title: String,
+    /// Detail.
+    pub detail: String,
+    /// Fields at fault.
+    pub errors: Vec<FieldError>,
+    /// The inbound event that recorded this refusal, when one was recorded.
+    pub event_id: Option<String>,
+    /// Extra members merged into the body.
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl ApiError {
+    /// A client error.
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            title: title.into(),
+            detail: detail.into(),
+            errors: Vec::new(),
+            event_id: None,
+            extra: None,
+        }
+    }
+
+    /// 400 with field errors.
+    pub fn invalid(errors: Vec<FieldError>) -> Self {
+        let detail = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "The request is invalid",
+            detail,
+        );
+        e.errors = errors;
+        e
+    }
+
+    /// 400 for one bad query parameter or field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::invalid(vec![FieldError::new(field, message)])
+    }
+
+    /// 401.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authentication required",
+            detail,
+        )
+    }
+
+    /// 403.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed", detail)
+    }
+
+    /// 404.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", what)
+    }
+
+    /// 500, logging the cause.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+            "the server failed; the request was not stored. Retry later.",
+        )
+    }
+
+    /// Attaches the event id.
+    pub fn with_event(mut self, id: Option<String>) -> Self {
+        self.event_id = id;
+        self
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => ApiError::not_found(what),
+            StoreError::Conflict(what) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", "Conflict", what)
+            }
+            StoreError::Rejected(errors) => {
+                let mut e = ApiError::invalid(errors);
+                e.status = StatusCode::UNPROCESSABLE_ENTITY;
+                e.kind = "rejected";
+                e.title = "The request was refused".into();
+                e
+            }
+            StoreError::Invalid(msg) => ApiError::field("cursor", msg),
+            StoreError::Backend(msg) => ApiError::internal(msg),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "type": format!("https://cistern.dev/problems/{}", self.kind),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if let Some(map) = body.as_object_mut() {
+            if !self.errors.is_empty() {
+                map.insert("errors".into(), json!(self.errors));
+            }
+            if let Some(id) = self.event_id {
+                map.insert("event_id".into(), json!(id));
+            }
+            if let Some(extra) = self.extra {
+                map.extend(extra);
+            }
+        }
+        let mut resp = (self.status, body.to_string()).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        resp
+    }
+}

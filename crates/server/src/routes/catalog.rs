@@ -1,0 +1,108 @@
+//! Pipelines and CI/CD instances: `GET /api/v1/pipelines`, `GET|POST /api/v1/instances`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use cistern_dialects::fields::Obj;
+use cistern_store::{EventRecord, EventStatus, NewInstance, Scope, WriteOp, WriteOutcome};
+use serde_json::{json, Value};
+
+use super::ingest::{json_reply, read_body, rejection_error};
+use crate::auth::{authenticate, Reader};
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Catalog routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/pipelines", get(pipelines))
+        .route("/api/v1/instances", get(instances).post(register))
+}
+
+async fn pipelines(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+) -> Result<Json<Value>, ApiError> {
+    let items = state.store.list_pipelines(&caller.tenant.id).await?;
+    Ok(Json(json!({ "pipelines": items })))
+}
+
+async fn instances(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+) -> Result<Json<Value>, ApiError> {
+    let items = state.store.list_instances(&caller.tenant.id).await?;
+    Ok(Json(json!({ "instances": items })))
+}
+
+/// `POST /api/v1/instances` `{"integration_id", "name", "type", "url"?}`: registers an instance.
+async fn register(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let caller = match authenticate(&state, &headers, Scope::Ingest).await {
+        Ok(c) => c,
+        Err(f) => return f.error.into_response(),
+    };
+    let bytes = match read_body(&headers, body, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let parsed = cistern_dialects::json::parse(&bytes, "")
+        .map_err(cistern_dialects::Rejection::Malformed)
+        .and_then(|v| match v {
+            Value::Object(m) => cistern_dialects::sei::parse_registration(&Obj::new(&m, "")),
+            other => Err(cistern_dialects::Rejection::Invalid(vec![
+                cistern_core::FieldError::new(
+                    "",
+                    format!(
+                        "the body must be a JSON object, got {}",
+                        cistern_dialects::fields::type_name(&other)
+                    ),
+                ),
+            ])),
+        });
+    let reg = match parsed {
+        Ok(r) => r,
+        Err(rej) => return rejection_error(rej).into_response(),
+    };
+    let event = EventRecord {
+        tenant_id: Some(caller.tenant.id.clone()),
+        endpoint: "/api/v1/instances".into(),
+        dialect: "native".into(),
+        request_type: None,
+        content_type: None,
+        body: Arc::from(bytes.as_ref()),
+        received_at: time::OffsetDateTime::now_utc(),
+        status: EventStatus::Accepted,
+        http_status: 201,
+        errors: Vec::new(),
+        key_id: Some(caller.key.id.clone()),
+    };
+    let op = WriteOp::RegisterInstance {
+        event,
+        tenant_id: caller.tenant.id.clone(),
+        instance: NewInstance {
+            integration_id: reg.integration_id,
+            name: reg.name,
+            kind: reg.kind,
+            url: reg.url,
+        },
+    };
+    match state.store.write(op).await {
+        Ok(WriteOutcome {
+            instance: Some(inst),
+            ..
+        }) => {
+            let mut v = serde_json::to_value(&inst).unwrap_or(Value::Null);
+            if let Some(m) = v.as_object_mut() {
+                m.insert("instance_guid".into(), json!(inst.guid));
+            }
+            json_reply(StatusCode::CREATED, v)
+        }
+        Ok(_) => ApiError::internal("a registration returned no instance").into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}

@@ -1,0 +1,74 @@
+//! The inbound events log: `GET /api/v1/events?status=rejected` and `GET /api/v1/events/{id}`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use cistern_store::{EventFilter, EventStatus};
+use serde_json::{json, Value};
+
+use super::query::Params;
+use crate::auth::Reader;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Bytes of body shown per event in lists (the full kept body is at `/api/v1/events/{id}`).
+const LIST_BODY_PREVIEW: usize = 4096;
+
+/// Event routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/events", get(list))
+        .route("/api/v1/events/{id}", get(one))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let q = Params(q);
+    let status = match q.text("status").as_deref() {
+        None | Some("all") => None,
+        Some("rejected") => Some(EventStatus::Rejected),
+        Some("accepted") => Some(EventStatus::Accepted),
+        Some(other) => {
+            return Err(ApiError::field(
+                "status",
+                format!("must be accepted, rejected or all, got {other:?}"),
+            ))
+        }
+    };
+    let page = q.page()?;
+    let mut found = state
+        .store
+        .list_events(&caller.tenant.id, &EventFilter { status }, &page)
+        .await?;
+    for ev in &mut found.items {
+        if let Some(body) = &mut ev.body {
+            if body.len() > LIST_BODY_PREVIEW {
+                let mut cut = LIST_BODY_PREVIEW;
+                while !body.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                body.truncate(cut);
+                ev.body_truncated = true;
+            }
+        }
+    }
+    Ok(Json(
+        json!({"events": found.items, "next_cursor": found.next_cursor}),
+    ))
+}
+
+async fn one(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match state.store.get_event(&caller.tenant.id, &id).await? {
+        Some(ev) => Ok(Json(serde_json::to_value(ev).map_err(ApiError::internal)?)),
+        None => Err(ApiError::not_found(format!("no event with id {id:?}"))),
+    }
+}

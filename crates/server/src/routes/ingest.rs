@@ -1,0 +1,192 @@
+//! What every inbound endpoint shares: bounded body reading, the raw event record, recording
+//! refusals in the events log, and parsing off the async threads when bodies are large.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cistern_dialects::Rejection;
+use cistern_store::{EventRecord, EventStatus, Tenant, WriteOp};
+use time::OffsetDateTime;
+
+use crate::auth::AuthFailure;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Bodies larger than this are parsed on the blocking pool.
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
+/// The inbound request being handled.
+pub struct Inbound {
+    /// Route (`/v1/custom-cicd`).
+    pub endpoint: &'static str,
+    /// Dialect name.
+    pub dialect: &'static str,
+    /// Content-Type of the request.
+    pub content_type: Option<String>,
+    /// When it arrived.
+    pub received_at: OffsetDateTime,
+}
+
+impl Inbound {
+    /// Starts handling a request.
+    pub fn new(endpoint: &'static str, dialect: &'static str, headers: &HeaderMap) -> Self {
+        Self {
+            endpoint,
+            dialect,
+            content_type: headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            received_at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    /// The event record of this request.
+    pub fn event(
+        &self,
+        tenant_id: Option<String>,
+        key_id: Option<String>,
+        body: &Bytes,
+        status: EventStatus,
+        http_status: u16,
+    ) -> EventRecord {
+        EventRecord {
+            tenant_id,
+            endpoint: self.endpoint.to_owned(),
+            dialect: self.dialect.to_owned(),
+            request_type: None,
+            content_type: self.content_type.clone(),
+            body: Arc::from(body.as_ref()),
+            received_at: self.received_at,
+            status,
+            http_status,
+            errors: Vec::new(),
+            key_id,
+        }
+    }
+
+    /// Answers a refusal, first recording it in the tenant's events log when the tenant is known
+    /// (an unknown caller's requests are only logged, so strangers cannot fill the database).
+    pub async fn refuse(
+        &self,
+        state: &AppState,
+        tenant: Option<&Tenant>,
+        key_id: Option<String>,
+        body: &Bytes,
+        request_type: Option<String>,
+        error: ApiError,
+    ) -> ApiError {
+        let Some(tenant) = tenant else {
+            tracing::info!(endpoint = self.endpoint, status = error.status.as_u16(), reason = %error.detail, "refused an unauthenticated request");
+            return error;
+        };
+        let mut ev = self.event(
+            Some(tenant.id.clone()),
+            key_id,
+            body,
+            EventStatus::Rejected,
+            error.status.as_u16(),
+        );
+        ev.request_type = request_type;
+        ev.errors = if error.errors.is_empty() {
+            vec![cistern_core::FieldError::new("", error.detail.clone())]
+        } else {
+            error.errors.clone()
+        };
+        match state.store.write(WriteOp::Reject { event: ev }).await {
+            Ok(out) => error.with_event(Some(out.event_id)),
+            Err(e) => {
+                tracing::error!(error = %e, "could not record a rejected event");
+                error
+            }
+        }
+    }
+
+    /// Refuses after a failed authentication.
+    pub async fn refuse_auth(&self, state: &AppState, f: AuthFailure) -> ApiError {
+        self.refuse(
+            state,
+            f.tenant.as_ref(),
+            f.key_id,
+            &Bytes::new(),
+            None,
+            f.error,
+        )
+        .await
+    }
+}
+
+/// Reads the whole body, refusing (413) beyond `limit` bytes.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "The body is too large",
+            format!("the request body exceeds the limit of {limit} bytes (max_body_bytes / CISTERN_MAX_BODY_BYTES)"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let is_limit = std::error::Error::source(&e)
+            .map(|s| s.to_string().contains("length limit"))
+            .unwrap_or(false)
+            || e.to_string().contains("length limit");
+        if is_limit {
+            too_large()
+        } else {
+            ApiError::field("", format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+/// Runs a parser, on the blocking pool when the body is large.
+pub async fn parse_with<T, F>(body: Bytes, parse: F) -> Result<T, Rejection>
+where
+    T: Send + 'static,
+    F: FnOnce(&[u8]) -> Result<T, Rejection> + Send + 'static,
+{
+    if body.len() <= INLINE_PARSE_BYTES {
+        return parse(&body);
+    }
+    match tokio::task::spawn_blocking(move || parse(&body)).await {
+        Ok(r) => r,
+        Err(e) => Err(Rejection::Malformed(cistern_core::FieldError::new(
+            "",
+            format!("the parser failed: {e}"),
+        ))),
+    }
+}
+
+/// The problem for a parser's rejection.
+pub fn rejection_error(rej: Rejection) -> ApiError {
+    match rej {
+        Rejection::Malformed(e) => {
+            let mut err = ApiError::invalid(vec![e]);
+            err.kind = "malformed-json";
+            err.title = "The body is not valid JSON".into();
+            err
+        }
+        Rejection::Invalid(errors) => {
+            let mut err = ApiError::invalid(errors);
+            err.kind = "invalid-payload";
+            err.title = "The payload breaks the field rules".into();
+            err
+        }
+    }
+}
+
+/// A JSON reply with a status.
+pub fn json_reply(status: StatusCode, value: serde_json::Value) -> Response {
+    (status, axum::Json(value)).into_response()
+}

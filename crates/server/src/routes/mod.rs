@@ -1,0 +1,28 @@
+//! One module per API area, each exporting `router()`; merged here.
+
+pub mod catalog;
+pub mod events;
+pub mod health;
+pub mod ingest;
+pub mod query;
+pub mod runs;
+pub mod sei;
+
+use axum::Router;
+
+use crate::AppState;
+
+/// Every route of the hub.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(health::router())
+        .merge(sei::router())
+        .merge(runs::router())
+        .merge(catalog::router())
+        .merge(events::router())
+        .fallback(fallback)
+}
+
+async fn fallback(method: axum::http::Method, uri: axum::http::Uri) -> crate::error::ApiError {
+    crate::error::ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}

@@ -1,0 +1,83 @@
+//! Query-string parsing with errors that name the parameter and the rule.
+
+use std::collections::HashMap;
+
+use cistern_core::RunResult;
+use cistern_store::PageRequest;
+use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime};
+
+use crate::error::ApiError;
+
+/// Default page size.
+pub const DEFAULT_LIMIT: usize = 50;
+/// Largest page size.
+pub const MAX_LIMIT: usize = 500;
+
+/// The query parameters of a request.
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    /// A non-empty text parameter.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.0
+            .get(name)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// `limit` and `cursor`.
+    pub fn page(&self) -> Result<PageRequest, ApiError> {
+        let limit = match self.text("limit") {
+            None => DEFAULT_LIMIT,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::field(
+                        "limit",
+                        format!("must be an integer from 1 to {MAX_LIMIT}, got {s:?}"),
+                    ))
+                }
+            },
+        };
+        Ok(PageRequest {
+            limit,
+            cursor: self.text("cursor"),
+        })
+    }
+
+    /// A time: RFC 3339, a date (`2024-03-28`), or epoch milliseconds.
+    pub fn time(&self, name: &str) -> Result<Option<OffsetDateTime>, ApiError> {
+        let Some(s) = self.text(name) else {
+            return Ok(None);
+        };
+        if let Ok(t) = OffsetDateTime::parse(&s, &Rfc3339) {
+            return Ok(Some(t));
+        }
+        let date_fmt = time::macros::format_description!("[year]-[month]-[day]");
+        if let Ok(d) = Date::parse(&s, &date_fmt) {
+            return Ok(Some(d.midnight().assume_utc()));
+        }
+        if let Ok(ms) = s.parse::<i64>() {
+            return Ok(Some(cistern_core::from_millis(ms)));
+        }
+        Err(ApiError::field(
+            name,
+            format!("{s:?} is not a time; use RFC 3339 (2024-03-28T05:25:45Z), a date (2024-03-28) or epoch milliseconds"),
+        ))
+    }
+
+    /// A result word.
+    pub fn result(&self, name: &str) -> Result<Option<RunResult>, ApiError> {
+        let Some(s) = self.text(name) else {
+            return Ok(None);
+        };
+        RunResult::from_word(&s).map(Some).ok_or_else(|| {
+            ApiError::field(
+                name,
+                format!("unknown result {s:?}; {}", RunResult::accepted_words()),
+            )
+        })
+    }
+}
