@@ -57,6 +57,11 @@ fn describe(e: &serde_json::Error, text: &str, what: &str) -> String {
     {
         msg.push_str("; JSON strings and keys take double quotes (\"), not single quotes (')");
     }
+    if detail.contains("expected `,` or `}`") || detail.contains("expected `,` or `]`") {
+        msg.push_str(
+            "; a comma is probably missing before this point (at the end of the previous value)",
+        );
+    }
     if detail.contains("trailing comma") {
         msg.push_str("; remove the comma after the last element");
     }
