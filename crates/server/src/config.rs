@@ -59,15 +59,15 @@ impl Default for Config {
 impl Config {
     /// Loads defaults, the TOML file (when it exists, or fails when it was named explicitly and
     /// is missing) and the `CISTERN_*` environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => {
                 if !path.exists() {
-                    return Err(figment::Error::from(format!(
+                    return Err(Box::new(figment::Error::from(format!(
                         "config file {} does not exist",
                         path.display()
-                    )));
+                    ))));
                 }
                 fig = fig.merge(Toml::file(path));
             }
@@ -76,6 +76,7 @@ impl Config {
         // Only the settings' own names: other CISTERN_* variables belong to other commands.
         fig.merge(Env::prefixed("CISTERN_").only(ENV_KEYS))
             .extract()
+            .map_err(Box::new)
     }
 
     /// The store settings implied by this configuration.

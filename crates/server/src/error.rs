@@ -8,9 +8,13 @@ use cistern_core::FieldError;
 use cistern_store::StoreError;
 use serde_json::json;
 
-/// An error answered to the client.
+/// An error answered to the client (boxed: errors are the cold path, results stay small).
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ApiError(Box<Problem>);
+
+/// The members of a problem+json reply.
+#[derive(Debug)]
+pub struct Problem {
     /// HTTP status.
     pub status: StatusCode,
     /// Short problem slug (`invalid-payload`, `unauthorized`, …).
@@ -35,7 +39,7 @@ impl ApiError {
         title: impl Into<String>,
         detail: impl Into<String>,
     ) -> Self {
-        Self {
+        Self(Box::new(Problem {
             status,
             kind,
             title: title.into(),
@@ -43,7 +47,7 @@ impl ApiError {
             errors: Vec::new(),
             event_id: None,
             extra: None,
-        }
+        }))
     }
 
     /// 400 with field errors.
@@ -106,6 +110,19 @@ impl ApiError {
     }
 }
 
+impl std::ops::Deref for ApiError {
+    type Target = Problem;
+    fn deref(&self) -> &Problem {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiError {
+    fn deref_mut(&mut self) -> &mut Problem {
+        &mut self.0
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -128,24 +145,25 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let p = *self.0;
         let mut body = json!({
-            "type": format!("https://cistern.dev/problems/{}", self.kind),
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
+            "type": format!("https://cistern.dev/problems/{}", p.kind),
+            "title": p.title,
+            "status": p.status.as_u16(),
+            "detail": p.detail,
         });
         if let Some(map) = body.as_object_mut() {
-            if !self.errors.is_empty() {
-                map.insert("errors".into(), json!(self.errors));
+            if !p.errors.is_empty() {
+                map.insert("errors".into(), json!(p.errors));
             }
-            if let Some(id) = self.event_id {
+            if let Some(id) = p.event_id {
                 map.insert("event_id".into(), json!(id));
             }
-            if let Some(extra) = self.extra {
+            if let Some(extra) = p.extra {
                 map.extend(extra);
             }
         }
-        let mut resp = (self.status, body.to_string()).into_response();
+        let mut resp = (p.status, body.to_string()).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

@@ -202,7 +202,7 @@ async fn instance_registration_returns_a_guid() {
             .await;
         assert_eq!(status, 201, "{body}");
         let guid = body["instance_guid"].as_str().unwrap().to_owned();
-        assert_eq!(uuid_like(&guid), true, "{guid}");
+        assert!(uuid_like(&guid), "{guid}");
         let (status, body2) = app
             .post(
                 "/api/v1/instances",

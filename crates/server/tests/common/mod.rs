@@ -245,9 +245,9 @@ pub fn sei_run(n: u64) -> Value {
         "instance_guid": "2f1b2b4e-0000-4000-8000-000000000001",
         "start_time": 1_711_603_545_000u64 + n * 60_000,
         "duration": 1000 + n,
-        "result": if n % 3 == 0 { "FAILURE" } else { "SUCCESS" },
+        "result": if n.is_multiple_of(3) { "FAILURE" } else { "SUCCESS" },
         "build_number": n,
-        "branch_name": if n % 2 == 0 { "main" } else { "dev" },
+        "branch_name": if n.is_multiple_of(2) { "main" } else { "dev" },
     })
 }
 
