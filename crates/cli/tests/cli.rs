@@ -1,0 +1,241 @@
+//! The real `cistern` binary: admin commands print what scripts need, and an acknowledged run
+//! survives the server being killed with SIGKILL right after the acknowledgement.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cistern");
+
+fn cistern(db: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--database", db])
+        .env_remove("CISTERN_DATABASE_URL")
+        .output()
+        .expect("run cistern");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(db: &str) -> Self {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database",
+                db,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+                if r.status().is_success() {
+                    return Self { child, base };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not become ready");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_payload(n: u64) -> Value {
+    json!({
+        "pipeline": "deploy", "job_full_name": "svc/deploy", "qualified_name": "svc/deploy",
+        "instance_name": "jenkins", "instance_guid": "c0ffee00-0000-4000-8000-000000000000",
+        "start_time": 1_711_603_545_000u64 + n * 1000, "duration": 500, "result": "SUCCESS",
+        "build_number": n, "cd": true, "job_run": {"stages": [{"displayName": "ship", "result": "SUCCESS",
+        "durationInMillis": 400, "steps": [{"displayName": "push", "result": "SUCCESS", "durationInMillis": 300}]}]}
+    })
+}
+
+#[test]
+fn keys_create_prints_the_key_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let (ok, out, err) = cistern(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "jenkins",
+            "--scopes",
+            "ingest,read",
+        ],
+    );
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout must hold the key only: {out:?}");
+    assert!(
+        lines[0].starts_with("cst_") && lines[0].len() >= 68,
+        "{out}"
+    );
+    let (ok, out, _) = cistern(&db, &["keys", "list"]);
+    assert!(ok);
+    assert!(
+        out.contains("jenkins") && out.contains("ingest,read"),
+        "{out}"
+    );
+    assert!(!out.contains(lines[0]), "list never shows the key");
+    let (ok, _, err) = cistern(&db, &["keys", "create", "--name", "x", "--scopes", "write"]);
+    assert!(!ok && err.contains("unknown scope"), "{err}");
+    let (ok, _, err) = cistern(&db, &["keys", "create", "--name", "x", "--tenant", "nope"]);
+    assert!(!ok && err.contains("no tenant"), "{err}");
+    let (ok, out, _) = cistern(&db, &["tenants", "create", "acme"]);
+    assert!(ok && out.trim() == "acme");
+    let (ok, _, err) = cistern(&db, &["tenants", "create", "acme"]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, out, _) = cistern(&db, &["keys", "create", "--name", "ci", "--tenant", "acme"]);
+    assert!(ok && out.trim().starts_with("cst_"));
+}
+
+#[tokio::test]
+async fn revoked_keys_stop_working_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let (_, key, _) = cistern(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "temp",
+            "--scopes",
+            "ingest,read",
+        ],
+    );
+    let key = key.trim().to_owned();
+    let server = Server::start(&db).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("{}/api/v1/runs", server.base))
+        .header("Authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (ok, _, err) = cistern(&db, &["keys", "revoke", "temp"]);
+    assert!(ok, "{err}");
+    let r = client
+        .get(format!("{}/api/v1/runs", server.base))
+        .header("Authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn acknowledged_runs_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let (_, key, _) = cistern(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "load",
+            "--scopes",
+            "ingest,read",
+        ],
+    );
+    let key = key.trim().to_owned();
+    let client = reqwest::Client::new();
+    let mut acked = std::collections::HashSet::new();
+    for round in 0..3u64 {
+        let server = Server::start(&db).await;
+        let mut tasks = Vec::new();
+        for i in 0..40u64 {
+            let (client, key, base) = (client.clone(), key.clone(), server.base.clone());
+            tasks.push(tokio::spawn(async move {
+                let r = client
+                    .post(format!("{base}/v1/custom-cicd"))
+                    .header("Authorization", format!("ApiKey {key}"))
+                    .body(run_payload(round * 1000 + i).to_string())
+                    .send()
+                    .await
+                    .ok()?;
+                if !r.status().is_success() {
+                    return None;
+                }
+                let v: Value = r.json().await.ok()?;
+                v["id"].as_str().map(str::to_owned)
+            }));
+        }
+        for t in tasks {
+            if let Some(id) = t.await.unwrap() {
+                acked.insert(id);
+            }
+        }
+        drop(server); // SIGKILL, right after the last acknowledgement
+    }
+    assert_eq!(acked.len(), 120, "every request was acknowledged");
+    let server = Server::start(&db).await;
+    let mut stored = std::collections::HashSet::new();
+    let mut cursor = String::new();
+    loop {
+        let url = format!(
+            "{}/api/v1/runs?limit=500{}",
+            server.base,
+            if cursor.is_empty() {
+                String::new()
+            } else {
+                format!("&cursor={cursor}")
+            }
+        );
+        let v: Value = client
+            .get(url)
+            .header("X-Api-Key", &key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for r in v["runs"].as_array().unwrap() {
+            assert!(
+                stored.insert(r["id"].as_str().unwrap().to_owned()),
+                "duplicate run"
+            );
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(stored, acked, "every acknowledged run is stored, once");
+}
