@@ -38,7 +38,7 @@ struct Server {
 impl Server {
     async fn start(db: &str) -> Self {
         let port = free_port();
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args([
                 "serve",
                 "--listen",
@@ -60,6 +60,8 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("server did not become ready");
     }
 }
