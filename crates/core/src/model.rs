@@ -178,6 +178,8 @@ pub struct RunReport {
     pub branch: Option<String>,
     /// Repository URL.
     pub repo_url: Option<String>,
+    /// Repository name or id, when the sender names it without a URL (Allstacks `repo_name`/`repo_id`).
+    pub repo: Option<String>,
     /// Commits built or deployed.
     pub commits: Vec<Commit>,
     /// A CI run.
@@ -273,6 +275,8 @@ pub struct Run {
     pub branch: Option<String>,
     /// Repository.
     pub repo_url: Option<String>,
+    /// Repository name or id.
+    pub repo: Option<String>,
     /// Commits.
     pub commits: Vec<Commit>,
     /// CI flag.

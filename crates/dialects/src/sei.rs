@@ -261,6 +261,7 @@ pub fn run_from_object(
         triggered_by,
         branch,
         repo_url,
+        repo: None,
         commits,
         ci,
         cd,

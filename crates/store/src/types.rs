@@ -381,6 +381,9 @@ pub struct EventView {
 /// The JSON blob kept beside a run's columns: its lists that are not queried by column.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct RunDetail {
+    /// Repository name or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// Commits.
     #[serde(default)]
     pub commits: Vec<cistern_core::Commit>,
@@ -405,6 +408,7 @@ impl RunDetail {
     /// The detail of a report.
     pub fn of(r: &RunReport) -> Self {
         Self {
+            repo: r.repo.clone(),
             commits: r.commits.clone(),
             params: r.params.clone(),
             artifacts: r.artifacts.clone(),

@@ -38,6 +38,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Run> {
         job_type: row.get(17)?,
         source: row.get(18)?,
         event_id: row.get(19)?,
+        repo: detail.repo,
         commits: detail.commits,
         params: detail.params,
         artifacts: detail.artifacts,
