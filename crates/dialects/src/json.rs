@@ -43,11 +43,13 @@ fn describe(e: &serde_json::Error, text: &str, what: &str) -> String {
     } else {
         detail
     };
-    let mut msg = format!(
-        "invalid JSON in {what} at line {} column {}: {detail}",
-        e.line(),
-        e.column()
-    );
+    // serde_json puts errors found at a line break at "column 0" of the next line.
+    let place = if e.column() == 0 && e.line() > 1 {
+        format!("at the end of line {}", e.line() - 1)
+    } else {
+        format!("at line {} column {}", e.line(), e.column())
+    };
+    let mut msg = format!("invalid JSON in {what} {place}: {detail}");
     if let Some((line, col, ch)) = first_curly_quote(text) {
         msg.push_str(&format!(
             "; the {what} contains a curly quote ({ch}) at line {line} column {col}: curly quotes (“ ” ‘ ’) are not JSON quotes, use straight double quotes (\")"
@@ -56,6 +58,14 @@ fn describe(e: &serde_json::Error, text: &str, what: &str) -> String {
         || detail.contains("expected value") && text.contains('\'')
     {
         msg.push_str("; JSON strings and keys take double quotes (\"), not single quotes (')");
+    }
+    if text.trim_start().starts_with('\'') {
+        msg.push_str(
+            "; the text starts with a single quote: remove the shell quoting ('…') around the JSON",
+        );
+    }
+    if detail.contains("control character") {
+        msg.push_str("; a JSON string cannot hold a raw line break or control character: escape it (\\n), and to send JSON inside a string escape its quotes (\\\") or send it as an object");
     }
     if detail.contains("expected `,` or `}`") || detail.contains("expected `,` or `]`") {
         msg.push_str(

@@ -4,6 +4,8 @@
 
 pub mod fields;
 pub mod json;
+pub mod logzip;
+pub mod propelo;
 pub mod sei;
 pub mod times;
 

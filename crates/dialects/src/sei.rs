@@ -95,7 +95,7 @@ pub fn parse(body: &[u8], opts: &ParseOptions) -> Result<Vec<Inbound>, Rejection
         return parse_registration(&obj).map(|r| vec![Inbound::RegisterInstance(r)]);
     }
     let mut errs = Errors::default();
-    let report = run_from_object(&obj, opts, "sei", &mut errs);
+    let report = run_from_object(&obj, opts, Flavor::Sei, &mut errs);
     match report {
         Some(r) if errs.is_empty() => Ok(vec![Inbound::Run(Box::new(r))]),
         _ => Err(Rejection::Invalid(errs.0)),
@@ -130,17 +130,51 @@ pub fn parse_registration(obj: &Obj<'_>) -> Result<InstanceRegistration, Rejecti
     }
 }
 
+/// Which sender's vocabulary a run object is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// Harness SEI custom CI/CD (seed 000): every required field of the seed is enforced.
+    Sei,
+    /// The Jenkins Job Reporter plugin (`JenkinsPluginJobRunComplete`): it names the pipeline
+    /// `job_name` and sends no `qualified_name`, so those fall back to the fields it does send.
+    Propelo,
+}
+
+impl Flavor {
+    fn source(self) -> &'static str {
+        match self {
+            Flavor::Sei => "sei",
+            Flavor::Propelo => "propelo",
+        }
+    }
+}
+
 /// Reads a run in the SEI / Propelo field vocabulary. Field aliases of the Jenkins Job Reporter
 /// plugin are accepted too. Errors go to `errs`; `None` when a required field is unusable.
 pub fn run_from_object(
     obj: &Obj<'_>,
     opts: &ParseOptions,
-    source: &str,
+    flavor: Flavor,
     errs: &mut Errors,
 ) -> Option<RunReport> {
-    let pipeline = obj.req_str("pipeline", errs);
-    let full_name = obj.req_str("job_full_name", errs);
-    let qualified_name = obj.req_str("qualified_name", errs);
+    let source = flavor.source();
+    let (pipeline, full_name, qualified_name) = match flavor {
+        Flavor::Sei => (
+            obj.req_str("pipeline", errs),
+            obj.req_str("job_full_name", errs),
+            obj.req_str("qualified_name", errs),
+        ),
+        Flavor::Propelo => {
+            let full_name = req_alias(obj, "job_full_name", &["job_normalized_full_name"], errs);
+            let pipeline = obj
+                .opt_str_any(&["pipeline", "job_name"], errs)
+                .or_else(|| full_name.clone());
+            let qualified = obj
+                .opt_str_any(&["qualified_name", "job_normalized_full_name"], errs)
+                .or_else(|| full_name.clone());
+            (pipeline, full_name, qualified)
+        }
+    };
     let instance_name = req_alias(obj, "instance_name", &["jenkins_instance_name"], errs);
     let instance_guid = req_alias(obj, "instance_guid", &["jenkins_instance_guid"], errs);
     let start_ms = obj.req_int("start_time", "epoch milliseconds", errs);
@@ -190,7 +224,7 @@ pub fn run_from_object(
         r
     });
 
-    let triggered_by = obj.opt_str_any(&["user_id", "triggered_by"], errs);
+    let triggered_by = obj.opt_str_any(&["user_id", "triggered_by", "scm_user_id"], errs);
     let params = params(obj, errs);
     let commits = obj
         .opt_str_list("scm_commit_ids", errs)
@@ -435,6 +469,20 @@ pub fn stage_of(
         });
     let started_at = match o.get_any(&["startTime", "start_time"]) {
         None => None,
+        // The Jenkins plugin sends epoch milliseconds as a string for runs without Blue Ocean.
+        Some((k, Value::String(s))) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            match s
+                .parse::<i64>()
+                .map_err(|e| e.to_string())
+                .and_then(|ms| times::check_epoch_ms(ms, opts.now))
+            {
+                Ok(t) => Some(t),
+                Err(m) => {
+                    errs.push(o.path(k), m);
+                    None
+                }
+            }
+        }
         Some((k, Value::String(s))) => match times::parse_datetime(s) {
             Some(t) => Some(t),
             None => {

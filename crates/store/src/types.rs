@@ -205,6 +205,23 @@ pub struct NewInstance {
     pub url: Option<String>,
 }
 
+/// A heartbeat of a CI/CD instance.
+#[derive(Debug, Clone)]
+pub struct HeartbeatRecord {
+    /// The instance GUID.
+    pub instance_guid: String,
+    /// Name, when given.
+    pub name: Option<String>,
+    /// URL, when given.
+    pub url: Option<String>,
+    /// Kind, for an instance seen first through its heartbeat.
+    pub kind: Option<String>,
+    /// When it was sent.
+    pub at: OffsetDateTime,
+    /// Versions and settings reported (kept as sent).
+    pub details: serde_json::Value,
+}
+
 /// One write.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
@@ -216,6 +233,15 @@ pub enum WriteOp {
         tenant: Tenant,
         /// The runs.
         runs: Vec<RunReport>,
+    },
+    /// A heartbeat: the instance is alive (registered on first sight unless the tenant is strict).
+    Heartbeat {
+        /// The event.
+        event: EventRecord,
+        /// The tenant.
+        tenant: Tenant,
+        /// The heartbeat.
+        heartbeat: HeartbeatRecord,
     },
     /// A rejected event (stores nothing else).
     Reject {
@@ -344,6 +370,11 @@ pub struct Instance {
     /// Last run received.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_seen_at: Option<OffsetDateTime>,
+    /// Last heartbeat received.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_heartbeat_at: Option<OffsetDateTime>,
+    /// What the last heartbeat reported (versions, settings).
+    pub details: Option<serde_json::Value>,
 }
 
 /// An inbound event as the API shows it.

@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod events;
 pub mod health;
 pub mod ingest;
+pub mod propelo;
 pub mod query;
 pub mod runs;
 pub mod sei;
@@ -17,6 +18,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(health::router())
         .merge(sei::router())
+        .merge(propelo::router())
         .merge(runs::router())
         .merge(catalog::router())
         .merge(events::router())

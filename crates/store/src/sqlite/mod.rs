@@ -13,7 +13,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::*;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_heartbeats.sql"),
+];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).
 pub fn path_from_url(url: &str) -> Result<PathBuf, StoreError> {

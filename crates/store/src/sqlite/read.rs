@@ -202,7 +202,7 @@ pub(super) fn list_pipelines(
 
 pub(super) fn list_instances(c: &Connection, tenant_id: &str) -> Result<Vec<Instance>, StoreError> {
     let mut st = c.prepare_cached(
-        "SELECT id, guid, name, url, kind, integration_id, created_at, last_seen_at FROM instances WHERE tenant_id = ?1 ORDER BY created_at",
+        "SELECT id, guid, name, url, kind, integration_id, created_at, last_seen_at, last_heartbeat_at, details FROM instances WHERE tenant_id = ?1 ORDER BY created_at",
     )?;
     let rows = st
         .query_map([tenant_id], |row| {
@@ -215,6 +215,10 @@ pub(super) fn list_instances(c: &Connection, tenant_id: &str) -> Result<Vec<Inst
                 integration_id: row.get(5)?,
                 created_at: from_millis(row.get(6)?),
                 last_seen_at: row.get::<_, Option<i64>>(7)?.map(from_millis),
+                last_heartbeat_at: row.get::<_, Option<i64>>(8)?.map(from_millis),
+                details: row
+                    .get::<_, Option<String>>(9)?
+                    .and_then(|d| serde_json::from_str(&d).ok()),
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

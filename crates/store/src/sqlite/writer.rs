@@ -53,7 +53,11 @@ fn apply_batch(
                 .map_err(StoreError::from),
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK TO w; RELEASE w");
-                if let (StoreError::Rejected(errors), WriteOp::Runs { event, .. }) = (&e, &job.op) {
+                let refused_event = match &job.op {
+                    WriteOp::Runs { event, .. } | WriteOp::Heartbeat { event, .. } => Some(event),
+                    _ => None,
+                };
+                if let (StoreError::Rejected(errors), Some(event)) = (&e, refused_event) {
                     // Keep the raw request, marked rejected with the reason, like any refusal.
                     let mut ev = event.clone();
                     ev.status = EventStatus::Rejected;
@@ -117,6 +121,11 @@ fn apply(
                 instance: None,
             })
         }
+        WriteOp::Heartbeat {
+            event,
+            tenant,
+            heartbeat,
+        } => apply_heartbeat(conn, event, tenant, heartbeat, settings),
         WriteOp::RegisterInstance {
             event,
             tenant_id,
@@ -132,6 +141,8 @@ fn apply(
                 integration_id: Some(instance.integration_id.clone()),
                 created_at: cistern_core::from_millis(now),
                 last_seen_at: None,
+                last_heartbeat_at: None,
+                details: None,
             };
             conn.prepare_cached(
                 "INSERT INTO instances (id, tenant_id, guid, name, url, kind, integration_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -353,4 +364,61 @@ fn upsert_run(
         cst.execute(params![id, c.sha, tenant.id, c.committed_at.map(to_millis)])?;
     }
     Ok(RunWritten { id, created })
+}
+
+fn apply_heartbeat(
+    conn: &Connection,
+    event: &EventRecord,
+    tenant: &Tenant,
+    hb: &HeartbeatRecord,
+    settings: &StoreSettings,
+) -> Result<WriteOutcome, StoreError> {
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT id FROM instances WHERE tenant_id = ?1 AND guid = ?2")?
+        .query_row(params![tenant.id, hb.instance_guid], |row| row.get(0))
+        .optional()?;
+    let at = to_millis(hb.at);
+    let details = hb.details.to_string();
+    match existing {
+        Some(id) => {
+            // A late heartbeat never moves the instance's last heartbeat back.
+            conn.prepare_cached(
+                "UPDATE instances SET name = COALESCE(?2, name), url = COALESCE(?3, url),
+                 details = CASE WHEN ?4 >= COALESCE(last_heartbeat_at, 0) THEN ?5 ELSE details END,
+                 last_heartbeat_at = MAX(COALESCE(last_heartbeat_at, 0), ?4) WHERE id = ?1",
+            )?
+            .execute(params![id, hb.name, hb.url, at, details])?;
+        }
+        None if tenant.strict => return Err(StoreError::Rejected(vec![FieldError::new(
+            "payload.instance_id",
+            format!(
+                "instance {:?} is not registered and tenant {:?} only accepts registered instances",
+                hb.instance_guid, tenant.slug
+            ),
+        )])),
+        None => {
+            conn.prepare_cached(
+                "INSERT INTO instances (id, tenant_id, guid, name, url, kind, created_at, last_heartbeat_at, details)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                new_id(),
+                tenant.id,
+                hb.instance_guid,
+                hb.name,
+                hb.url,
+                hb.kind,
+                to_millis(event.received_at),
+                at,
+                details
+            ])?;
+        }
+    }
+    let event_id = new_id();
+    insert_event(conn, &event_id, event, &[], settings)?;
+    Ok(WriteOutcome {
+        event_id,
+        runs: vec![],
+        instance: None,
+    })
 }

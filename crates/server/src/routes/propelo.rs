@@ -1,0 +1,292 @@
+//! The Jenkins Job Reporter's endpoints (seed 001): `POST /v1/generic-requests` (JSON envelope)
+//! and `POST /v1/generic-requests/multipart` (part `json` with the envelope, optional part `file`
+//! with a zip of failure logs). Replies are shaped as the plugin parses them:
+//! `{"response_type": …, "payload": "<JSON string>"}`.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use cistern_core::FieldError;
+use cistern_dialects::logzip::{attach_logs, LogZip, ZipLimits};
+use cistern_dialects::propelo::{self, PropeloItem};
+use cistern_dialects::{ParseOptions, Rejection};
+use cistern_store::{EventStatus, Scope, WriteOp};
+use serde_json::{json, Value};
+
+use super::ingest::{parse_with, read_body, rejection_error, Inbound};
+use crate::auth::authenticate;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Heartbeat interval the plugin is told to use, in seconds.
+const HEARTBEAT_SECONDS: u64 = 60;
+
+/// Generic-request routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/generic-requests", post(json_request))
+        .route("/v1/generic-requests/multipart", post(multipart_request))
+}
+
+async fn json_request(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, headers, body, false).await
+}
+
+async fn multipart_request(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(state, headers, body, true).await
+}
+
+/// The plugin's reply envelope.
+fn envelope(status: StatusCode, request_type: &str, payload: Value) -> Response {
+    let body = json!({"response_type": request_type, "payload": payload.to_string()});
+    (status, axum::Json(body)).into_response()
+}
+
+/// A refusal in the plugin's envelope, with the problem details beside it.
+fn refusal(mut err: ApiError, request_type: &str) -> Response {
+    let message = if err.errors.is_empty() {
+        err.detail.clone()
+    } else {
+        err.errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut extra = serde_json::Map::new();
+    extra.insert("response_type".into(), json!(request_type));
+    extra.insert(
+        "payload".into(),
+        json!(json!({"run_ids": [], "error": message}).to_string()),
+    );
+    err.extra = Some(extra);
+    err.into_response()
+}
+
+async fn handle(state: AppState, headers: HeaderMap, body: Body, multipart: bool) -> Response {
+    let endpoint = if multipart {
+        "/v1/generic-requests/multipart"
+    } else {
+        "/v1/generic-requests"
+    };
+    let inbound = Inbound::new(endpoint, "propelo", &headers);
+    let caller = match authenticate(&state, &headers, Scope::Ingest).await {
+        Ok(c) => c,
+        Err(f) => return refusal(inbound.refuse_auth(&state, f).await, "unknown"),
+    };
+    let tenant = caller.tenant.clone();
+    let key_id = Some(caller.key.id.clone());
+    let raw = match read_body(&headers, body, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            return refusal(
+                inbound
+                    .refuse(&state, Some(&tenant), key_id, &Bytes::new(), None, e)
+                    .await,
+                "unknown",
+            )
+        }
+    };
+    let (envelope_bytes, zip_bytes) = if multipart {
+        match split_multipart(&headers, raw.clone()).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                return refusal(
+                    inbound
+                        .refuse(&state, Some(&tenant), key_id, &raw, None, e)
+                        .await,
+                    "unknown",
+                )
+            }
+        }
+    } else {
+        (raw.clone(), None)
+    };
+    let request_type =
+        propelo::request_type_of(&envelope_bytes).unwrap_or_else(|| "unknown".to_owned());
+    let opts = ParseOptions::new(state.config.max_log_bytes);
+    let cap = state.config.max_log_bytes;
+    let parsed = parse_with(envelope_bytes.clone(), move |b| {
+        let mut req = propelo::parse(b, &opts)?;
+        let mut missing = Vec::new();
+        if let (PropeloItem::JobRun(run), Some(zip)) = (&mut req.item, zip_bytes) {
+            let mut zip = LogZip::open(zip.to_vec(), ZipLimits::default())
+                .map_err(|e| Rejection::Invalid(vec![e]))?;
+            missing = attach_logs(run, &mut zip, cap).map_err(|e| Rejection::Invalid(vec![e]))?;
+        }
+        Ok((req, missing))
+    })
+    .await;
+    // The events log keeps the envelope (the zip is only the logs, already attached to the run).
+    let (req, missing) = match parsed {
+        Ok(p) => p,
+        Err(rej) => {
+            let err = inbound
+                .refuse(
+                    &state,
+                    Some(&tenant),
+                    key_id,
+                    &envelope_bytes,
+                    Some(request_type.clone()),
+                    rejection_error(rej),
+                )
+                .await;
+            return refusal(err, &request_type);
+        }
+    };
+    let mut event = inbound.event(
+        Some(tenant.id.clone()),
+        key_id,
+        &envelope_bytes,
+        EventStatus::Accepted,
+        200,
+    );
+    event.request_type = Some(req.request_type.clone());
+    match req.item {
+        PropeloItem::JobRun(run) => {
+            if !missing.is_empty() {
+                event.errors = missing
+                    .iter()
+                    .map(|m| {
+                        FieldError::new(
+                            "file",
+                            format!("log {m:?} named by the run is not in the zip"),
+                        )
+                    })
+                    .collect();
+            }
+            match state
+                .store
+                .write(WriteOp::Runs {
+                    event,
+                    tenant,
+                    runs: vec![*run],
+                })
+                .await
+            {
+                Ok(out) => {
+                    let ids: Vec<&str> = out.runs.iter().map(|r| r.id.as_str()).collect();
+                    let error = if missing.is_empty() {
+                        Value::Null
+                    } else {
+                        json!(format!("logs not found in the zip: {}", missing.join(", ")))
+                    };
+                    envelope(
+                        StatusCode::OK,
+                        &req.request_type,
+                        json!({"run_ids": ids, "error": error}),
+                    )
+                }
+                Err(e) => refusal(ApiError::from(e), &req.request_type),
+            }
+        }
+        PropeloItem::Heartbeat(hb) => {
+            match state
+                .store
+                .write(WriteOp::Heartbeat {
+                    event,
+                    tenant,
+                    heartbeat: heartbeat_record(hb),
+                })
+                .await
+            {
+                Ok(_) => envelope(
+                    StatusCode::OK,
+                    &req.request_type,
+                    json!({
+                        "success": true,
+                        "server_version": env!("CARGO_PKG_VERSION"),
+                        "configuration": {"heartbeat_duration": HEARTBEAT_SECONDS},
+                    }),
+                ),
+                Err(e) => refusal(ApiError::from(e), &req.request_type),
+            }
+        }
+        PropeloItem::PluginErrorReport(_) => {
+            // Kept in the events log (the body is the report) for the user to read.
+            match state
+                .store
+                .write(WriteOp::Runs {
+                    event,
+                    tenant,
+                    runs: Vec::new(),
+                })
+                .await
+            {
+                Ok(out) => envelope(
+                    StatusCode::OK,
+                    &req.request_type,
+                    json!({"success": true, "event_id": out.event_id}),
+                ),
+                Err(e) => refusal(ApiError::from(e), &req.request_type),
+            }
+        }
+    }
+}
+
+fn heartbeat_record(hb: propelo::Heartbeat) -> cistern_store::HeartbeatRecord {
+    cistern_store::HeartbeatRecord {
+        instance_guid: hb.instance_guid,
+        name: hb.name,
+        url: hb.url,
+        kind: Some("jenkins".into()),
+        at: hb.at,
+        details: hb.details,
+    }
+}
+
+/// Splits the plugin's multipart form into the `json` part and the optional `file` part.
+async fn split_multipart(
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(Bytes, Option<Bytes>), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        ApiError::field(
+            "content-type",
+            format!("expected multipart/form-data with a boundary, got {content_type:?}"),
+        )
+    })?;
+    let stream = futures::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let (mut json_part, mut file_part) = (None, None);
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(ApiError::field(
+                    "",
+                    format!("the multipart body is malformed: {e}"),
+                ))
+            }
+        };
+        let name = field.name().unwrap_or("").to_owned();
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| ApiError::field(&name, format!("part {name:?} cannot be read: {e}")))?;
+        match name.as_str() {
+            "json" => json_part = Some(bytes),
+            "file" => file_part = Some(bytes),
+            _ => {}
+        }
+    }
+    let json_part = json_part.ok_or_else(|| {
+        ApiError::field(
+            "json",
+            "the multipart form has no `json` part (it holds the {request_type, payload} envelope)",
+        )
+    })?;
+    Ok((json_part, file_part.filter(|b| !b.is_empty())))
+}

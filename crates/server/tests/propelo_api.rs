@@ -1,0 +1,429 @@
+//! The Jenkins Job Reporter's generic requests over HTTP: the seed's examples, multipart reports
+//! with a zip of failure logs, heartbeats, plugin error reports, and the reply envelope.
+
+#![recursion_limit = "256"]
+
+mod common;
+
+use std::io::Write;
+
+use common::*;
+use serde_json::{json, Value};
+
+const GENERIC: &str = "/v1/generic-requests";
+const MULTIPART: &str = "/v1/generic-requests/multipart";
+
+/// The payload the real plugin builds (JobRunCompleteRequest), Blue Ocean stages with log ids.
+fn plugin_run(build: u64) -> Value {
+    json!({
+        "job_name": "app-pipeline",
+        "user_id": "SCMTrigger",
+        "job_run_params": [{"type": "StringParameterValue", "name": "TARGET", "value": "qa"}],
+        "repo_url": "https://github.com/acme/app.git",
+        "scm_user_id": "dev1",
+        "start_time": 1_700_000_000_000i64 + build as i64 * 600_000,
+        "result": "FAILURE",
+        "duration": 95_000,
+        "build_number": build,
+        "jenkins_instance_guid": "5a0e9f0e-7c1d-4c58-9d6c-2f8f5f0d1a11",
+        "jenkins_instance_name": "Jenkins CI",
+        "jenkins_instance_url": "https://jenkins.acme.com/",
+        "job_full_name": "app/jobs/app-pipeline/branches/main",
+        "job_normalized_full_name": "app/app-pipeline/main",
+        "branch_name": "main",
+        "module_name": null,
+        "scm_commit_ids": ["6ce2cfec186fbf9ae9429ad22e32e7770f1eb1fb"],
+        "trigger_chain": [{"id": "SCMTrigger", "type": "SCMTriggerCause"}],
+        "job_run": {
+            "id": build.to_string(), "name": "app-pipeline", "result": "FAILURE", "state": "FINISHED",
+            "durationInMillis": 95000, "startTime": "2023-11-14T22:13:20.000+0000",
+            "stages": [
+                {"id": "6", "displayName": "Build", "displayDescription": null, "result": "SUCCESS", "state": "FINISHED",
+                 "durationInMillis": 30000, "startTime": "2023-11-14T22:13:21.000+0000",
+                 "steps": [{"id": "7", "displayName": "mvn package", "result": "SUCCESS", "state": "FINISHED", "durationInMillis": 29000}]},
+                {"id": "12", "displayName": "Test", "result": "FAILURE", "state": "FINISHED",
+                 "durationInMillis": 50000, "startTime": "2023-11-14T22:13:51.000+0000",
+                 "steps": [
+                    {"id": "13", "displayName": "unit", "result": "FAILURE", "state": "FINISHED", "durationInMillis": 20000, "log": "0f8c1c1e-aaaa-4bbb-8ccc-000000000013"},
+                    {"id": "14", "displayName": "integration", "result": "FAILURE", "state": "FINISHED", "durationInMillis": 30000, "log": "0f8c1c1e-aaaa-4bbb-8ccc-000000000014"}
+                 ]},
+                {"id": "20", "displayName": "Deploy", "result": "FAILURE", "state": "FINISHED", "durationInMillis": 15000,
+                 "log": "0f8c1c1e-aaaa-4bbb-8ccc-000000000020", "steps": []}
+            ]
+        }
+    })
+}
+
+fn envelope(request_type: &str, payload: &Value) -> Value {
+    json!({"request_type": request_type, "payload": payload.to_string()})
+}
+
+fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut out);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, data) in files {
+            z.start_file(*name, opts).unwrap();
+            z.write_all(data).unwrap();
+        }
+        z.finish().unwrap();
+    }
+    out.into_inner()
+}
+
+async fn post_multipart(app: &TestApp, env: &Value, zip: Option<Vec<u8>>) -> (u16, Value) {
+    let mut form = reqwest::multipart::Form::new().part(
+        "json",
+        reqwest::multipart::Part::bytes(env.to_string().into_bytes()).file_name("json"),
+    );
+    if let Some(z) = zip {
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(z).file_name("jobRunCompleteData.zip"),
+        );
+    }
+    let resp = app
+        .client
+        .post(app.url(MULTIPART))
+        .header("Authorization", format!("Apikey {}", app.key))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    read(resp).await
+}
+
+/// The plugin parses `payload` as a JSON string.
+fn inner(body: &Value) -> Value {
+    serde_json::from_str(body["payload"].as_str().expect("payload is a string"))
+        .expect("payload holds JSON")
+}
+
+#[tokio::test]
+async fn multipart_report_attaches_logs_from_the_zip() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let zip = zip_of(&[
+            (
+                "0f8c1c1e-aaaa-4bbb-8ccc-000000000013",
+                b"unit: 3 tests failed\nAssertionError: expected 2",
+            ),
+            (
+                "0f8c1c1e-aaaa-4bbb-8ccc-000000000014",
+                b"integration: connection refused",
+            ),
+            (
+                "0f8c1c1e-aaaa-4bbb-8ccc-000000000020",
+                b"deploy: kubectl rollout failed",
+            ),
+        ]);
+        let (status, body) = post_multipart(
+            &app,
+            &envelope("JenkinsPluginJobRunComplete", &plugin_run(41)),
+            Some(zip),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["response_type"], "JenkinsPluginJobRunComplete");
+        let reply = inner(&body);
+        assert_eq!(reply["error"], Value::Null, "{reply}");
+        let id = reply["run_ids"][0].as_str().unwrap().to_owned();
+
+        let (_, run) = app.get(&format!("/api/v1/runs/{id}")).await;
+        assert_eq!(run["source"], "propelo");
+        assert_eq!(run["pipeline"]["name"], "app-pipeline");
+        assert_eq!(
+            run["pipeline"]["full_name"],
+            "app/jobs/app-pipeline/branches/main"
+        );
+        assert_eq!(run["pipeline"]["qualified_name"], "app/app-pipeline/main");
+        assert_eq!(
+            run["instance"]["guid"],
+            "5a0e9f0e-7c1d-4c58-9d6c-2f8f5f0d1a11"
+        );
+        assert_eq!(run["instance"]["name"], "Jenkins CI");
+        assert_eq!(run["instance"]["url"], "https://jenkins.acme.com/");
+        assert_eq!(run["result"], "failure");
+        assert_eq!(run["source_result"], "FAILURE");
+        assert_eq!(run["duration_ms"], 95000);
+        assert_eq!(run["build_number"], 41);
+        assert_eq!(run["triggered_by"], "SCMTrigger");
+        assert_eq!(run["params"][0]["value"], "qa");
+        let stages = run["stages"].as_array().unwrap();
+        assert_eq!(stages.len(), 3);
+        assert_eq!(stages[0]["started_at"], "2023-11-14T22:13:21Z");
+        assert_eq!(
+            stages[1]["steps"][0]["log"],
+            "unit: 3 tests failed\nAssertionError: expected 2"
+        );
+        assert_eq!(
+            stages[1]["steps"][1]["log"],
+            "integration: connection refused"
+        );
+        assert_eq!(stages[2]["log"], "deploy: kubectl rollout failed");
+        assert_eq!(stages[0]["log"], Value::Null);
+
+        // A repeat (the plugin retries) updates the same run.
+        let (status, body) = post_multipart(
+            &app,
+            &envelope("JenkinsPluginJobRunComplete", &plugin_run(41)),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(inner(&body)["run_ids"][0], id.as_str());
+        assert_eq!(app.all_runs().await.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_log_missing_from_the_zip_is_reported() {
+    let app = TestApp::spawn(&Backend::Sqlite).await;
+    let zip = zip_of(&[("0f8c1c1e-aaaa-4bbb-8ccc-000000000013", b"unit failed")]);
+    let (status, body) = post_multipart(
+        &app,
+        &envelope("JenkinsPluginJobRunComplete", &plugin_run(1)),
+        Some(zip),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let reply = inner(&body);
+    let error = reply["error"].as_str().expect("the missing logs are named");
+    assert!(
+        error.contains("0f8c1c1e-aaaa-4bbb-8ccc-000000000014"),
+        "{error}"
+    );
+    assert!(
+        error.contains("0f8c1c1e-aaaa-4bbb-8ccc-000000000020"),
+        "{error}"
+    );
+    let (_, run) = app
+        .get(&format!(
+            "/api/v1/runs/{}",
+            reply["run_ids"][0].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(run["stages"][1]["steps"][0]["log"], "unit failed");
+}
+
+#[tokio::test]
+async fn zip_bombs_and_broken_zips_are_refused() {
+    let app = TestApp::spawn(&Backend::Sqlite).await;
+    let zeros = vec![0u8; 24 * 1024 * 1024];
+    let bomb = zip_of(&[("0f8c1c1e-aaaa-4bbb-8ccc-000000000013", &zeros)]);
+    assert!(bomb.len() < 200 * 1024, "the bomb is small: {}", bomb.len());
+    let (status, body) = post_multipart(
+        &app,
+        &envelope("JenkinsPluginJobRunComplete", &plugin_run(2)),
+        Some(bomb),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("zip bomb"), "{body}");
+    assert_eq!(body["response_type"], "JenkinsPluginJobRunComplete");
+    assert!(inner(&body)["error"].as_str().unwrap().contains("zip bomb"));
+    assert!(app.all_runs().await.is_empty(), "nothing half-stored");
+
+    let (status, body) = post_multipart(
+        &app,
+        &envelope("JenkinsPluginJobRunComplete", &plugin_run(3)),
+        Some(b"PK\x03\x04 not a zip".to_vec()),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_fields(&body), vec!["file"]);
+    // Path tricks never match a log reference (entries are never written to disk).
+    let zip = zip_of(&[("../0f8c1c1e-aaaa-4bbb-8ccc-000000000013", b"sneaky")]);
+    let (status, body) = post_multipart(
+        &app,
+        &envelope("JenkinsPluginJobRunComplete", &plugin_run(4)),
+        Some(zip),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(inner(&body)["error"]
+        .as_str()
+        .unwrap()
+        .contains("000000000013"));
+}
+
+#[tokio::test]
+async fn seed_generic_request_examples() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        // Verbatim, the seed's curl body holds an unescaped multi-line JSON string: refused, explained.
+        let (status, body) = app
+            .post_raw(GENERIC, &app.key, fixture("propelo/request_example.txt"))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        let msg = error_text(&body);
+        assert!(msg.contains("at the end of line 3"), "{msg}");
+        assert!(msg.contains("raw line break"), "{msg}");
+        // The payload example is wrapped in shell single quotes.
+        let (status, body) = app
+            .post_raw(GENERIC, &app.key, fixture("propelo/payload_example.txt"))
+            .await;
+        assert_eq!(status, 400);
+        assert!(error_text(&body).contains("single quote"), "{body}");
+        // Corrected: accepted, every field kept (seed names: triggered_by, execution_parameters, instance_guid…).
+        let (status, body) = app
+            .post_raw(
+                GENERIC,
+                &app.key,
+                fixture("propelo/request_example_fixed.json"),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["response_type"], "JenkinsPluginJobRunComplete");
+        let id = inner(&body)["run_ids"][0].as_str().unwrap().to_owned();
+        let (_, run) = app.get(&format!("/api/v1/runs/{id}")).await;
+        assert_eq!(run["pipeline"]["name"], "Node.js CI");
+        assert_eq!(run["pipeline"]["full_name"], "Node.js CI--github action");
+        assert_eq!(run["triggered_by"], "SCMTrigger");
+        assert_eq!(
+            run["params"][1],
+            json!({"type": "StringParameterValue", "name": "revision", "value": 1})
+        );
+        assert_eq!(
+            run["instance"]["guid"],
+            "24575de4-0baa-4575-8c94-9975c737008a"
+        );
+        assert_eq!(run["instance"]["name"], "Jenkins Instance");
+        assert_eq!(run["build_number"], 4_543_097_378i64);
+        assert_eq!(run["duration_ms"], 26000);
+        assert_eq!(run["branch"], "main");
+        assert_eq!(
+            run["commits"][0]["sha"],
+            "6ce2cfec186fbf9ae9429ad22e32e7770f1eb1fb"
+        );
+        assert_eq!(run["artifacts"][0]["name"], "image1");
+        assert_eq!(run["trigger_chain"][0]["type"], "SCMTriggerCause");
+        // The payload as an object is accepted too.
+        let obj: Value = serde_json::from_slice(&fixture("propelo/payload_example.json")).unwrap();
+        let (status, body) = app
+            .post(
+                GENERIC,
+                &json!({"request_type": "JenkinsPluginJobRunComplete", "payload": obj}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(inner(&body)["run_ids"][0], id.as_str());
+    }
+}
+
+#[tokio::test]
+async fn runs_without_blue_ocean_keep_their_log() {
+    let app = TestApp::spawn(&Backend::Sqlite).await;
+    let mut run = plugin_run(9);
+    run["job_run"] = json!({"name": "app-pipeline", "result": "FAILURE", "durationInMillis": 95000,
+        "startTime": "1700005400000", "log": "0f8c1c1e-aaaa-4bbb-8ccc-0000000000aa"});
+    let zip = zip_of(&[(
+        "0f8c1c1e-aaaa-4bbb-8ccc-0000000000aa",
+        b"BUILD FAILED: exit 2",
+    )]);
+    let (status, body) = post_multipart(
+        &app,
+        &envelope("JenkinsPluginJobRunComplete", &run),
+        Some(zip),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, got) = app
+        .get(&format!(
+            "/api/v1/runs/{}",
+            inner(&body)["run_ids"][0].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(got["log"], "BUILD FAILED: exit 2");
+    assert_eq!(got["stages"], json!([]));
+}
+
+#[tokio::test]
+async fn heartbeat_marks_the_instance_alive() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let hb = json!({"instance_id": "5a0e9f0e-7c1d-4c58-9d6c-2f8f5f0d1a11", "timestamp": 1_700_000_000,
+            "details": {"jenkins_version": "2.426.1", "plugin_version": "1.0.43", "config_updated_at": 1_699_000_000,
+                "jenkins_instance_url": "https://jenkins.acme.com/", "jenkins_instance_name": "Jenkins CI"}});
+        let (status, body) = app.post(GENERIC, &envelope("JenkinsHeartbeat", &hb)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["response_type"], "JenkinsHeartbeat");
+        let reply = inner(&body);
+        assert_eq!(reply["success"], true);
+        assert_eq!(reply["configuration"]["heartbeat_duration"], 60);
+        assert!(reply["server_version"].is_string());
+        let (_, list) = app.get("/api/v1/instances").await;
+        let inst = &list["instances"][0];
+        assert_eq!(inst["guid"], "5a0e9f0e-7c1d-4c58-9d6c-2f8f5f0d1a11");
+        assert_eq!(inst["name"], "Jenkins CI");
+        assert_eq!(inst["last_heartbeat_at"], "2023-11-14T22:13:20Z");
+        assert_eq!(inst["details"]["jenkins_version"], "2.426.1");
+        assert_eq!(inst["details"]["plugin_version"], "1.0.43");
+    }
+}
+
+#[tokio::test]
+async fn plugin_error_reports_and_unknown_types() {
+    let app = TestApp::spawn(&Backend::Sqlite).await;
+    let report =
+        json!({"message": "Failed to zip logs", "stacktrace": "java.io.IOException: disk full"});
+    let (status, body) = app
+        .post(GENERIC, &envelope("pluginErrorReport", &report))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(inner(&body)["success"], true);
+    let (_, events) = app.get("/api/v1/events").await;
+    let ev = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["request_type"] == "pluginErrorReport")
+        .expect("kept");
+    assert!(ev["body"].as_str().unwrap().contains("disk full"));
+
+    let (status, body) = app
+        .post(
+            GENERIC,
+            &json!({"request_type": "JenkinsConfig", "payload": "{}"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["response_type"], "JenkinsConfig");
+    assert!(
+        error_text(&body)
+            .contains("JenkinsPluginJobRunComplete, JenkinsHeartbeat, pluginErrorReport"),
+        "{body}"
+    );
+    let (status, body) = app.post(GENERIC, &json!({"payload": "{}"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(error_fields(&body), vec!["request_type"]);
+    // A job run missing its identity fields names them, under payload.
+    let (status, body) = app
+        .post(
+            GENERIC,
+            &envelope("JenkinsPluginJobRunComplete", &json!({"result": "SUCCESS"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let fields = error_fields(&body);
+    for f in [
+        "payload.job_full_name",
+        "payload.instance_guid",
+        "payload.instance_name",
+        "payload.start_time",
+        "payload.duration",
+    ] {
+        assert!(fields.contains(&f.to_owned()), "{f}: {fields:?}");
+    }
+    // Unauthenticated: 401 in the same envelope.
+    let resp = app
+        .client
+        .post(app.url(GENERIC))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
