@@ -389,13 +389,15 @@ fn apply_heartbeat(
             )?
             .execute(params![id, hb.name, hb.url, at, details])?;
         }
-        None if tenant.strict => return Err(StoreError::Rejected(vec![FieldError::new(
-            "payload.instance_id",
-            format!(
+        None if tenant.strict => {
+            return Err(StoreError::Rejected(vec![FieldError::new(
+                "payload.instance_id",
+                format!(
                 "instance {:?} is not registered and tenant {:?} only accepts registered instances",
                 hb.instance_guid, tenant.slug
             ),
-        )])),
+            )]))
+        }
         None => {
             conn.prepare_cached(
                 "INSERT INTO instances (id, tenant_id, guid, name, url, kind, created_at, last_heartbeat_at, details)

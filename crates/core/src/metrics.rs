@@ -1,0 +1,481 @@
+//! Delivery metrics as pure functions: the DORA four keys and CI health, over summaries the
+//! store returns. Definitions (also in the README):
+//!
+//! - A **deployment** is a finished run with `cd = true`, counted in the window by its finish time.
+//! - **Deployment frequency**: successful deployments per day over the window, and deploy-days per
+//!   week: the median, over the window's weeks, of the days that had a successful deployment.
+//! - **Lead time for changes**: for each commit of a successful deployment, the deployment's finish
+//!   minus the commit's earliest known time (its own timestamp when a payload carried one, else the
+//!   start of the first run that carried the sha). A commit counts once, for the first successful
+//!   deployment that ships it, per pipeline and environment. Median, p90.
+//! - **Change failure rate**: deployments that failed, carry `cfr_status = true`, or are followed
+//!   by an incident attributed to them (the latest successful deployment of the same service and
+//!   environment before the incident), over all finished deployments.
+//! - **Time to restore**: from a failed deployment to the next successful deployment of the same
+//!   pipeline and environment; from an incident's detection to its resolution. Median.
+//!
+//! Percentiles interpolate linearly between ranks (the median of an even count is the mean of
+//! the two middle values). Bands are DORA 2023's.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+use time::{Duration, OffsetDateTime};
+
+/// A finished deployment, as the store summarizes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    /// Run id.
+    pub run_id: String,
+    /// Pipeline id (deployments of one pipeline and environment form a service's history).
+    pub pipeline: String,
+    /// Environment, when known.
+    pub environment: Option<String>,
+    /// When it finished.
+    pub finished_at: OffsetDateTime,
+    /// True when it succeeded.
+    pub succeeded: bool,
+    /// True when it failed (failure or error); neither for aborted or skipped runs.
+    pub failed: bool,
+    /// The sender flagged it as a change failure.
+    pub cfr_status: bool,
+    /// Commits it shipped, with their earliest known time.
+    pub commits: Vec<(String, Option<OffsetDateTime>)>,
+}
+
+/// An incident (from CDEvents `incident.*` or similar).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incident {
+    /// Pipeline (service) it concerns, when known.
+    pub pipeline: Option<String>,
+    /// Environment.
+    pub environment: Option<String>,
+    /// Detected.
+    pub detected_at: OffsetDateTime,
+    /// Resolved, when it is.
+    pub resolved_at: Option<OffsetDateTime>,
+}
+
+/// DORA performance band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Band {
+    /// Elite.
+    Elite,
+    /// High.
+    High,
+    /// Medium.
+    Medium,
+    /// Low.
+    Low,
+}
+
+/// Deployment frequency.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeploymentFrequency {
+    /// Successful deployments in the window.
+    pub deployments: u64,
+    /// Per day.
+    pub per_day: f64,
+    /// Median deploy-days per week.
+    pub deploy_days_per_week: f64,
+    /// Band, or null without deployments.
+    pub band: Option<Band>,
+}
+
+/// Lead time for changes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeadTime {
+    /// Median, seconds.
+    pub median_seconds: Option<f64>,
+    /// 90th percentile, seconds.
+    pub p90_seconds: Option<f64>,
+    /// Commits measured.
+    pub count: u64,
+    /// Band.
+    pub band: Option<Band>,
+}
+
+/// Change failure rate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangeFailureRate {
+    /// failed / deployments.
+    pub rate: Option<f64>,
+    /// Failed deployments.
+    pub failed: u64,
+    /// All finished deployments.
+    pub deployments: u64,
+    /// Band.
+    pub band: Option<Band>,
+}
+
+/// Time to restore.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimeToRestore {
+    /// Median, seconds.
+    pub median_seconds: Option<f64>,
+    /// Restorations measured.
+    pub count: u64,
+    /// Band.
+    pub band: Option<Band>,
+}
+
+/// The four keys over a window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dora {
+    /// Window start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    /// Window end (exclusive).
+    #[serde(with = "time::serde::rfc3339")]
+    pub until: OffsetDateTime,
+    /// Deployment frequency.
+    pub deployment_frequency: DeploymentFrequency,
+    /// Lead time.
+    pub lead_time: LeadTime,
+    /// Change failure rate.
+    pub change_failure_rate: ChangeFailureRate,
+    /// Time to restore.
+    pub time_to_restore: TimeToRestore,
+}
+
+/// The `q`-quantile (0..=1) of `values`, interpolating linearly between ranks.
+pub fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let pos = q.clamp(0.0, 1.0) * (values.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    Some(values[lo] + (values[hi] - values[lo]) * (pos - lo as f64))
+}
+
+fn key(d: &Deployment) -> (String, Option<String>) {
+    (d.pipeline.clone(), d.environment.clone())
+}
+
+/// Computes the four keys. `deployments` must hold every deployment finished before `until`
+/// (earlier ones too: they decide which commits were already shipped and which deployment an
+/// incident follows); only those finished in `[since, until)` are counted.
+pub fn dora(
+    deployments: &[Deployment],
+    incidents: &[Incident],
+    since: OffsetDateTime,
+    until: OffsetDateTime,
+) -> Dora {
+    let mut sorted: Vec<&Deployment> = deployments
+        .iter()
+        .filter(|d| d.finished_at < until)
+        .collect();
+    sorted.sort_by(|a, b| {
+        a.finished_at
+            .cmp(&b.finished_at)
+            .then(a.run_id.cmp(&b.run_id))
+    });
+    let in_window = |t: OffsetDateTime| t >= since && t < until;
+
+    // Deployment frequency.
+    let successes: Vec<&&Deployment> = sorted
+        .iter()
+        .filter(|d| d.succeeded && in_window(d.finished_at))
+        .collect();
+    let window_days = ((until - since).as_seconds_f64() / 86_400.0).max(1.0 / 24.0);
+    let weeks = ((until - since).as_seconds_f64() / (7.0 * 86_400.0))
+        .ceil()
+        .max(1.0) as usize;
+    let mut days_per_week: Vec<HashSet<i64>> = vec![HashSet::new(); weeks];
+    for d in &successes {
+        let offset = (d.finished_at - since).as_seconds_f64();
+        let week = ((offset / (7.0 * 86_400.0)) as usize).min(weeks - 1);
+        days_per_week[week].insert((d.finished_at.unix_timestamp()).div_euclid(86_400));
+    }
+    let mut ddpw: Vec<f64> = days_per_week.iter().map(|s| s.len() as f64).collect();
+    let deploy_days_per_week = quantile(&mut ddpw, 0.5).unwrap_or(0.0);
+    let per_day = successes.len() as f64 / window_days;
+    let df_band = if successes.is_empty() {
+        None
+    } else if deploy_days_per_week >= 5.0 {
+        Some(Band::Elite)
+    } else if deploy_days_per_week >= 1.0 {
+        Some(Band::High)
+    } else if per_day * 30.0 >= 1.0 {
+        Some(Band::Medium)
+    } else {
+        Some(Band::Low)
+    };
+
+    // Lead time: a commit counts for the first successful deployment that ships it, per
+    // pipeline and environment (earlier deployments, even before the window, claim it first).
+    let mut shipped: HashMap<(String, Option<String>), HashSet<&str>> = HashMap::new();
+    let mut leads: Vec<f64> = Vec::new();
+    for d in sorted.iter().filter(|d| d.succeeded) {
+        let seen = shipped.entry(key(d)).or_default();
+        for (sha, at) in &d.commits {
+            if !seen.insert(sha.as_str()) {
+                continue;
+            }
+            if let (true, Some(at)) = (in_window(d.finished_at), at) {
+                leads.push((d.finished_at - *at).as_seconds_f64().max(0.0));
+            }
+        }
+    }
+    let count = leads.len() as u64;
+    let median = quantile(&mut leads, 0.5);
+    let p90 = quantile(&mut leads, 0.9);
+    let lead_time = LeadTime {
+        median_seconds: median,
+        p90_seconds: p90,
+        count,
+        band: median.map(|m| band_by_duration(m, 86_400.0, 7.0 * 86_400.0, 30.0 * 86_400.0)),
+    };
+
+    // Change failure rate.
+    let mut blamed: HashSet<&str> = HashSet::new();
+    for inc in incidents {
+        let culprit = sorted
+            .iter()
+            .filter(|d| d.succeeded && d.finished_at <= inc.detected_at)
+            .filter(|d| inc.pipeline.as_ref().is_none_or(|p| *p == d.pipeline))
+            .filter(|d| inc.environment.is_none() || inc.environment == d.environment)
+            .next_back();
+        if let Some(d) = culprit {
+            blamed.insert(d.run_id.as_str());
+        }
+    }
+    let counted: Vec<&&Deployment> = sorted
+        .iter()
+        .filter(|d| in_window(d.finished_at) && (d.succeeded || d.failed))
+        .collect();
+    let failed = counted
+        .iter()
+        .filter(|d| d.failed || d.cfr_status || blamed.contains(d.run_id.as_str()))
+        .count() as u64;
+    let total = counted.len() as u64;
+    let rate = (total > 0).then(|| failed as f64 / total as f64);
+    let change_failure_rate = ChangeFailureRate {
+        rate,
+        failed,
+        deployments: total,
+        band: rate.map(|r| {
+            if r <= 0.05 {
+                Band::Elite
+            } else if r <= 0.10 {
+                Band::High
+            } else if r <= 0.15 {
+                Band::Medium
+            } else {
+                Band::Low
+            }
+        }),
+    };
+
+    // Time to restore.
+    let mut restores: Vec<f64> = Vec::new();
+    let mut by_service: BTreeMap<(String, Option<String>), Vec<&Deployment>> = BTreeMap::new();
+    for d in &sorted {
+        by_service.entry(key(d)).or_default().push(d);
+    }
+    for history in by_service.values() {
+        let mut failing_since: Option<OffsetDateTime> = None;
+        for d in history {
+            if d.failed {
+                failing_since.get_or_insert(d.finished_at);
+            } else if d.succeeded {
+                if let Some(start) = failing_since.take() {
+                    if in_window(d.finished_at) {
+                        restores.push((d.finished_at - start).as_seconds_f64());
+                    }
+                }
+            }
+        }
+    }
+    for inc in incidents {
+        if let Some(resolved) = inc.resolved_at {
+            if in_window(resolved) {
+                restores.push((resolved - inc.detected_at).as_seconds_f64().max(0.0));
+            }
+        }
+    }
+    let restore_count = restores.len() as u64;
+    let restore_median = quantile(&mut restores, 0.5);
+    let time_to_restore = TimeToRestore {
+        median_seconds: restore_median,
+        count: restore_count,
+        band: restore_median.map(|m| band_by_duration(m, 3600.0, 86_400.0, 7.0 * 86_400.0)),
+    };
+
+    Dora {
+        since,
+        until,
+        deployment_frequency: DeploymentFrequency {
+            deployments: successes.len() as u64,
+            per_day,
+            deploy_days_per_week,
+            band: df_band,
+        },
+        lead_time,
+        change_failure_rate,
+        time_to_restore,
+    }
+}
+
+fn band_by_duration(seconds: f64, elite: f64, high: f64, medium: f64) -> Band {
+    if seconds < elite {
+        Band::Elite
+    } else if seconds < high {
+        Band::High
+    } else if seconds < medium {
+        Band::Medium
+    } else {
+        Band::Low
+    }
+}
+
+/// Window helper: `days` days ending at `until`.
+pub fn window(until: OffsetDateTime, days: i64) -> (OffsetDateTime, OffsetDateTime) {
+    (until - Duration::days(days), until)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn dep(
+        id: &str,
+        at: OffsetDateTime,
+        ok: bool,
+        commits: &[(&str, Option<OffsetDateTime>)],
+    ) -> Deployment {
+        Deployment {
+            run_id: id.into(),
+            pipeline: "svc".into(),
+            environment: Some("prod".into()),
+            finished_at: at,
+            succeeded: ok,
+            failed: !ok,
+            cfr_status: false,
+            commits: commits.iter().map(|(s, t)| (s.to_string(), *t)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_small_history_by_hand() {
+        let since = datetime!(2024-01-01 0:00 UTC);
+        let until = datetime!(2024-01-15 0:00 UTC);
+        let deps = vec![
+            // Shipped before the window: claims c0.
+            dep(
+                "d0",
+                datetime!(2023-12-31 12:00 UTC),
+                true,
+                &[("c0", Some(datetime!(2023-12-31 0:00 UTC)))],
+            ),
+            dep(
+                "d1",
+                datetime!(2024-01-02 10:00 UTC),
+                true,
+                &[("c0", None), ("c1", Some(datetime!(2024-01-02 8:00 UTC)))],
+            ),
+            dep(
+                "d2",
+                datetime!(2024-01-03 10:00 UTC),
+                false,
+                &[("c2", Some(datetime!(2024-01-03 9:00 UTC)))],
+            ),
+            dep(
+                "d3",
+                datetime!(2024-01-03 13:00 UTC),
+                true,
+                &[("c2", Some(datetime!(2024-01-03 9:00 UTC)))],
+            ),
+            dep(
+                "d4",
+                datetime!(2024-01-10 10:00 UTC),
+                true,
+                &[("c3", Some(datetime!(2024-01-08 10:00 UTC)))],
+            ),
+        ];
+        let d = dora(&deps, &[], since, until);
+        assert_eq!(d.deployment_frequency.deployments, 3);
+        assert!((d.deployment_frequency.per_day - 3.0 / 14.0).abs() < 1e-9);
+        // Week 1: Jan 2 and Jan 3 → 2 days; week 2: Jan 10 → 1 day. Median of [2, 1] = 1.5.
+        assert_eq!(d.deployment_frequency.deploy_days_per_week, 1.5);
+        assert_eq!(d.deployment_frequency.band, Some(Band::High));
+        // Lead times: c1 2h, c2 4h (first success d3), c3 48h → median 4h, p90 = 4h + 0.8*(44h).
+        assert_eq!(d.lead_time.count, 3);
+        assert_eq!(d.lead_time.median_seconds, Some(4.0 * 3600.0));
+        assert!((d.lead_time.p90_seconds.unwrap() - (4.0 + 0.8 * 44.0) * 3600.0).abs() < 1e-6);
+        assert_eq!(d.lead_time.band, Some(Band::Elite));
+        // CFR: 1 failed of 4.
+        assert_eq!(
+            (
+                d.change_failure_rate.failed,
+                d.change_failure_rate.deployments
+            ),
+            (1, 4)
+        );
+        assert_eq!(d.change_failure_rate.band, Some(Band::Low));
+        // Restore: d2 → d3 = 3h.
+        assert_eq!(d.time_to_restore.median_seconds, Some(3.0 * 3600.0));
+        assert_eq!(d.time_to_restore.band, Some(Band::High));
+    }
+
+    #[test]
+    fn incidents_blame_the_last_success_and_restore() {
+        let since = datetime!(2024-01-01 0:00 UTC);
+        let until = datetime!(2024-01-08 0:00 UTC);
+        let deps = vec![
+            dep("a", datetime!(2024-01-02 0:00 UTC), true, &[]),
+            dep("b", datetime!(2024-01-03 0:00 UTC), true, &[]),
+        ];
+        let inc = Incident {
+            pipeline: Some("svc".into()),
+            environment: Some("prod".into()),
+            detected_at: datetime!(2024-01-03 6:00 UTC),
+            resolved_at: Some(datetime!(2024-01-03 6:30 UTC)),
+        };
+        let d = dora(&deps, &[inc], since, until);
+        assert_eq!(d.change_failure_rate.failed, 1);
+        assert_eq!(d.change_failure_rate.rate, Some(0.5));
+        assert_eq!(d.time_to_restore.median_seconds, Some(1800.0));
+        assert_eq!(d.time_to_restore.band, Some(Band::Elite));
+    }
+
+    #[test]
+    fn no_data_no_band() {
+        let d = dora(
+            &[],
+            &[],
+            datetime!(2024-01-01 0:00 UTC),
+            datetime!(2024-02-01 0:00 UTC),
+        );
+        assert_eq!(d.deployment_frequency.band, None);
+        assert_eq!(d.lead_time.band, None);
+        assert_eq!(d.change_failure_rate.rate, None);
+        assert_eq!(d.time_to_restore.count, 0);
+    }
+
+    #[test]
+    fn adding_a_success_never_raises_the_failure_rate() {
+        let since = datetime!(2024-01-01 0:00 UTC);
+        let until = datetime!(2024-02-01 0:00 UTC);
+        let mut deps = Vec::new();
+        for i in 0..20i64 {
+            let at = since + Duration::hours(7 * i + 3);
+            deps.push(dep(&format!("d{i}"), at, i % 3 != 0, &[]));
+            let before = dora(&deps, &[], since, until)
+                .change_failure_rate
+                .rate
+                .unwrap();
+            let mut with = deps.clone();
+            with.push(dep(&format!("s{i}"), at + Duration::minutes(1), true, &[]));
+            let after = dora(&with, &[], since, until)
+                .change_failure_rate
+                .rate
+                .unwrap();
+            assert!(after <= before, "{after} > {before}");
+        }
+    }
+}
