@@ -125,7 +125,9 @@ impl PgStore {
                 CONNECT_TIMEOUT.as_secs()
             ))
         })?
-        .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
+        .map_err(|e| {
+            StoreError::Backend(format!("cannot connect to PostgreSQL at {target}: {e}"))
+        })?;
         migrate(&pool).await?;
 
         let max_batch = settings.max_batch.max(1);
@@ -166,7 +168,9 @@ fn key_row(r: &sqlx::postgres::PgRow) -> Result<ApiKeyInfo, sqlx::Error> {
         prefix: r.try_get(3)?,
         scopes: scopes.split(',').filter_map(Scope::parse).collect(),
         created_at: cistern_core::from_millis(r.try_get(5)?),
-        revoked_at: r.try_get::<Option<i64>, _>(6)?.map(cistern_core::from_millis),
+        revoked_at: r
+            .try_get::<Option<i64>, _>(6)?
+            .map(cistern_core::from_millis),
     })
 }
 
@@ -221,10 +225,12 @@ impl Store for PgStore {
     }
 
     async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants WHERE slug = $1"))
-            .bind(slug)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLS} FROM tenants WHERE slug = $1"
+        ))
+        .bind(slug)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.as_ref().map(tenant_row).transpose()?)
     }
 

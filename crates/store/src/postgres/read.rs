@@ -74,9 +74,8 @@ pub(super) async fn list_runs(
     f: &RunFilter,
     page: &PageRequest,
 ) -> Result<Page<Run>, StoreError> {
-    let mut q = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {RUN_COLS} {RUN_FROM} WHERE r.tenant_id = "
-    ));
+    let mut q =
+        QueryBuilder::<Postgres>::new(format!("SELECT {RUN_COLS} {RUN_FROM} WHERE r.tenant_id = "));
     q.push_bind(tenant_id.to_owned());
     if let Some(p) = &f.pipeline {
         q.push(" AND (p.full_name = ")

@@ -110,11 +110,14 @@ async fn apply_batch(
                 attempt += 1;
             }
             Err(f) => {
-                let e = StoreError::from(f);
-                tracing::error!(error = %e, size = batch.len(), "group commit failed");
+                let msg = match StoreError::from(f) {
+                    StoreError::Backend(m) => m,
+                    other => other.to_string(),
+                };
+                tracing::error!(error = %msg, size = batch.len(), "group commit failed");
                 return batch
                     .iter()
-                    .map(|_| Err(StoreError::Backend(e.to_string())))
+                    .map(|_| Err(StoreError::Backend(msg.clone())))
                     .collect();
             }
         }
@@ -135,6 +138,7 @@ async fn try_batch(
     settings: &StoreSettings,
 ) -> Result<Vec<Result<WriteOutcome, StoreError>>, Fail> {
     let mut tx = pool.begin().await?;
+    lock_instances(&mut tx, batch).await?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         exec(&mut tx, "SAVEPOINT w").await?;
@@ -180,6 +184,55 @@ async fn try_batch(
     Ok(results)
 }
 
+/// A stable 64-bit hash (FNV-1a), the same in every process and every build.
+fn fnv1a(parts: &[&str]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            // 0xff never occurs in UTF-8, so ("ab", "c") and ("a", "bc") differ.
+            h ^= 0xff;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        for b in part.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h as i64
+}
+
+/// Takes, in one ascending order shared by every writer of every node, a transaction-level
+/// advisory lock per instance the batch's runs belong to.
+///
+/// Every run write locks its instance's row (and then its pipeline and run rows) until commit,
+/// so batches sharing an instance are serialized anyway; taking those locks up front and in
+/// order keeps batches that share several instances from deadlocking each other (each deadlock
+/// costs PostgreSQL's `deadlock_timeout`, 1 s by default, before one side is told to retry).
+async fn lock_instances(conn: &mut PgConnection, batch: &[Job]) -> Result<(), Fail> {
+    let mut keys: Vec<i64> = batch
+        .iter()
+        .filter_map(|job| match &job.op {
+            WriteOp::Runs { tenant, runs, .. } => Some(
+                runs.iter()
+                    .map(|r| fnv1a(&["instance", &tenant.id, &r.instance.guid])),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    // UNNEST yields the array in order, and each row's lock is taken as the row is produced.
+    sqlx::query("SELECT pg_advisory_xact_lock(k) FROM UNNEST($1::bigint[]) AS k")
+        .bind(keys)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 async fn apply(
     conn: &mut PgConnection,
     op: &WriteOp,
@@ -204,16 +257,8 @@ async fn apply(
             let mut written = Vec::with_capacity(runs.len());
             for (i, r) in runs.iter().enumerate() {
                 written.push(
-                    upsert_run(
-                        conn,
-                        tenant,
-                        &event_id,
-                        event.received_at,
-                        r,
-                        i,
-                        runs.len(),
-                    )
-                    .await?,
+                    upsert_run(conn, tenant, &event_id, event.received_at, r, i, runs.len())
+                        .await?,
                 );
             }
             let ids: Vec<String> = written.iter().map(|w| w.id.clone()).collect();
