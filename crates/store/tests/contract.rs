@@ -526,6 +526,74 @@ async fn two_postgres_nodes_writing_the_same_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_batch_that_loses_a_deadlock_is_replayed() {
+    // Another session locks instance B's row; the store's write (runs on A then B) locks A and
+    // waits for B; that session then asks for A. PostgreSQL breaks the cycle by failing the
+    // store's statement (its deadlock timer fires first); the batch must be rolled back and
+    // replayed, and the caller only sees success.
+    let Some(base) = pg_base() else { return };
+    with_pg_database(&base, |url| async move {
+        let s: Arc<dyn Store> = Arc::new(PgStore::open(&url, &settings()).await.expect("open"));
+        let t = default_tenant(&s).await;
+        write_runs(&s, &t, vec![small_report("dl-a", "p", "0", T0)]).await;
+        write_runs(&s, &t, vec![small_report("dl-b", "p", "0", T0)]).await;
+
+        let mut other = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::Executor::execute(&mut other, "BEGIN")
+            .await
+            .expect("begin");
+        sqlx::Executor::execute(
+            &mut other,
+            "SELECT 1 FROM instances WHERE guid = 'dl-b' FOR UPDATE",
+        )
+        .await
+        .expect("lock b");
+        let write = tokio::spawn({
+            let (s, t) = (s.clone(), t.clone());
+            async move {
+                s.write(WriteOp::Runs {
+                    event: event(&t.id, b"{}"),
+                    tenant: t.clone(),
+                    runs: vec![
+                        small_report("dl-a", "p", "1", T0 + 1),
+                        small_report("dl-b", "p", "1", T0 + 1),
+                    ],
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::Executor::execute(
+            &mut other,
+            "SELECT 1 FROM instances WHERE guid = 'dl-a' FOR UPDATE",
+        )
+        .await
+        .expect("lock a (the store's side of the deadlock is the one cancelled)");
+        sqlx::Executor::execute(&mut other, "COMMIT")
+            .await
+            .expect("commit");
+        let out = write
+            .await
+            .expect("task")
+            .expect("the replayed write succeeds");
+        assert_eq!(out.runs.len(), 2);
+        assert!(out.runs.iter().all(|r| r.created));
+        assert_eq!(all_runs(&s, &t.id, RunFilter::default()).await.len(), 4);
+        assert_eq!(
+            s.list_events(&t.id, &EventFilter::default(), &page(10))
+                .await
+                .expect("events")
+                .items
+                .len(),
+            3,
+            "the replayed batch logged its event once"
+        );
+        let _ = other.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_smallest_settings_still_work() {
     // One pooled connection and batches of "0" (read as 1): writes and reads share it.
     let tiny = StoreSettings {

@@ -130,50 +130,23 @@ async fn exec(conn: &mut PgConnection, sql: &str) -> Result<(), Fail> {
     Ok(())
 }
 
-/// One attempt at a batch. `Err` means the whole batch failed (nothing committed): a control
-/// statement failed, the commit failed, or a job hit a retryable error.
+/// One attempt at a batch. `Err` means the whole batch failed and nothing was committed: a
+/// control statement failed, the commit failed, or a job hit a retryable error.
 async fn try_batch(
     pool: &PgPool,
     batch: &[Job],
     settings: &StoreSettings,
 ) -> Result<Vec<Result<WriteOutcome, StoreError>>, Fail> {
     let mut tx = pool.begin().await?;
-    lock_instances(&mut tx, batch).await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        exec(&mut tx, "SAVEPOINT w").await?;
-        match apply(&mut tx, &job.op, settings).await {
-            Ok(out) => {
-                exec(&mut tx, "RELEASE SAVEPOINT w").await?;
-                results.push(Ok(out));
-            }
-            Err(f) if f.retryable() => {
-                let _ = tx.rollback().await;
-                return Err(f);
-            }
-            Err(f) => {
-                exec(&mut tx, "ROLLBACK TO SAVEPOINT w").await?;
-                let e = StoreError::from(f);
-                if let (StoreError::Rejected(errors), WriteOp::Runs { event, .. }) = (&e, &job.op) {
-                    // Keep the raw request, marked rejected with the reason, like any refusal.
-                    let mut ev = event.clone();
-                    ev.status = EventStatus::Rejected;
-                    ev.http_status = 422;
-                    ev.errors = errors.clone();
-                    if let Err(e2) = insert_event(&mut tx, &new_id(), &ev, &[], settings).await {
-                        if e2.retryable() {
-                            let _ = tx.rollback().await;
-                            return Err(e2);
-                        }
-                        tracing::error!(error = %StoreError::from(e2), "could not log a rejected event");
-                        exec(&mut tx, "ROLLBACK TO SAVEPOINT w").await?;
-                    }
-                }
-                exec(&mut tx, "RELEASE SAVEPOINT w").await?;
-                results.push(Err(e));
-            }
+    let results = match apply_jobs(&mut tx, batch, settings).await {
+        Ok(results) => results,
+        Err(f) => {
+            // Roll back now rather than when the connection is next used, so that the locks
+            // go at once (a deadlock's other side is waiting for them).
+            let _ = tx.rollback().await;
+            return Err(f);
         }
-    }
+    };
     // A failed COMMIT is never replayed: the outcome of a COMMIT lost in transit is unknown.
     tx.commit().await.map_err(|e| {
         Fail::Store(StoreError::Backend(format!(
@@ -181,6 +154,49 @@ async fn try_batch(
             batch.len()
         )))
     })?;
+    Ok(results)
+}
+
+/// Applies each job of a batch in its own savepoint inside the open transaction. A job's
+/// ordinary failure is rolled back to its savepoint and becomes its answer; any other failure
+/// (a savepoint statement failing, a deadlock) fails the whole batch.
+async fn apply_jobs(
+    tx: &mut PgConnection,
+    batch: &[Job],
+    settings: &StoreSettings,
+) -> Result<Vec<Result<WriteOutcome, StoreError>>, Fail> {
+    lock_instances(tx, batch).await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        exec(tx, "SAVEPOINT w").await?;
+        match apply(tx, &job.op, settings).await {
+            Ok(out) => {
+                exec(tx, "RELEASE SAVEPOINT w").await?;
+                results.push(Ok(out));
+            }
+            Err(f) if f.retryable() => return Err(f),
+            Err(f) => {
+                exec(tx, "ROLLBACK TO SAVEPOINT w").await?;
+                let e = StoreError::from(f);
+                if let (StoreError::Rejected(errors), WriteOp::Runs { event, .. }) = (&e, &job.op) {
+                    // Keep the raw request, marked rejected with the reason, like any refusal.
+                    let mut ev = event.clone();
+                    ev.status = EventStatus::Rejected;
+                    ev.http_status = 422;
+                    ev.errors = errors.clone();
+                    if let Err(e2) = insert_event(tx, &new_id(), &ev, &[], settings).await {
+                        if e2.retryable() {
+                            return Err(e2);
+                        }
+                        tracing::error!(error = %StoreError::from(e2), "could not log a rejected event");
+                        exec(tx, "ROLLBACK TO SAVEPOINT w").await?;
+                    }
+                }
+                exec(tx, "RELEASE SAVEPOINT w").await?;
+                results.push(Err(e));
+            }
+        }
+    }
     Ok(results)
 }
 
