@@ -1834,3 +1834,31 @@ async fn runs_with_the_same_start_time_paginate_by_id() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_unreachable_postgres_fails_fast_and_names_the_server_not_the_password() {
+    let started = std::time::Instant::now();
+    let err = match PgStore::open(
+        "postgres://cistern:s3cret-pw@127.0.0.1:1/cistern",
+        &settings(),
+    )
+    .await
+    {
+        Ok(_) => panic!("nothing listens on port 1"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Backend(_)), "{msg}");
+    assert!(msg.contains("127.0.0.1:1/cistern"), "{msg}");
+    assert!(!msg.contains("s3cret-pw"), "{msg}");
+    assert!(
+        msg.to_lowercase().contains("refused"),
+        "the cause is given: {msg}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    match PgStore::open("postgres://[bad", &settings()).await {
+        Err(StoreError::Invalid(_)) => {}
+        Err(e) => panic!("expected Invalid, got {e}"),
+        Ok(_) => panic!("a malformed URL opened"),
+    }
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::*;
@@ -111,23 +111,23 @@ impl PgStore {
         let opts = opts.application_name("cistern");
         let target = describe(&opts);
         let pool_size = settings.pool_size.max(1);
-        let pool = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            PgPoolOptions::new()
-                .max_connections(u32::try_from(pool_size).unwrap_or(u32::MAX))
-                .acquire_timeout(CONNECT_TIMEOUT)
-                .connect_with(opts),
-        )
-        .await
-        .map_err(|_| {
-            StoreError::Backend(format!(
-                "cannot connect to PostgreSQL at {target}: no answer within {}s",
-                CONNECT_TIMEOUT.as_secs()
-            ))
-        })?
-        .map_err(|e| {
-            StoreError::Backend(format!("cannot connect to PostgreSQL at {target}: {e}"))
-        })?;
+        // One direct connection first: the pool would retry a refused connection until its
+        // timeout and then only say it timed out; this says why (refused, bad password, no such
+        // database…).
+        let unreachable = |why: String| {
+            StoreError::Backend(format!("cannot connect to PostgreSQL at {target}: {why}"))
+        };
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts))
+            .await
+            .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = probe.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(u32::try_from(pool_size).unwrap_or(u32::MAX))
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(opts)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         migrate(&pool).await?;
 
         let max_batch = settings.max_batch.max(1);
