@@ -1,22 +1,187 @@
-#![allow(unused_variables)] // placeholder until the PostgreSQL store lands
 //! The PostgreSQL store (scale-out): several `cistern serve` nodes share one database.
+//!
+//! Writes go through a group-commit writer like the SQLite store's, but with several writer tasks
+//! (each using its own pooled connection per batch) and upserts that stay correct when several
+//! processes report the same run at the same time. Reads run directly on the pool.
+
+mod read;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::*;
 
+/// Migrations: `(version, SQL)`, applied in order, each at most once per database.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_heartbeats.sql"),
+    ),
+];
+
+/// Key of the advisory lock that serializes migrators (the bytes of `cistern`).
+const MIGRATION_LOCK: i64 = 0x0063_6973_7465_726e;
+
+/// How long to wait for the first connection, and for a pooled connection later.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most writer tasks (each holds one pooled connection while it writes a batch).
+const MAX_WRITERS: usize = 4;
+
+/// A job for the writer tasks.
+pub(super) struct Job {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
 /// The PostgreSQL implementation of [`Store`].
 pub struct PgStore {
-    _pool: sqlx::PgPool,
+    pool: PgPool,
+    writer: mpsc::Sender<Job>,
+}
+
+/// Where a URL points, without its password, for error messages.
+fn describe(opts: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or("(default database)")
+    )
+}
+
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    // Taken before anything else, so that nodes starting together migrate one after another.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *tx)
+        .await?;
+    let known = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0);
+    if let Some(newest) = applied.iter().copied().max().filter(|v| *v > known) {
+        tracing::warn!(
+            newest,
+            known,
+            "the database has migrations this binary does not know; is an older version running?"
+        );
+    }
+    let now = cistern_core::to_millis(time::OffsetDateTime::now_utc());
+    for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::Backend(format!("migration {version} failed: {e}")))?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(version)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tracing::info!(version, "applied PostgreSQL migration");
+    }
+    sqlx::query(
+        "INSERT INTO tenants (id, slug, strict, created_at) VALUES ($1, 'default', FALSE, $2) ON CONFLICT (slug) DO NOTHING",
+    )
+    .bind(new_id())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 impl PgStore {
-    /// Connects, applies migrations and ensures the default tenant.
-    pub async fn open(url: &str, _settings: &StoreSettings) -> Result<Self, StoreError> {
-        let pool = sqlx::PgPool::connect(url).await?;
-        Ok(Self { _pool: pool })
+    /// Connects (pool of `settings.pool_size`), applies migrations, ensures the `default` tenant
+    /// and starts the writer tasks. Must be called inside a Tokio runtime.
+    pub async fn open(url: &str, settings: &StoreSettings) -> Result<Self, StoreError> {
+        let opts: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+        let opts = opts.application_name("cistern");
+        let target = describe(&opts);
+        let pool_size = settings.pool_size.max(1);
+        // One direct connection first: the pool would retry a refused connection until its
+        // timeout and then only say it timed out; this says why (refused, bad password, no such
+        // database…).
+        let unreachable = |why: String| {
+            StoreError::Backend(format!("cannot connect to PostgreSQL at {target}: {why}"))
+        };
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts))
+            .await
+            .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = probe.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(u32::try_from(pool_size).unwrap_or(u32::MAX))
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(opts)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        migrate(&pool).await?;
+
+        let max_batch = settings.max_batch.max(1);
+        let (tx, rx) = mpsc::channel::<Job>(max_batch * 8);
+        let rx = Arc::new(Mutex::new(rx));
+        // Leave at least half of the pool to reads.
+        let writers = (pool_size / 2).clamp(1, MAX_WRITERS);
+        for n in 0..writers {
+            tokio::spawn(writer::run(
+                n,
+                pool.clone(),
+                rx.clone(),
+                StoreSettings {
+                    max_batch,
+                    ..settings.clone()
+                },
+            ));
+        }
+        Ok(Self { pool, writer: tx })
     }
 }
+
+fn tenant_row(r: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
+    Ok(Tenant {
+        id: r.try_get(0)?,
+        slug: r.try_get(1)?,
+        strict: r.try_get(2)?,
+        created_at: cistern_core::from_millis(r.try_get(3)?),
+    })
+}
+
+fn key_row(r: &sqlx::postgres::PgRow) -> Result<ApiKeyInfo, sqlx::Error> {
+    let scopes: String = r.try_get(4)?;
+    Ok(ApiKeyInfo {
+        id: r.try_get(0)?,
+        tenant_id: r.try_get(1)?,
+        name: r.try_get(2)?,
+        prefix: r.try_get(3)?,
+        scopes: scopes.split(',').filter_map(Scope::parse).collect(),
+        created_at: cistern_core::from_millis(r.try_get(5)?),
+        revoked_at: r
+            .try_get::<Option<i64>, _>(6)?
+            .map(cistern_core::from_millis),
+    })
+}
+
+const TENANT_COLS: &str = "id, slug, strict, created_at";
+const KEY_COLS: &str = "id, tenant_id, name, prefix, scopes, created_at, revoked_at";
 
 #[async_trait]
 impl Store for PgStore {
@@ -25,43 +190,126 @@ impl Store for PgStore {
     }
 
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("the writer dropped the request".into()))?
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn create_tenant(&self, slug: &str, strict: bool) -> Result<Tenant, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        let t = Tenant {
+            id: new_id(),
+            slug: slug.to_owned(),
+            strict,
+            created_at: time::OffsetDateTime::now_utc(),
+        };
+        let n = sqlx::query(
+            "INSERT INTO tenants (id, slug, strict, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (slug) DO NOTHING",
+        )
+        .bind(&t.id)
+        .bind(&t.slug)
+        .bind(t.strict)
+        .bind(cistern_core::to_millis(t.created_at))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "tenant {:?} already exists",
+                t.slug
+            )));
+        }
+        Ok(t)
     }
 
     async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLS} FROM tenants WHERE slug = $1"
+        ))
+        .bind(slug)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(tenant_row).transpose()?)
     }
 
     async fn tenant_by_id(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        let row = sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(tenant_row).transpose()?)
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        let rows = sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants ORDER BY slug"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(tenant_row).collect::<Result<_, _>>()?)
     }
 
     async fn set_tenant_strict(&self, tenant_id: &str, strict: bool) -> Result<(), StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        let n = sqlx::query("UPDATE tenants SET strict = $1 WHERE id = $2")
+            .bind(strict)
+            .bind(tenant_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("tenant".into()));
+        }
+        Ok(())
     }
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKeyInfo, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        let info = ApiKeyInfo {
+            id: new_id(),
+            tenant_id: key.tenant_id,
+            name: key.name,
+            prefix: key.prefix,
+            scopes: key.scopes,
+            created_at: time::OffsetDateTime::now_utc(),
+            revoked_at: None,
+        };
+        let scopes: Vec<&str> = info.scopes.iter().map(|s| s.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&info.id)
+        .bind(&info.tenant_id)
+        .bind(&info.name)
+        .bind(&info.prefix)
+        .bind(&key.hash)
+        .bind(scopes.join(","))
+        .bind(cistern_core::to_millis(info.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(info)
     }
 
     async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyInfo>, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        let row = sqlx::query(&format!("SELECT {KEY_COLS} FROM api_keys WHERE hash = $1"))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(key_row).transpose()?)
     }
 
     async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(key_row).collect::<Result<_, _>>()?)
     }
 
     async fn revoke_api_key(
@@ -69,7 +317,38 @@ impl Store for PgStore {
         tenant_id: &str,
         id_or_name: &str,
     ) -> Result<ApiKeyInfo, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        let now = cistern_core::to_millis(time::OffsetDateTime::now_utc());
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = $1 AND (id = $2 OR name = $2 OR prefix = $2)"
+        ))
+        .bind(tenant_id)
+        .bind(id_or_name)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut found = rows.iter().map(key_row).collect::<Result<Vec<_>, _>>()?;
+        match found.len() {
+            0 => Err(StoreError::NotFound(format!(
+                "no key with id or name {id_or_name:?}"
+            ))),
+            1 => {
+                let mut k = found.remove(0);
+                // COALESCE keeps the first revocation time; RETURNING gives the stored one even
+                // when another node revoked the key meanwhile.
+                let at: Option<i64> = sqlx::query_scalar(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 RETURNING revoked_at",
+                )
+                .bind(now)
+                .bind(&k.id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten();
+                k.revoked_at = Some(cistern_core::from_millis(at.unwrap_or(now)));
+                Ok(k)
+            }
+            n => Err(StoreError::Conflict(format!(
+                "{n} keys are named {id_or_name:?}; revoke by id (see `cistern keys list`)"
+            ))),
+        }
     }
 
     async fn list_runs(
@@ -78,7 +357,7 @@ impl Store for PgStore {
         filter: &RunFilter,
         page: &PageRequest,
     ) -> Result<Page<cistern_core::Run>, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        read::list_runs(&self.pool, tenant_id, filter, page).await
     }
 
     async fn get_run(
@@ -86,15 +365,15 @@ impl Store for PgStore {
         tenant_id: &str,
         run_id: &str,
     ) -> Result<Option<cistern_core::Run>, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        read::get_run(&self.pool, tenant_id, run_id).await
     }
 
     async fn list_pipelines(&self, tenant_id: &str) -> Result<Vec<PipelineSummary>, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        read::list_pipelines(&self.pool, tenant_id).await
     }
 
     async fn list_instances(&self, tenant_id: &str) -> Result<Vec<Instance>, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        read::list_instances(&self.pool, tenant_id).await
     }
 
     async fn list_events(
@@ -103,7 +382,7 @@ impl Store for PgStore {
         filter: &EventFilter,
         page: &PageRequest,
     ) -> Result<Page<EventView>, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        read::list_events(&self.pool, tenant_id, filter, page).await
     }
 
     async fn get_event(
@@ -111,6 +390,6 @@ impl Store for PgStore {
         tenant_id: &str,
         event_id: &str,
     ) -> Result<Option<EventView>, StoreError> {
-        Err(StoreError::Backend("PostgreSQL store not built yet".into()))
+        read::get_event(&self.pool, tenant_id, event_id).await
     }
 }

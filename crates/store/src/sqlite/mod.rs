@@ -117,7 +117,8 @@ impl SqliteStore {
             permits: Semaphore::new(conns.len()),
             conns: Mutex::new(conns),
         });
-        let (tx, rx) = mpsc::channel::<Job>(settings.max_batch * 8);
+        // `max(1)`: a zero-sized channel panics, and a batch holds at least one write.
+        let (tx, rx) = mpsc::channel::<Job>(settings.max_batch.max(1) * 8);
         let wsettings = settings.clone();
         std::thread::Builder::new()
             .name("cistern-sqlite-writer".into())
@@ -314,7 +315,7 @@ impl Store for SqliteStore {
         let id = tenant_id.to_owned();
         self.with_conn(move |c| {
             let mut st = c.prepare_cached(&format!(
-                "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at"
+                "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at, id"
             ))?;
             let rows = st
                 .query_map([id], key_row)?

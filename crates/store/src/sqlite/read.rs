@@ -174,10 +174,10 @@ pub(super) fn list_pipelines(
     let mut st = c.prepare_cached(
         "SELECT p.id, p.full_name, p.name, p.qualified_name, p.project, p.module, i.guid, i.name,
             (SELECT COUNT(*) FROM runs r WHERE r.pipeline_id = p.id),
-            (SELECT r.result FROM runs r WHERE r.pipeline_id = p.id ORDER BY r.started_at DESC LIMIT 1),
+            (SELECT r.result FROM runs r WHERE r.pipeline_id = p.id ORDER BY r.started_at DESC, r.id DESC LIMIT 1),
             (SELECT MAX(r.started_at) FROM runs r WHERE r.pipeline_id = p.id)
          FROM pipelines p JOIN instances i ON i.id = p.instance_id
-         WHERE p.tenant_id = ?1 ORDER BY p.full_name",
+         WHERE p.tenant_id = ?1 ORDER BY p.full_name, p.id",
     )?;
     let rows = st
         .query_map([tenant_id], |row| {
@@ -202,7 +202,7 @@ pub(super) fn list_pipelines(
 
 pub(super) fn list_instances(c: &Connection, tenant_id: &str) -> Result<Vec<Instance>, StoreError> {
     let mut st = c.prepare_cached(
-        "SELECT id, guid, name, url, kind, integration_id, created_at, last_seen_at, last_heartbeat_at, details FROM instances WHERE tenant_id = ?1 ORDER BY created_at",
+        "SELECT id, guid, name, url, kind, integration_id, created_at, last_seen_at, last_heartbeat_at, details FROM instances WHERE tenant_id = ?1 ORDER BY created_at, id",
     )?;
     let rows = st
         .query_map([tenant_id], |row| {

@@ -10,9 +10,10 @@ use super::Job;
 use crate::*;
 
 pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, settings: StoreSettings) {
+    let max_batch = settings.max_batch.max(1);
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
-        while batch.len() < settings.max_batch {
+        while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
@@ -32,9 +33,15 @@ fn apply_batch(
     settings: &StoreSettings,
 ) -> Vec<Result<WriteOutcome, StoreError>> {
     let fail_all = |e: StoreError| {
+        // Keep the message as is: re-wrapping a `Backend` error's Display would say
+        // "database error: database error: …".
+        let msg = match e {
+            StoreError::Backend(m) => m,
+            other => other.to_string(),
+        };
         batch
             .iter()
-            .map(|_| Err(StoreError::Backend(e.to_string())))
+            .map(|_| Err(StoreError::Backend(msg.clone())))
             .collect()
     };
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -215,7 +222,7 @@ fn instance_id(
     match existing {
         Some(id) => {
             conn.prepare_cached(
-                "UPDATE instances SET name = COALESCE(?2, name), url = COALESCE(?3, url), kind = COALESCE(kind, ?4), last_seen_at = ?5 WHERE id = ?1",
+                "UPDATE instances SET name = COALESCE(?2, name), url = COALESCE(?3, url), kind = COALESCE(kind, ?4), last_seen_at = MAX(COALESCE(last_seen_at, ?5), ?5) WHERE id = ?1",
             )?
             .execute(params![id, r.instance.name, r.instance.url, r.instance.kind, now])?;
             Ok(id)

@@ -1,0 +1,693 @@
+//! The PostgreSQL writer tasks. Each takes one queued write, drains more without waiting (up to
+//! `max_batch`), applies them in one transaction on one pooled connection (each in its own
+//! savepoint, so one bad write does not sink its neighbours), commits, then answers.
+//!
+//! Several processes may write the same run at once: instances, pipelines and runs are written
+//! with `INSERT … ON CONFLICT … DO UPDATE … RETURNING id`, so concurrent repeats end on one row
+//! and exactly one of them reports it as created. A batch that loses a deadlock (possible when
+//! batches touch the same rows in different orders) is rolled back and replayed whole; nobody has
+//! been answered yet, so that is invisible to callers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cistern_core::{to_millis, FieldError, RunReport};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, Mutex};
+
+use super::Job;
+use crate::*;
+
+/// Attempts of a batch that keeps losing deadlocks or serialization checks.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// Why a write failed.
+enum Fail {
+    /// A store-level refusal or error, answered as is.
+    Store(StoreError),
+    /// The database failed; some failures are worth replaying the batch for.
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Fail {
+    fn from(e: sqlx::Error) -> Self {
+        Fail::Db(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+impl From<Fail> for StoreError {
+    fn from(f: Fail) -> Self {
+        match f {
+            Fail::Store(e) => e,
+            Fail::Db(e) => e.into(),
+        }
+    }
+}
+
+impl Fail {
+    /// True for a deadlock or serialization failure: the transaction may succeed when replayed.
+    fn retryable(&self) -> bool {
+        match self {
+            Fail::Db(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("40P01") | Some("40001"))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One writer task: runs until every sender is gone.
+pub(super) async fn run(
+    n: usize,
+    pool: PgPool,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    settings: StoreSettings,
+) {
+    loop {
+        let batch = {
+            // The lock is held while waiting, so one writer at a time gathers a batch and the
+            // others queue up behind it, ready for the next one.
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { break };
+            let mut batch = vec![first];
+            while batch.len() < settings.max_batch {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let results = apply_batch(&pool, &batch, &settings).await;
+        for (job, result) in batch.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+    tracing::debug!(writer = n, "PostgreSQL writer stopped: all senders gone");
+}
+
+async fn apply_batch(
+    pool: &PgPool,
+    batch: &[Job],
+    settings: &StoreSettings,
+) -> Vec<Result<WriteOutcome, StoreError>> {
+    let mut attempt = 1;
+    loop {
+        match try_batch(pool, batch, settings).await {
+            Ok(results) => return results,
+            Err(f) if f.retryable() && attempt < MAX_ATTEMPTS => {
+                // Jitter, so the two losers of a deadlock do not meet again at once.
+                let ms = 5 * u64::from(attempt) + (uuid::Uuid::new_v4().as_u128() % 20) as u64;
+                tracing::debug!(attempt, size = batch.len(), error = %StoreError::from(f), "replaying a write batch");
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                attempt += 1;
+            }
+            Err(f) => {
+                let msg = match StoreError::from(f) {
+                    StoreError::Backend(m) => m,
+                    other => other.to_string(),
+                };
+                tracing::error!(error = %msg, size = batch.len(), "group commit failed");
+                return batch
+                    .iter()
+                    .map(|_| Err(StoreError::Backend(msg.clone())))
+                    .collect();
+            }
+        }
+    }
+}
+
+async fn exec(conn: &mut PgConnection, sql: &str) -> Result<(), Fail> {
+    // A plain &str runs through the simple-query protocol: no statement to prepare.
+    sqlx::Executor::execute(conn, sql).await?;
+    Ok(())
+}
+
+/// One attempt at a batch. `Err` means the whole batch failed and nothing was committed: a
+/// control statement failed, the commit failed, or a job hit a retryable error.
+async fn try_batch(
+    pool: &PgPool,
+    batch: &[Job],
+    settings: &StoreSettings,
+) -> Result<Vec<Result<WriteOutcome, StoreError>>, Fail> {
+    let mut tx = pool.begin().await?;
+    let results = match apply_jobs(&mut tx, batch, settings).await {
+        Ok(results) => results,
+        Err(f) => {
+            // Roll back now rather than when the connection is next used, so that the locks
+            // go at once (a deadlock's other side is waiting for them).
+            let _ = tx.rollback().await;
+            return Err(f);
+        }
+    };
+    // A failed COMMIT is never replayed: the outcome of a COMMIT lost in transit is unknown.
+    tx.commit().await.map_err(|e| {
+        Fail::Store(StoreError::Backend(format!(
+            "commit of {} writes failed: {e}",
+            batch.len()
+        )))
+    })?;
+    Ok(results)
+}
+
+/// Applies each job of a batch in its own savepoint inside the open transaction. A job's
+/// ordinary failure is rolled back to its savepoint and becomes its answer; any other failure
+/// (a savepoint statement failing, a deadlock) fails the whole batch.
+async fn apply_jobs(
+    tx: &mut PgConnection,
+    batch: &[Job],
+    settings: &StoreSettings,
+) -> Result<Vec<Result<WriteOutcome, StoreError>>, Fail> {
+    lock_instances(tx, batch).await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        exec(tx, "SAVEPOINT w").await?;
+        match apply(tx, &job.op, settings).await {
+            Ok(out) => {
+                exec(tx, "RELEASE SAVEPOINT w").await?;
+                results.push(Ok(out));
+            }
+            Err(f) if f.retryable() => return Err(f),
+            Err(f) => {
+                exec(tx, "ROLLBACK TO SAVEPOINT w").await?;
+                let e = StoreError::from(f);
+                let refused_event = match &job.op {
+                    WriteOp::Runs { event, .. } | WriteOp::Heartbeat { event, .. } => Some(event),
+                    _ => None,
+                };
+                if let (StoreError::Rejected(errors), Some(event)) = (&e, refused_event) {
+                    // Keep the raw request, marked rejected with the reason, like any refusal.
+                    let mut ev = event.clone();
+                    ev.status = EventStatus::Rejected;
+                    ev.http_status = 422;
+                    ev.errors = errors.clone();
+                    if let Err(e2) = insert_event(tx, &new_id(), &ev, &[], settings).await {
+                        if e2.retryable() {
+                            return Err(e2);
+                        }
+                        tracing::error!(error = %StoreError::from(e2), "could not log a rejected event");
+                        exec(tx, "ROLLBACK TO SAVEPOINT w").await?;
+                    }
+                }
+                exec(tx, "RELEASE SAVEPOINT w").await?;
+                results.push(Err(e));
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// A stable 64-bit hash (FNV-1a), the same in every process and every build.
+fn fnv1a(parts: &[&str]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            // 0xff never occurs in UTF-8, so ("ab", "c") and ("a", "bc") differ.
+            h ^= 0xff;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        for b in part.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h as i64
+}
+
+/// Takes, in one ascending order shared by every writer of every node, a transaction-level
+/// advisory lock per instance the batch's runs belong to.
+///
+/// Every run write locks its instance's row (and then its pipeline and run rows) until commit,
+/// so batches sharing an instance are serialized anyway; taking those locks up front and in
+/// order keeps batches that share several instances from deadlocking each other (each deadlock
+/// costs PostgreSQL's `deadlock_timeout`, 1 s by default, before one side is told to retry).
+async fn lock_instances(conn: &mut PgConnection, batch: &[Job]) -> Result<(), Fail> {
+    let mut keys: Vec<i64> = batch
+        .iter()
+        .filter_map(|job| match &job.op {
+            WriteOp::Runs { tenant, runs, .. } => Some(
+                runs.iter()
+                    .map(|r| fnv1a(&["instance", &tenant.id, &r.instance.guid]))
+                    .collect::<Vec<_>>(),
+            ),
+            WriteOp::Heartbeat {
+                tenant, heartbeat, ..
+            } => Some(vec![fnv1a(&[
+                "instance",
+                &tenant.id,
+                &heartbeat.instance_guid,
+            ])]),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    // UNNEST yields the array in order, and each row's lock is taken as the row is produced.
+    sqlx::query("SELECT pg_advisory_xact_lock(k) FROM UNNEST($1::bigint[]) AS k")
+        .bind(keys)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn apply(
+    conn: &mut PgConnection,
+    op: &WriteOp,
+    settings: &StoreSettings,
+) -> Result<WriteOutcome, Fail> {
+    match op {
+        WriteOp::Reject { event } => {
+            let id = new_id();
+            insert_event(conn, &id, event, &[], settings).await?;
+            Ok(WriteOutcome {
+                event_id: id,
+                runs: vec![],
+                instance: None,
+            })
+        }
+        WriteOp::Runs {
+            event,
+            tenant,
+            runs,
+        } => {
+            let event_id = new_id();
+            let mut written = Vec::with_capacity(runs.len());
+            for (i, r) in runs.iter().enumerate() {
+                written.push(
+                    upsert_run(conn, tenant, &event_id, event.received_at, r, i, runs.len())
+                        .await?,
+                );
+            }
+            let ids: Vec<String> = written.iter().map(|w| w.id.clone()).collect();
+            insert_event(conn, &event_id, event, &ids, settings).await?;
+            Ok(WriteOutcome {
+                event_id,
+                runs: written,
+                instance: None,
+            })
+        }
+        WriteOp::Heartbeat {
+            event,
+            tenant,
+            heartbeat,
+        } => apply_heartbeat(conn, event, tenant, heartbeat, settings).await,
+        WriteOp::RegisterInstance {
+            event,
+            tenant_id,
+            instance,
+        } => {
+            let now = to_millis(event.received_at);
+            let inst = Instance {
+                id: new_id(),
+                guid: uuid::Uuid::new_v4().to_string(),
+                name: Some(instance.name.clone()),
+                url: instance.url.clone(),
+                kind: Some(instance.kind.clone()),
+                integration_id: Some(instance.integration_id.clone()),
+                created_at: cistern_core::from_millis(now),
+                last_seen_at: None,
+                last_heartbeat_at: None,
+                details: None,
+            };
+            sqlx::query(
+                "INSERT INTO instances (id, tenant_id, guid, name, url, kind, integration_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&inst.id)
+            .bind(tenant_id)
+            .bind(&inst.guid)
+            .bind(&inst.name)
+            .bind(&inst.url)
+            .bind(&inst.kind)
+            .bind(&inst.integration_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            let event_id = new_id();
+            insert_event(conn, &event_id, event, &[], settings).await?;
+            Ok(WriteOutcome {
+                event_id,
+                runs: vec![],
+                instance: Some(inst),
+            })
+        }
+    }
+}
+
+async fn insert_event(
+    conn: &mut PgConnection,
+    id: &str,
+    ev: &EventRecord,
+    run_ids: &[String],
+    settings: &StoreSettings,
+) -> Result<(), Fail> {
+    let (body, truncated) = kept_body(&ev.body, settings.max_event_body_bytes);
+    let errors = if ev.errors.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&ev.errors).unwrap_or_default())
+    };
+    let run_ids = if run_ids.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(run_ids).unwrap_or_default())
+    };
+    sqlx::query(
+        "INSERT INTO events (id, tenant_id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body, body_size, body_truncated, key_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(id)
+    .bind(&ev.tenant_id)
+    .bind(to_millis(ev.received_at))
+    .bind(&ev.endpoint)
+    .bind(&ev.dialect)
+    .bind(&ev.request_type)
+    .bind(ev.status.as_str())
+    .bind(i32::from(ev.http_status))
+    .bind(errors)
+    .bind(run_ids)
+    .bind(&ev.content_type)
+    .bind(body)
+    .bind(ev.body.len() as i64)
+    .bind(truncated)
+    .bind(&ev.key_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The id of the run's instance, created on first sight unless the tenant is strict.
+async fn instance_id(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    r: &RunReport,
+    now: i64,
+    field_prefix: &str,
+) -> Result<String, Fail> {
+    let i = &r.instance;
+    if tenant.strict {
+        // The existence check and the update in one statement: no row, no instance.
+        let existing: Option<String> = sqlx::query_scalar(
+            "UPDATE instances SET name = COALESCE($3, name), url = COALESCE($4, url), kind = COALESCE(kind, $5),
+             last_seen_at = GREATEST(last_seen_at, $6)
+             WHERE tenant_id = $1 AND guid = $2 RETURNING id",
+        )
+        .bind(&tenant.id)
+        .bind(&i.guid)
+        .bind(&i.name)
+        .bind(&i.url)
+        .bind(&i.kind)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        return existing.ok_or_else(|| {
+            Fail::Store(StoreError::Rejected(vec![FieldError::new(
+                format!("{field_prefix}instance_guid"),
+                format!(
+                    "instance {:?} is not registered and tenant {:?} only accepts registered instances; register it first (POST /v1/custom-cicd with integration_id, name and type)",
+                    i.guid, tenant.slug
+                ),
+            )]))
+        });
+    }
+    let id: String = sqlx::query_scalar(
+        "INSERT INTO instances (id, tenant_id, guid, name, url, kind, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+         ON CONFLICT (tenant_id, guid) DO UPDATE SET
+            name = COALESCE(EXCLUDED.name, instances.name),
+            url = COALESCE(EXCLUDED.url, instances.url),
+            kind = COALESCE(instances.kind, EXCLUDED.kind),
+            last_seen_at = GREATEST(instances.last_seen_at, EXCLUDED.last_seen_at)
+         RETURNING id",
+    )
+    .bind(new_id())
+    .bind(&tenant.id)
+    .bind(&i.guid)
+    .bind(&i.name)
+    .bind(&i.url)
+    .bind(&i.kind)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+/// The id of the run's pipeline, created on first sight.
+async fn pipeline_id(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    instance_id: &str,
+    r: &RunReport,
+    now: i64,
+) -> Result<String, Fail> {
+    let p = &r.pipeline;
+    let id: String = sqlx::query_scalar(
+        "INSERT INTO pipelines (id, tenant_id, instance_id, full_name, name, qualified_name, project, module, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (tenant_id, instance_id, full_name) DO UPDATE SET
+            name = EXCLUDED.name,
+            qualified_name = COALESCE(EXCLUDED.qualified_name, pipelines.qualified_name),
+            project = COALESCE(EXCLUDED.project, pipelines.project),
+            module = COALESCE(EXCLUDED.module, pipelines.module)
+         RETURNING id",
+    )
+    .bind(new_id())
+    .bind(tenant_id)
+    .bind(instance_id)
+    .bind(&p.full_name)
+    .bind(&p.name)
+    .bind(&p.qualified_name)
+    .bind(&p.project)
+    .bind(&p.module)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+async fn upsert_run(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    event_id: &str,
+    received_at: OffsetDateTime,
+    r: &RunReport,
+    index: usize,
+    count: usize,
+) -> Result<RunWritten, Fail> {
+    let now = to_millis(received_at);
+    let prefix = if count > 1 {
+        format!("runs[{index}].")
+    } else {
+        String::new()
+    };
+    let instance_id = instance_id(conn, tenant, r, now, &prefix).await?;
+    let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, r, now).await?;
+    let detail =
+        serde_json::to_string(&RunDetail::of(r)).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let (log, log_truncated) = match &r.log {
+        Some(l) => (Some(l.text.as_str()), l.truncated),
+        None => (None, false),
+    };
+    let new = new_id();
+    // The row keeps its id on conflict, so getting the proposed id back means it was inserted.
+    // (Unlike the `xmax = 0` trick, this does not depend on how PostgreSQL locks tuples.)
+    let id: String = sqlx::query_scalar(
+        "INSERT INTO runs (id, tenant_id, pipeline_id, instance_id, run_key, build_number, execution_id, result, source_result,
+            started_at, finished_at, duration_ms, triggered_by, branch, repo_url, ci, cd, environment, cfr_status, web_url, job_type,
+            source, event_id, detail, log, log_truncated, received_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $27)
+         ON CONFLICT (tenant_id, instance_id, pipeline_id, run_key) DO UPDATE SET
+            build_number = EXCLUDED.build_number, execution_id = EXCLUDED.execution_id, result = EXCLUDED.result,
+            source_result = EXCLUDED.source_result, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+            duration_ms = EXCLUDED.duration_ms, triggered_by = EXCLUDED.triggered_by, branch = EXCLUDED.branch,
+            repo_url = EXCLUDED.repo_url, ci = EXCLUDED.ci, cd = EXCLUDED.cd, environment = EXCLUDED.environment,
+            cfr_status = EXCLUDED.cfr_status, web_url = EXCLUDED.web_url, job_type = EXCLUDED.job_type,
+            source = EXCLUDED.source, event_id = EXCLUDED.event_id, detail = EXCLUDED.detail, log = EXCLUDED.log,
+            log_truncated = EXCLUDED.log_truncated, updated_at = EXCLUDED.updated_at
+         RETURNING id",
+    )
+    .bind(&new)
+    .bind(&tenant.id)
+    .bind(&pipeline_id)
+    .bind(&instance_id)
+    .bind(&r.run_key)
+    .bind(r.build_number)
+    .bind(&r.execution_id)
+    .bind(r.result.as_str())
+    .bind(&r.source_result)
+    .bind(to_millis(r.started_at))
+    .bind(r.finished_at.map(to_millis))
+    .bind(r.duration_ms)
+    .bind(&r.triggered_by)
+    .bind(&r.branch)
+    .bind(&r.repo_url)
+    .bind(r.ci)
+    .bind(r.cd)
+    .bind(&r.environment)
+    .bind(r.cfr_status)
+    .bind(&r.web_url)
+    .bind(&r.job_type)
+    .bind(&r.source)
+    .bind(event_id)
+    .bind(&detail)
+    .bind(log)
+    .bind(log_truncated)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    let created = id == new;
+    if !created {
+        // The upsert holds the run's row lock until commit, so no other writer interleaves here.
+        sqlx::query(
+            "WITH gone AS (DELETE FROM stages WHERE run_id = $1) DELETE FROM run_commits WHERE run_id = $1",
+        )
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    let rows = stage_rows(&r.stages);
+    if !rows.is_empty() {
+        let mut idx = Vec::with_capacity(rows.len());
+        let mut parent = Vec::with_capacity(rows.len());
+        let mut name = Vec::with_capacity(rows.len());
+        let mut description = Vec::with_capacity(rows.len());
+        let mut result = Vec::with_capacity(rows.len());
+        let mut source_result = Vec::with_capacity(rows.len());
+        let mut state = Vec::with_capacity(rows.len());
+        let mut started_at = Vec::with_capacity(rows.len());
+        let mut duration_ms = Vec::with_capacity(rows.len());
+        let mut slog = Vec::with_capacity(rows.len());
+        let mut slog_truncated = Vec::with_capacity(rows.len());
+        let mut url = Vec::with_capacity(rows.len());
+        for (i, p, s) in rows {
+            idx.push(i);
+            parent.push(p);
+            name.push(s.name.as_str());
+            description.push(s.description.as_deref());
+            result.push(s.result.map(|x| x.as_str()));
+            source_result.push(s.source_result.as_deref());
+            state.push(s.state.as_deref());
+            started_at.push(s.started_at.map(to_millis));
+            duration_ms.push(s.duration_ms);
+            slog.push(s.log.as_deref());
+            slog_truncated.push(s.log_truncated);
+            url.push(s.url.as_deref());
+        }
+        sqlx::query(
+            "INSERT INTO stages (run_id, idx, parent_idx, name, description, result, source_result, state, started_at, duration_ms, log, log_truncated, url)
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                                      $9::bigint[], $10::bigint[], $11::text[], $12::boolean[], $13::text[])",
+        )
+        .bind(&id)
+        .bind(idx)
+        .bind(parent)
+        .bind(name)
+        .bind(description)
+        .bind(result)
+        .bind(source_result)
+        .bind(state)
+        .bind(started_at)
+        .bind(duration_ms)
+        .bind(slog)
+        .bind(slog_truncated)
+        .bind(url)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    let commits = unique_commits(r);
+    if !commits.is_empty() {
+        let shas: Vec<&str> = commits.iter().map(|c| c.sha.as_str()).collect();
+        let at: Vec<Option<i64>> = commits
+            .iter()
+            .map(|c| c.committed_at.map(to_millis))
+            .collect();
+        sqlx::query(
+            "INSERT INTO run_commits (run_id, sha, tenant_id, committed_at)
+             SELECT $1, u.sha, $2, u.at FROM UNNEST($3::text[], $4::bigint[]) AS u(sha, at)",
+        )
+        .bind(&id)
+        .bind(&tenant.id)
+        .bind(shas)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(RunWritten { id, created })
+}
+
+async fn apply_heartbeat(
+    conn: &mut PgConnection,
+    event: &EventRecord,
+    tenant: &Tenant,
+    hb: &HeartbeatRecord,
+    settings: &StoreSettings,
+) -> Result<WriteOutcome, Fail> {
+    let at = to_millis(hb.at);
+    let details = hb.details.to_string();
+    // A late heartbeat never moves the instance's last heartbeat (or its details) back.
+    let updated: Option<String> = if tenant.strict {
+        sqlx::query_scalar(
+            "UPDATE instances SET name = COALESCE($3, name), url = COALESCE($4, url),
+               details = CASE WHEN $5 >= COALESCE(last_heartbeat_at, 0) THEN $6 ELSE details END,
+               last_heartbeat_at = GREATEST(COALESCE(last_heartbeat_at, 0), $5)
+             WHERE tenant_id = $1 AND guid = $2 RETURNING id",
+        )
+        .bind(&tenant.id)
+        .bind(&hb.instance_guid)
+        .bind(&hb.name)
+        .bind(&hb.url)
+        .bind(at)
+        .bind(&details)
+        .fetch_optional(&mut *conn)
+        .await?
+    } else {
+        sqlx::query_scalar(
+            "INSERT INTO instances (id, tenant_id, guid, name, url, kind, created_at, last_heartbeat_at, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (tenant_id, guid) DO UPDATE SET
+               name = COALESCE(EXCLUDED.name, instances.name), url = COALESCE(EXCLUDED.url, instances.url),
+               details = CASE WHEN EXCLUDED.last_heartbeat_at >= COALESCE(instances.last_heartbeat_at, 0)
+                         THEN EXCLUDED.details ELSE instances.details END,
+               last_heartbeat_at = GREATEST(COALESCE(instances.last_heartbeat_at, 0), EXCLUDED.last_heartbeat_at)
+             RETURNING id",
+        )
+        .bind(new_id())
+        .bind(&tenant.id)
+        .bind(&hb.instance_guid)
+        .bind(&hb.name)
+        .bind(&hb.url)
+        .bind(&hb.kind)
+        .bind(to_millis(event.received_at))
+        .bind(at)
+        .bind(&details)
+        .fetch_optional(&mut *conn)
+        .await?
+    };
+    if updated.is_none() {
+        return Err(Fail::Store(StoreError::Rejected(vec![FieldError::new(
+            "payload.instance_id",
+            format!(
+                "instance {:?} is not registered and tenant {:?} only accepts registered instances",
+                hb.instance_guid, tenant.slug
+            ),
+        )])));
+    }
+    let event_id = new_id();
+    insert_event(conn, &event_id, event, &[], settings).await?;
+    Ok(WriteOutcome {
+        event_id,
+        runs: vec![],
+        instance: None,
+    })
+}
