@@ -1,5 +1,7 @@
 //! `cistern`: the hub server and its admin commands.
 
+mod bench;
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -40,6 +42,15 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenants(TenantsCmd),
+    /// Measure the hub: an HTTP load generator.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Post realistic runs at a hub and report throughput, latency and errors.
+    Ingest(bench::IngestArgs),
 }
 
 #[derive(Args)]
@@ -182,6 +193,7 @@ async fn run(cli: Cli) -> Result<()> {
             tracing::info!(addr = %app.local_addr(), database = %cistern_server::app::redact(&config.database_url), "cistern listening");
             app.run_until_stopped().await?;
         }
+        Command::Bench(BenchCmd::Ingest(args)) => bench::ingest(args).await?,
         Command::Migrate => {
             init_logging(&config.log_format, "warn");
             open_store(&config).await?;

@@ -241,3 +241,114 @@ async fn acknowledged_runs_survive_sigkill() {
     }
     assert_eq!(stored, acked, "every acknowledged run is stored, once");
 }
+
+#[tokio::test]
+async fn the_load_generator_posts_exact_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let (_, key, _) = cistern(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "bench",
+            "--scopes",
+            "ingest,read",
+        ],
+    );
+    let key = key.trim().to_owned();
+    let server = Server::start(&db).await;
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "ingest",
+            "--url",
+            &server.base,
+            "--key",
+            &key,
+            "--concurrency",
+            "8",
+            "--requests",
+            "300",
+        ])
+        .args([
+            "--duration",
+            "60s",
+            "--unique-ratio",
+            "1",
+            "--quiet",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+    assert_eq!(summary["errors"], 0);
+    assert_eq!(summary["requests_ok"], 300);
+    assert_eq!(summary["created"], 300);
+    let client = reqwest::Client::new();
+    let mut total = 0;
+    let mut cursor = String::new();
+    loop {
+        let url = format!(
+            "{}/api/v1/runs?limit=500{}",
+            server.base,
+            if cursor.is_empty() {
+                String::new()
+            } else {
+                format!("&cursor={cursor}")
+            }
+        );
+        let v: Value = client
+            .get(url)
+            .header("X-Api-Key", &key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        total += v["runs"].as_array().unwrap().len();
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(total, 300, "every acknowledged run is stored once");
+    // Repeats are updates, never new runs.
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "ingest",
+            "--url",
+            &server.base,
+            "--key",
+            &key,
+            "--concurrency",
+            "4",
+            "--requests",
+            "100",
+        ])
+        .args([
+            "--unique-ratio",
+            "0",
+            "--quiet",
+            "--json",
+            "--dialect",
+            "propelo",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["errors"], 0);
+}

@@ -233,12 +233,12 @@ pub fn dora(
     // Change failure rate.
     let mut blamed: HashSet<&str> = HashSet::new();
     for inc in incidents {
-        let culprit = sorted
-            .iter()
-            .filter(|d| d.succeeded && d.finished_at <= inc.detected_at)
-            .filter(|d| inc.pipeline.as_ref().is_none_or(|p| *p == d.pipeline))
-            .filter(|d| inc.environment.is_none() || inc.environment == d.environment)
-            .next_back();
+        let culprit = sorted.iter().rfind(|d| {
+            d.succeeded
+                && d.finished_at <= inc.detected_at
+                && inc.pipeline.as_ref().is_none_or(|p| *p == d.pipeline)
+                && (inc.environment.is_none() || inc.environment == d.environment)
+        });
         if let Some(d) = culprit {
             blamed.insert(d.run_id.as_str());
         }
