@@ -1,5 +1,6 @@
 //! One module per API area, each exporting `router()`; merged here.
 
+pub mod allstacks;
 pub mod catalog;
 pub mod events;
 pub mod health;
@@ -17,6 +18,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(health::router())
         .merge(sei::router())
+        .merge(allstacks::router())
         .merge(runs::router())
         .merge(catalog::router())
         .merge(events::router())
