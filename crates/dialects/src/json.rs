@@ -31,7 +31,11 @@ pub fn parse(bytes: &[u8], field: &str) -> Result<Value, FieldError> {
     }
 }
 
-/// Builds the message for a JSON syntax error: where, what, and a hint for the usual culprits.
+/// Builds the message for a JSON syntax error: where (line and column counted in characters, as
+/// editors count them), what, and what probably caused it. The parser stops at the first error, so
+/// the text is also scanned for the usual culprits of payloads copied from documentation pages
+/// (curly and single quotes, non-breaking spaces, strings left open, trailing commas): the sender
+/// learns every one of them from one reply instead of one per attempt.
 fn describe(e: &serde_json::Error, text: &str, what: &str) -> String {
     let raw = e.to_string();
     let detail = raw
@@ -43,21 +47,65 @@ fn describe(e: &serde_json::Error, text: &str, what: &str) -> String {
     } else {
         detail
     };
-    // serde_json puts errors found at a line break at "column 0" of the next line.
-    let place = if e.column() == 0 && e.line() > 1 {
-        format!("at the end of line {}", e.line() - 1)
-    } else {
-        format!("at line {} column {}", e.line(), e.column())
+    let at = char_position(text, e.line(), e.column());
+    let mut msg = format!(
+        "invalid JSON in {what} at line {} column {}: {detail}",
+        at.0, at.1
+    );
+    let culprits = scan(text);
+    // Everything before the error parsed, so a culprit at or before it is what stopped the parser.
+    let (cause, others) = match culprits.split_first() {
+        Some((first, rest)) if first.first <= at => (Some(first), rest),
+        _ => (None, culprits.as_slice()),
     };
-    let mut msg = format!("invalid JSON in {what} {place}: {detail}");
-    if let Some((line, col, ch)) = first_curly_quote(text) {
+    match cause {
+        Some(c) => {
+            msg.push_str(&format!(
+                "; at line {} column {}: {}",
+                c.first.0,
+                c.first.1,
+                c.kind.explain()
+            ));
+            if let Some(next) = c.next {
+                msg.push_str(&format!(
+                    " ({} more like it in the {what}, the next at line {} column {})",
+                    c.count - 1,
+                    next.0,
+                    next.1
+                ));
+            }
+        }
+        None => {
+            if detail.contains("expected `,` or `}`") || detail.contains("expected `,` or `]`") {
+                msg.push_str(
+                    "; a comma is probably missing before this point (at the end of the previous value)",
+                );
+            }
+            if detail.contains("trailing comma") {
+                msg.push_str("; remove the comma after the last element");
+            }
+        }
+    }
+    if !others.is_empty() {
+        let list: Vec<String> = others
+            .iter()
+            .map(|c| {
+                let mut s = format!(
+                    "line {} column {}: {}",
+                    c.first.0,
+                    c.first.1,
+                    c.kind.explain()
+                );
+                if c.count > 1 {
+                    s.push_str(&format!(" ({} in all)", c.count));
+                }
+                s
+            })
+            .collect();
         msg.push_str(&format!(
-            "; the {what} contains a curly quote ({ch}) at line {line} column {col}: curly quotes (“ ” ‘ ’) are not JSON quotes, use straight double quotes (\")"
+            ". Further problems in the {what}: {}",
+            list.join("; ")
         ));
-    } else if text.contains('\'') && detail.contains("key must be a string")
-        || detail.contains("expected value") && text.contains('\'')
-    {
-        msg.push_str("; JSON strings and keys take double quotes (\"), not single quotes (')");
     }
     if text.trim_start().starts_with('\'') {
         msg.push_str(
@@ -67,26 +115,174 @@ fn describe(e: &serde_json::Error, text: &str, what: &str) -> String {
     if detail.contains("control character") {
         msg.push_str("; a JSON string cannot hold a raw line break or control character: escape it (\\n), and to send JSON inside a string escape its quotes (\\\") or send it as an object");
     }
-    if detail.contains("expected `,` or `}`") || detail.contains("expected `,` or `]`") {
-        msg.push_str(
-            "; a comma is probably missing before this point (at the end of the previous value)",
-        );
-    }
-    if detail.contains("trailing comma") {
-        msg.push_str("; remove the comma after the last element");
-    }
     msg
 }
 
-fn first_curly_quote(text: &str) -> Option<(usize, usize, char)> {
-    for (ln, line) in text.lines().enumerate() {
-        for (col, ch) in line.chars().enumerate() {
-            if matches!(ch, '\u{201C}' | '\u{201D}' | '\u{2018}' | '\u{2019}') {
-                return Some((ln + 1, col + 1, ch));
+/// The (line, column) in characters of serde_json's (line, byte column). Column 0 means the line
+/// break that ends the previous line.
+fn char_position(text: &str, line: usize, byte_col: usize) -> (usize, usize) {
+    if line == 0 {
+        return (0, 0);
+    }
+    let line_text = |n: usize| text.split('\n').nth(n - 1).unwrap_or("");
+    if byte_col == 0 {
+        if line > 1 {
+            let prev = line_text(line - 1).trim_end_matches('\r');
+            return (line - 1, prev.chars().count() + 1);
+        }
+        return (1, 1);
+    }
+    let l = line_text(line);
+    let mut end = (byte_col - 1).min(l.len());
+    while !l.is_char_boundary(end) {
+        end -= 1;
+    }
+    (line, l[..end].chars().count() + 1)
+}
+
+/// A usual culprit of JSON written by hand or copied from a web page.
+#[derive(Debug, Clone, Copy)]
+enum Culprit {
+    /// `“ ” ‘ ’` outside a string.
+    CurlyQuote(char),
+    /// `'` outside a string.
+    SingleQuote,
+    /// A space that is not JSON whitespace (non-breaking, zero-width, byte order mark…).
+    OddSpace(char),
+    /// A string still open at the end of its line.
+    UnclosedString,
+    /// A comma right before `]` or `}`.
+    TrailingComma,
+}
+
+impl Culprit {
+    fn same_kind(self, other: Culprit) -> bool {
+        std::mem::discriminant(&self) == std::mem::discriminant(&other)
+    }
+
+    fn explain(self) -> String {
+        match self {
+            Culprit::CurlyQuote(ch) => format!(
+                "a curly quote ({ch}); curly quotes (“ ” ‘ ’) are not JSON quotes, use straight double quotes (\")"
+            ),
+            Culprit::SingleQuote => {
+                "a single quote ('); JSON strings and keys take double quotes (\"), not single quotes (')".to_owned()
+            }
+            Culprit::OddSpace(ch) => {
+                let name = match ch {
+                    '\u{00A0}' | '\u{202F}' => "non-breaking space",
+                    '\u{FEFF}' => "byte order mark",
+                    '\u{200B}' => "zero-width space",
+                    _ => "Unicode space",
+                };
+                format!(
+                    "a {name} (U+{:04X}), which is not JSON whitespace; use plain spaces, tabs or line breaks (text copied from web pages often carries these)",
+                    ch as u32
+                )
+            }
+            Culprit::UnclosedString => {
+                "a string that is not closed before the end of its line; a closing double quote (\") is missing (JSON strings cannot span lines: write \\n for a line break)".to_owned()
+            }
+            Culprit::TrailingComma => {
+                "a trailing comma; remove the comma after the last element".to_owned()
             }
         }
     }
-    None
+}
+
+/// One kind of culprit: where it first occurs, where next, and how often.
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    kind: Culprit,
+    first: (usize, usize),
+    next: Option<(usize, usize)>,
+    count: usize,
+}
+
+/// Reads the text as a person would, tracking strings (a straight-quoted string ends only at a
+/// straight quote; one opened by a curly or single quote ends at any quote of its family), and
+/// tallies the culprits found outside strings, in order of first occurrence.
+fn scan(text: &str) -> Vec<Tally> {
+    const STRAIGHT: &[char] = &['"'];
+    const DOUBLE: &[char] = &['"', '\u{201C}', '\u{201D}'];
+    const SINGLE: &[char] = &['\'', '\u{2018}', '\u{2019}'];
+    let mut tallies: Vec<Tally> = Vec::new();
+    let mut note = |kind: Culprit, at: (usize, usize)| match tallies
+        .iter_mut()
+        .find(|t| t.kind.same_kind(kind))
+    {
+        Some(t) => {
+            t.count += 1;
+            t.next.get_or_insert(at);
+        }
+        None => tallies.push(Tally {
+            kind,
+            first: at,
+            next: None,
+            count: 1,
+        }),
+    };
+    let quote_kind = |c: char| {
+        if c == '\'' {
+            Culprit::SingleQuote
+        } else {
+            Culprit::CurlyQuote(c)
+        }
+    };
+    // In a string: the quotes that close it and where it opened.
+    let mut open: Option<(&[char], (usize, usize))> = None;
+    let (mut line, mut col) = (1usize, 0usize);
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '\n' {
+            if let Some((_, at)) = open.take() {
+                note(Culprit::UnclosedString, at);
+            }
+            line += 1;
+            col = 0;
+            continue;
+        }
+        col += 1;
+        if let Some((closers, _)) = open {
+            if c == '\\' {
+                if chars.peek().is_some_and(|(_, n)| *n != '\n') {
+                    chars.next();
+                    col += 1;
+                }
+            } else if closers.contains(&c) {
+                if c != '"' {
+                    note(quote_kind(c), (line, col));
+                }
+                open = None;
+            }
+            continue;
+        }
+        match c {
+            '"' => open = Some((STRAIGHT, (line, col))),
+            '\u{201C}' | '\u{201D}' => {
+                note(Culprit::CurlyQuote(c), (line, col));
+                open = Some((DOUBLE, (line, col)));
+            }
+            '\'' | '\u{2018}' | '\u{2019}' => {
+                note(quote_kind(c), (line, col));
+                open = Some((SINGLE, (line, col)));
+            }
+            ',' => {
+                let after = text[i + 1..].trim_start_matches(char::is_whitespace);
+                if after.starts_with([']', '}']) {
+                    note(Culprit::TrailingComma, (line, col));
+                }
+            }
+            ' ' | '\t' | '\r' => {}
+            '\u{FEFF}' | '\u{200B}' => note(Culprit::OddSpace(c), (line, col)),
+            c if c.is_whitespace() => note(Culprit::OddSpace(c), (line, col)),
+            _ => {}
+        }
+    }
+    if let Some((_, at)) = open {
+        note(Culprit::UnclosedString, at);
+    }
+    tallies
 }
 
 /// A JSON value whose objects may not repeat a key.
@@ -186,6 +382,73 @@ mod tests {
         let deep = "[".repeat(100_000);
         let e = parse(deep.as_bytes(), "").unwrap_err();
         assert!(e.message.contains("nesting is too deep"), "{}", e.message);
+    }
+
+    #[test]
+    fn single_quotes_are_named_where_they_are() {
+        let e = parse(b"{\"key\": 'microservice'}", "").unwrap_err();
+        assert!(e.message.contains("line 1 column 9"), "{}", e.message);
+        assert!(
+            e.message.contains("single quote (') at")
+                || e.message.contains("column 9: a single quote"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("take double quotes"), "{}", e.message);
+        // An apostrophe inside a string is content, not a culprit.
+        let e = parse(b"{\"a\": \"it's\" \"b\": 1}", "").unwrap_err();
+        assert!(!e.message.contains("single quote"), "{}", e.message);
+        assert!(
+            e.message.contains("comma is probably missing"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        // `é` is two bytes; the quote is the 12th character.
+        let e = parse("{\"a\": \"é\", 'x': 1}".as_bytes(), "").unwrap_err();
+        assert!(e.message.contains("line 1 column 12"), "{}", e.message);
+    }
+
+    #[test]
+    fn non_breaking_spaces_are_named() {
+        let e = parse("{\n\u{a0} \"a\": 1}".as_bytes(), "").unwrap_err();
+        assert!(e.message.contains("line 2 column 1"), "{}", e.message);
+        assert!(
+            e.message.contains("non-breaking space (U+00A0)"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn unclosed_string_is_named_at_its_opening_quote() {
+        let e = parse(b"{\"a\": \"abc\n\"b\": 1}", "").unwrap_err();
+        assert!(e.message.contains("line 1 column 11"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("at line 1 column 7: a string that is not closed"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn every_culprit_is_listed_in_one_reply() {
+        let text = "{\n  \"a\": \"x\n  \"b\": “1”,\n  \"c\": ['p', 'q'],\n}";
+        let e = parse(text.as_bytes(), "").unwrap_err();
+        let m = &e.message;
+        assert!(
+            m.contains("at line 2 column 8: a string that is not closed"),
+            "{m}"
+        );
+        assert!(m.contains("line 3 column 8: a curly quote (“)"), "{m}");
+        assert!(m.contains("(2 in all)"), "{m}");
+        assert!(m.contains("line 4 column 9: a single quote"), "{m}");
+        assert!(m.contains("(4 in all)"), "{m}");
+        assert!(m.contains("line 4 column 18: a trailing comma"), "{m}");
     }
 
     #[test]

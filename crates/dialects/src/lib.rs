@@ -2,6 +2,7 @@
 //! [`Inbound`] items, or a [`Rejection`] naming every bad field at once. Parsers never touch the
 //! store and never panic on hostile input.
 
+pub mod allstacks;
 pub mod fields;
 pub mod json;
 pub mod logzip;

@@ -259,7 +259,7 @@ async fn seed_generic_request_examples() {
             .await;
         assert_eq!(status, 400, "{body}");
         let msg = error_text(&body);
-        assert!(msg.contains("at the end of line 3"), "{msg}");
+        assert!(msg.contains("line 3 column"), "{msg}");
         assert!(msg.contains("raw line break"), "{msg}");
         // The payload example is wrapped in shell single quotes.
         let (status, body) = app

@@ -1,5 +1,6 @@
 //! One module per API area, each exporting `router()`; merged here.
 
+pub mod allstacks;
 pub mod catalog;
 pub mod events;
 pub mod health;
@@ -19,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .merge(health::router())
         .merge(sei::router())
         .merge(propelo::router())
+        .merge(allstacks::router())
         .merge(runs::router())
         .merge(catalog::router())
         .merge(events::router())

@@ -1,0 +1,120 @@
+//! Allstacks custom CD jobs (seed 003): `POST /webhook/company/{company_id}/cicd_job`.
+//!
+//! `company_id` is the caller's tenant, by slug or id: a key only ever writes to its own tenant,
+//! and any other company is answered 404 whether it exists or not.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use cistern_dialects::{allstacks, Inbound as Parsed, ParseOptions};
+use cistern_store::{EventStatus, Scope, WriteOp};
+use serde_json::json;
+
+use super::ingest::{json_reply, parse_with, read_body, rejection_error, Inbound};
+use crate::auth::authenticate;
+use crate::error::ApiError;
+use crate::AppState;
+
+const ENDPOINT: &str = "/webhook/company/{company_id}/cicd_job";
+
+/// The Allstacks route, under the path its senders already use.
+pub fn router() -> Router<AppState> {
+    Router::new().route(ENDPOINT, post(cicd_job))
+}
+
+async fn cicd_job(
+    State(state): State<AppState>,
+    Path(company_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let inbound = Inbound::new(ENDPOINT, "allstacks", &headers);
+    let caller = match authenticate(&state, &headers, Scope::Ingest).await {
+        Ok(c) => c,
+        Err(f) => return inbound.refuse_auth(&state, f).await.into_response(),
+    };
+    let tenant = caller.tenant.clone();
+    let key_id = Some(caller.key.id.clone());
+    let bytes = match read_body(&headers, body, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            let partial = axum::body::Bytes::new();
+            return inbound
+                .refuse(&state, Some(&tenant), key_id, &partial, None, e)
+                .await
+                .into_response();
+        }
+    };
+    // The refusal goes to the caller's own events log (so a misconfigured company id is easy to
+    // see there), never to the named company's.
+    if company_id != tenant.slug && company_id != tenant.id {
+        let shown: String = company_id.chars().take(100).collect();
+        let err = ApiError::not_found(format!(
+            "no company \"{shown}\" for this API key; its company is \"{}\" (POST /webhook/company/{}/cicd_job)",
+            tenant.slug, tenant.slug
+        ));
+        return inbound
+            .refuse(&state, Some(&tenant), key_id, &bytes, None, err)
+            .await
+            .into_response();
+    }
+    let opts = ParseOptions::new(state.config.max_log_bytes);
+    let items = match parse_with(bytes.clone(), move |b| allstacks::parse(b, &opts)).await {
+        Ok(items) => items,
+        Err(rej) => {
+            return inbound
+                .refuse(
+                    &state,
+                    Some(&tenant),
+                    key_id,
+                    &bytes,
+                    None,
+                    rejection_error(rej),
+                )
+                .await
+                .into_response()
+        }
+    };
+    let runs: Vec<_> = items
+        .into_iter()
+        .filter_map(|item| match item {
+            Parsed::Run(r) => Some(*r),
+            Parsed::RegisterInstance(_) => None,
+        })
+        .collect();
+    let event = inbound.event(
+        Some(tenant.id.clone()),
+        key_id,
+        &bytes,
+        EventStatus::Accepted,
+        201,
+    );
+    match state
+        .store
+        .write(WriteOp::Runs {
+            event,
+            tenant,
+            runs,
+        })
+        .await
+    {
+        Ok(out) => {
+            let Some(run) = out.runs.first() else {
+                return ApiError::internal("a run write returned no run").into_response();
+            };
+            let (status, word) = if run.created {
+                (StatusCode::CREATED, "created")
+            } else {
+                (StatusCode::OK, "updated")
+            };
+            json_reply(
+                status,
+                json!({"id": run.id, "status": word, "event_id": out.event_id}),
+            )
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
