@@ -25,6 +25,8 @@ pub enum Inbound {
 /// A request to register a CI/CD instance (seed 000, "Generate UUID / GUID").
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceRegistration {
+    /// The GUID asked for (e.g. an Allstacks `service_id`); a random one is made when absent.
+    pub guid: Option<String>,
     /// The integration the instance belongs to.
     pub integration_id: String,
     /// Name of the instance.

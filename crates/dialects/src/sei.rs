@@ -119,8 +119,10 @@ pub fn parse_registration(obj: &Obj<'_>) -> Result<InstanceRegistration, Rejecti
         .opt_str("type", &mut errs)
         .unwrap_or_else(|| "custom".to_owned());
     let url = obj.opt_str_any(&["url", "instance_url"], &mut errs);
+    let guid = obj.opt_str_any(&["guid", "instance_guid"], &mut errs);
     match (integration_id, name) {
         (Some(integration_id), Some(name)) if errs.is_empty() => Ok(InstanceRegistration {
+            guid,
             integration_id,
             name,
             kind: kind.to_ascii_lowercase(),
@@ -198,8 +200,10 @@ pub fn run_from_object(
     }
     let finished_at = match (started_at, duration_ms) {
         (Some(s), Some(d)) if d >= 0 => {
-            let end = s + Duration::milliseconds(d);
-            match times::check_range(end, opts.now) {
+            let end = s
+                .checked_add(Duration::milliseconds(d))
+                .ok_or_else(|| format!("{d} ms is beyond any representable time"));
+            match end.and_then(|end| times::check_range(end, opts.now)) {
                 Ok(t) => Some(t),
                 Err(m) => {
                     errs.push("duration", format!("start_time + duration: {m}"));

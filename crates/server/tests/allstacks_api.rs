@@ -525,3 +525,24 @@ async fn keys_and_scopes() {
     assert!(body["detail"].as_str().unwrap().contains("ingest"));
     assert!(app.all_runs().await.is_empty());
 }
+
+#[tokio::test]
+async fn strict_tenants_take_jobs_of_registered_services() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let t = app.store.tenant_by_slug("default").await.unwrap().unwrap();
+        app.store.set_tenant_strict(&t.id, true).await.unwrap();
+        let (status, body) = post_job(&app, &sample()).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(error_fields(&body), vec!["service_id"]);
+        // Register the CD service under its Allstacks id, then its jobs are accepted.
+        let reg = json!({"integration_id": "allstacks", "name": "Custom CD", "type": "custom-cd", "guid": "2"});
+        let (status, body) = app.post("/api/v1/instances", &reg).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["guid"], "2");
+        let (status, body) = app.post("/api/v1/instances", &reg).await;
+        assert_eq!(status, 409, "the guid is taken: {body}");
+        let (status, body) = post_job(&app, &sample()).await;
+        assert_eq!(status, 201, "{body}");
+    }
+}

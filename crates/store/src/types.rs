@@ -195,6 +195,8 @@ pub mod bytes_like {
 /// A CI/CD instance to register.
 #[derive(Debug, Clone)]
 pub struct NewInstance {
+    /// The GUID to give it; a random one when absent.
+    pub guid: Option<String>,
     /// Integration it belongs to.
     pub integration_id: String,
     /// Name.

@@ -1176,6 +1176,7 @@ async fn strict_tenant_rejects_unknown_instances_and_logs_the_event() {
                     event: event(&t.id, b"{\"register\":1}"),
                     tenant_id: t.id.clone(),
                     instance: NewInstance {
+                        guid: None,
                         integration_id: "int-1".into(),
                         name: "Registered".into(),
                         kind: "custom".into(),
@@ -1240,6 +1241,7 @@ async fn a_refused_write_does_not_sink_its_batch() {
                     event: event(&t.id, b"{}"),
                     tenant_id: t.id.clone(),
                     instance: NewInstance {
+                        guid: None,
                         integration_id: "int".into(),
                         name: "n".into(),
                         kind: "custom".into(),
@@ -1305,6 +1307,7 @@ async fn tenants_see_only_their_own_data() {
                 event: event(&a.id, b"{}"),
                 tenant_id: a.id.clone(),
                 instance: NewInstance {
+                    guid: None,
                     integration_id: "i".into(),
                     name: "n".into(),
                     kind: "k".into(),
@@ -1606,6 +1609,7 @@ async fn register_instance_returns_a_guid_and_lists_it() {
                     event: event(&t.id, b"{\"integration_id\":\"int-9\"}"),
                     tenant_id: t.id.clone(),
                     instance: NewInstance {
+                        guid: None,
                         integration_id: "int-9".into(),
                         name: "Deployer".into(),
                         kind: "custom-cd".into(),
@@ -1641,6 +1645,7 @@ async fn register_instance_returns_a_guid_and_lists_it() {
                     event: event(&t.id, b"{}"),
                     tenant_id: t.id.clone(),
                     instance: NewInstance {
+                        guid: None,
                         integration_id: "int-9".into(),
                         name: "Deployer".into(),
                         kind: "custom-cd".into(),

@@ -115,6 +115,15 @@ async fn cicd_job(
                 json!({"id": run.id, "status": word, "event_id": out.event_id}),
             )
         }
+        Err(cistern_store::StoreError::Rejected(mut errors)) => {
+            // The instance of an Allstacks job is its CD service.
+            for e in &mut errors {
+                if e.field == "instance_guid" {
+                    e.field = "service_id".into();
+                }
+            }
+            ApiError::from(cistern_store::StoreError::Rejected(errors)).into_response()
+        }
         Err(e) => ApiError::from(e).into_response(),
     }
 }

@@ -85,6 +85,7 @@ async fn register(State(state): State<AppState>, headers: HeaderMap, body: Body)
         event,
         tenant_id: caller.tenant.id.clone(),
         instance: NewInstance {
+            guid: reg.guid,
             integration_id: reg.integration_id,
             name: reg.name,
             kind: reg.kind,

@@ -87,6 +87,7 @@ async fn custom_cicd(State(state): State<AppState>, headers: HeaderMap, body: Bo
             event,
             tenant_id: tenant.id.clone(),
             instance: NewInstance {
+                guid: reg.guid,
                 integration_id: reg.integration_id,
                 name: reg.name,
                 kind: reg.kind,

@@ -310,7 +310,10 @@ async fn apply(
             let now = to_millis(event.received_at);
             let inst = Instance {
                 id: new_id(),
-                guid: uuid::Uuid::new_v4().to_string(),
+                guid: instance
+                    .guid
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                 name: Some(instance.name.clone()),
                 url: instance.url.clone(),
                 kind: Some(instance.kind.clone()),
@@ -320,8 +323,9 @@ async fn apply(
                 last_heartbeat_at: None,
                 details: None,
             };
-            sqlx::query(
-                "INSERT INTO instances (id, tenant_id, guid, name, url, kind, integration_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            let done = sqlx::query(
+                "INSERT INTO instances (id, tenant_id, guid, name, url, kind, integration_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (tenant_id, guid) DO NOTHING",
             )
             .bind(&inst.id)
             .bind(tenant_id)
@@ -333,6 +337,12 @@ async fn apply(
             .bind(now)
             .execute(&mut *conn)
             .await?;
+            if done.rows_affected() == 0 {
+                return Err(Fail::Store(StoreError::Conflict(format!(
+                    "an instance with guid {:?} already exists",
+                    inst.guid
+                ))));
+            }
             let event_id = new_id();
             insert_event(conn, &event_id, event, &[], settings).await?;
             Ok(WriteOutcome {
@@ -414,7 +424,7 @@ async fn instance_id(
             Fail::Store(StoreError::Rejected(vec![FieldError::new(
                 format!("{field_prefix}instance_guid"),
                 format!(
-                    "instance {:?} is not registered and tenant {:?} only accepts registered instances; register it first (POST /v1/custom-cicd with integration_id, name and type)",
+                    "instance {:?} is not registered and tenant {:?} only accepts registered instances; register it first (POST /api/v1/instances or /v1/custom-cicd with integration_id, name, type and optionally its guid)",
                     i.guid, tenant.slug
                 ),
             )]))

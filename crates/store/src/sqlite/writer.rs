@@ -141,7 +141,10 @@ fn apply(
             let now = to_millis(event.received_at);
             let inst = Instance {
                 id: new_id(),
-                guid: uuid::Uuid::new_v4().to_string(),
+                guid: instance
+                    .guid
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                 name: Some(instance.name.clone()),
                 url: instance.url.clone(),
                 kind: Some(instance.kind.clone()),
@@ -151,10 +154,17 @@ fn apply(
                 last_heartbeat_at: None,
                 details: None,
             };
-            conn.prepare_cached(
-                "INSERT INTO instances (id, tenant_id, guid, name, url, kind, integration_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            let n = conn.prepare_cached(
+                "INSERT INTO instances (id, tenant_id, guid, name, url, kind, integration_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (tenant_id, guid) DO NOTHING",
             )?
             .execute(params![inst.id, tenant_id, inst.guid, inst.name, inst.url, inst.kind, inst.integration_id, now])?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "an instance with guid {:?} already exists",
+                    inst.guid
+                )));
+            }
             let event_id = new_id();
             insert_event(conn, &event_id, event, &[], settings)?;
             Ok(WriteOutcome {
@@ -230,7 +240,7 @@ fn instance_id(
         None if tenant.strict => Err(StoreError::Rejected(vec![FieldError::new(
             format!("{field_prefix}instance_guid"),
             format!(
-                "instance {:?} is not registered and tenant {:?} only accepts registered instances; register it first (POST /v1/custom-cicd with integration_id, name and type)",
+                "instance {:?} is not registered and tenant {:?} only accepts registered instances; register it first (POST /api/v1/instances or /v1/custom-cicd with integration_id, name, type and optionally its guid)",
                 r.instance.guid, tenant.slug
             ),
         )])),
