@@ -332,6 +332,211 @@ fn band_by_duration(seconds: f64, elite: f64, high: f64, medium: f64) -> Band {
     }
 }
 
+/// A run, summarized for CI health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CiRun {
+    /// Pipeline full name.
+    pub pipeline: String,
+    /// Branch.
+    pub branch: Option<String>,
+    /// Result.
+    pub result: crate::RunResult,
+    /// Start.
+    pub started_at: OffsetDateTime,
+    /// End, when finished.
+    pub finished_at: Option<OffsetDateTime>,
+    /// Duration, ms.
+    pub duration_ms: Option<i64>,
+    /// The commit built (first of the run's commits).
+    pub commit: Option<String>,
+}
+
+/// Aggregates of one stage or step name over the window (computed by the store).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageStat {
+    /// Pipeline full name.
+    pub pipeline: String,
+    /// Stage name (for a step: `stage / step`).
+    pub name: String,
+    /// `stage` or `step`.
+    pub kind: String,
+    /// Executions.
+    pub runs: u64,
+    /// Failed executions.
+    pub failures: u64,
+    /// Mean duration, ms.
+    pub avg_duration_ms: Option<f64>,
+    /// Longest duration, ms.
+    pub max_duration_ms: Option<i64>,
+    /// The end of the latest failure's log.
+    pub last_failure_log: Option<String>,
+}
+
+/// Time from red to green of one pipeline and branch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RedToGreen {
+    /// Pipeline.
+    pub pipeline: String,
+    /// Branch.
+    pub branch: Option<String>,
+    /// Median seconds from the first failure to the next success.
+    pub median_seconds: f64,
+    /// Recoveries measured.
+    pub count: u64,
+}
+
+/// A pipeline that both passed and failed on the same commit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Flaky {
+    /// Pipeline.
+    pub pipeline: String,
+    /// Commit.
+    pub commit: String,
+    /// Passing runs on it.
+    pub passes: u64,
+    /// Failing runs on it.
+    pub failures: u64,
+}
+
+/// CI health over a window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CiHealth {
+    /// Window start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    /// Window end.
+    #[serde(with = "time::serde::rfc3339")]
+    pub until: OffsetDateTime,
+    /// Runs started in the window.
+    pub runs: u64,
+    /// Finished runs that succeeded, over finished runs (success + failure + unstable + error).
+    pub success_rate: Option<f64>,
+    /// Median duration, ms.
+    pub duration_p50_ms: Option<f64>,
+    /// 95th percentile duration, ms.
+    pub duration_p95_ms: Option<f64>,
+    /// Red to green per pipeline and branch.
+    pub red_to_green: Vec<RedToGreen>,
+    /// Flaky pipelines.
+    pub flaky: Vec<Flaky>,
+    /// Slowest stages and steps (by mean duration).
+    pub slowest_stages: Vec<StageStat>,
+    /// Most failing stages and steps.
+    pub failing_stages: Vec<StageStat>,
+}
+
+/// Computes CI health from the runs started in `[since, until)` and their stage aggregates.
+pub fn ci_health(
+    runs: &[CiRun],
+    stages: &[StageStat],
+    since: OffsetDateTime,
+    until: OffsetDateTime,
+) -> CiHealth {
+    use crate::RunResult as R;
+    let runs: Vec<&CiRun> = runs
+        .iter()
+        .filter(|r| r.started_at >= since && r.started_at < until)
+        .collect();
+    let judged: Vec<&&CiRun> = runs
+        .iter()
+        .filter(|r| matches!(r.result, R::Success | R::Failure | R::Unstable | R::Error))
+        .collect();
+    let success_rate = (!judged.is_empty()).then(|| {
+        judged.iter().filter(|r| r.result == R::Success).count() as f64 / judged.len() as f64
+    });
+    let mut durations: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.duration_ms)
+        .map(|d| d as f64)
+        .collect();
+    let duration_p50_ms = quantile(&mut durations, 0.5);
+    let duration_p95_ms = quantile(&mut durations, 0.95);
+
+    let mut by_branch: BTreeMap<(String, Option<String>), Vec<&CiRun>> = BTreeMap::new();
+    for r in &runs {
+        by_branch
+            .entry((r.pipeline.clone(), r.branch.clone()))
+            .or_default()
+            .push(r);
+    }
+    let mut red_to_green = Vec::new();
+    for ((pipeline, branch), mut history) in by_branch {
+        history.sort_by_key(|r| r.started_at);
+        let mut red_since: Option<OffsetDateTime> = None;
+        let mut spans = Vec::new();
+        for r in history {
+            let end = r.finished_at.unwrap_or(r.started_at);
+            if r.result.is_failed() || r.result == R::Unstable {
+                red_since.get_or_insert(end);
+            } else if r.result == R::Success {
+                if let Some(start) = red_since.take() {
+                    spans.push((end - start).as_seconds_f64().max(0.0));
+                }
+            }
+        }
+        if let Some(median) = quantile(&mut spans, 0.5) {
+            red_to_green.push(RedToGreen {
+                pipeline,
+                branch,
+                median_seconds: median,
+                count: spans.len() as u64,
+            });
+        }
+    }
+
+    let mut by_commit: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for r in &runs {
+        if let Some(c) = &r.commit {
+            let e = by_commit
+                .entry((r.pipeline.clone(), c.clone()))
+                .or_default();
+            if r.result == R::Success {
+                e.0 += 1;
+            } else if r.result.is_failed() {
+                e.1 += 1;
+            }
+        }
+    }
+    let flaky = by_commit
+        .into_iter()
+        .filter(|(_, (p, f))| *p > 0 && *f > 0)
+        .map(|((pipeline, commit), (passes, failures))| Flaky {
+            pipeline,
+            commit,
+            passes,
+            failures,
+        })
+        .collect();
+
+    let mut slowest: Vec<StageStat> = stages
+        .iter()
+        .filter(|s| s.avg_duration_ms.is_some())
+        .cloned()
+        .collect();
+    slowest.sort_by(|a, b| {
+        b.avg_duration_ms
+            .unwrap_or(0.0)
+            .total_cmp(&a.avg_duration_ms.unwrap_or(0.0))
+    });
+    slowest.truncate(10);
+    let mut failing: Vec<StageStat> = stages.iter().filter(|s| s.failures > 0).cloned().collect();
+    failing.sort_by(|a, b| b.failures.cmp(&a.failures).then(a.name.cmp(&b.name)));
+    failing.truncate(10);
+
+    CiHealth {
+        since,
+        until,
+        runs: runs.len() as u64,
+        success_rate,
+        duration_p50_ms,
+        duration_p95_ms,
+        red_to_green,
+        flaky,
+        slowest_stages: slowest,
+        failing_stages: failing,
+    }
+}
+
 /// Window helper: `days` days ending at `until`.
 pub fn window(until: OffsetDateTime, days: i64) -> (OffsetDateTime, OffsetDateTime) {
     (until - Duration::days(days), until)
@@ -441,6 +646,43 @@ mod tests {
         assert_eq!(d.change_failure_rate.rate, Some(0.5));
         assert_eq!(d.time_to_restore.median_seconds, Some(1800.0));
         assert_eq!(d.time_to_restore.band, Some(Band::Elite));
+    }
+
+    #[test]
+    fn ci_health_by_hand() {
+        use crate::RunResult as R;
+        let t0 = datetime!(2024-01-01 0:00 UTC);
+        let run = |h: i64, result: R, commit: &str, d: i64| CiRun {
+            pipeline: "p".into(),
+            branch: Some("main".into()),
+            result,
+            started_at: t0 + Duration::hours(h),
+            finished_at: Some(t0 + Duration::hours(h) + Duration::minutes(10)),
+            duration_ms: Some(d),
+            commit: Some(commit.into()),
+        };
+        let runs = vec![
+            run(1, R::Success, "a", 100),
+            run(2, R::Failure, "b", 200),
+            run(3, R::Failure, "b", 300),
+            run(5, R::Success, "b", 400),
+            run(6, R::Aborted, "c", 500),
+        ];
+        let h = ci_health(&runs, &[], t0, t0 + Duration::days(1));
+        assert_eq!(h.runs, 5);
+        assert_eq!(h.success_rate, Some(0.5)); // 2 of 4 judged (the aborted one is not judged)
+        assert_eq!(h.duration_p50_ms, Some(300.0));
+        assert_eq!(h.red_to_green.len(), 1);
+        assert_eq!(h.red_to_green[0].median_seconds, 3.0 * 3600.0); // 02:10 → 05:10
+        assert_eq!(
+            h.flaky,
+            vec![Flaky {
+                pipeline: "p".into(),
+                commit: "b".into(),
+                passes: 1,
+                failures: 2
+            }]
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! only after the commit that holds it.
 
 pub mod cursor;
+pub mod metrics_sql;
 pub mod postgres;
 pub mod sqlite;
 mod types;
@@ -81,6 +82,33 @@ pub trait Store: Send + Sync + 'static {
         tenant_id: &str,
         event_id: &str,
     ) -> Result<Option<EventView>, StoreError>;
+
+    /// Deployments finished before `until` (from 90 days before `since`, for history) with their
+    /// commits' earliest known times.
+    async fn deployments(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Result<Vec<cistern_core::metrics::Deployment>, StoreError>;
+    /// Runs started in `[since, until)`, summarized for CI health.
+    async fn ci_runs(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Result<Vec<cistern_core::metrics::CiRun>, StoreError>;
+    /// Stage and step aggregates of runs started in `[since, until)`, with the latest failure log
+    /// of the most failing ones.
+    async fn stage_stats(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Result<Vec<cistern_core::metrics::StageStat>, StoreError>;
 }
 
 /// Opens the store named by a database URL: `sqlite://path`, `sqlite:path`, a bare path, or

@@ -506,3 +506,20 @@ pub fn unique_commits(r: &RunReport) -> Vec<&cistern_core::Commit> {
         .filter(|c| seen.insert(c.sha.as_str()))
         .collect()
 }
+
+/// The slice of runs a metric is computed over.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsFilter {
+    /// Project.
+    pub project: Option<String>,
+    /// Pipeline full name or name.
+    pub pipeline: Option<String>,
+    /// Repository URL or name.
+    pub repo: Option<String>,
+    /// Branch.
+    pub branch: Option<String>,
+    /// Environment.
+    pub environment: Option<String>,
+    /// Instance GUID.
+    pub instance: Option<String>,
+}

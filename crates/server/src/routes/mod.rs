@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod events;
 pub mod health;
 pub mod ingest;
+pub mod metrics;
 pub mod propelo;
 pub mod query;
 pub mod runs;
@@ -22,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .merge(propelo::router())
         .merge(allstacks::router())
         .merge(runs::router())
+        .merge(metrics::router())
         .merge(catalog::router())
         .merge(events::router())
         .fallback(fallback)

@@ -23,9 +23,12 @@ pub fn router() -> Router<AppState> {
 async fn list(
     State(state): State<AppState>,
     Reader(caller): Reader,
+    headers: axum::http::HeaderMap,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let q = Params(q);
+    let csv = super::metrics::wants_csv(&q, &headers)?;
     let filter = RunFilter {
         pipeline: q.text("pipeline"),
         result: q.result("result")?,
@@ -39,6 +42,9 @@ async fn list(
         .store
         .list_runs(&caller.tenant.id, &filter, &page)
         .await?;
+    if csv {
+        return Ok(runs_csv(&found));
+    }
     let runs: Vec<Value> = found
         .items
         .iter()
@@ -52,9 +58,7 @@ async fn list(
             v
         })
         .collect();
-    Ok(Json(
-        json!({"runs": runs, "next_cursor": found.next_cursor}),
-    ))
+    Ok(Json(json!({"runs": runs, "next_cursor": found.next_cursor})).into_response())
 }
 
 async fn one(
@@ -66,4 +70,55 @@ async fn one(
         Some(run) => Ok(Json(serde_json::to_value(run).map_err(ApiError::internal)?)),
         None => Err(ApiError::not_found(format!("no run with id {id:?}"))),
     }
+}
+
+/// The run list as CSV (the next page's cursor in `X-Next-Cursor`).
+fn runs_csv(found: &cistern_store::Page<cistern_core::Run>) -> axum::response::Response {
+    let rows = found
+        .items
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.pipeline.full_name.clone(),
+                r.pipeline.project.clone().unwrap_or_default(),
+                r.result.as_str().to_owned(),
+                super::query::rfc3339(r.started_at),
+                r.finished_at.map(super::query::rfc3339).unwrap_or_default(),
+                r.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
+                r.branch.clone().unwrap_or_default(),
+                r.build_number.map(|b| b.to_string()).unwrap_or_default(),
+                r.execution_id.clone().unwrap_or_default(),
+                r.cd.to_string(),
+                r.environment.clone().unwrap_or_default(),
+                r.instance.guid.clone(),
+                r.source.clone(),
+            ]
+        })
+        .collect();
+    let mut resp = super::metrics::csv_reply(
+        &[
+            "id",
+            "pipeline",
+            "project",
+            "result",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "branch",
+            "build_number",
+            "execution_id",
+            "cd",
+            "environment",
+            "instance",
+            "source",
+        ],
+        rows,
+    );
+    if let Some(c) = &found.next_cursor {
+        if let Ok(v) = axum::http::HeaderValue::from_str(c) {
+            resp.headers_mut().insert("x-next-cursor", v);
+        }
+    }
+    resp
 }

@@ -4,6 +4,7 @@
 //! (each using its own pooled connection per batch) and upserts that stay correct when several
 //! processes report the same run at the same time. Reads run directly on the pool.
 
+mod metrics;
 mod read;
 mod writer;
 
@@ -23,6 +24,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         2,
         include_str!("../../migrations/postgres/0002_heartbeats.sql"),
+    ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_metrics_index.sql"),
     ),
 ];
 
@@ -391,5 +396,35 @@ impl Store for PgStore {
         event_id: &str,
     ) -> Result<Option<EventView>, StoreError> {
         read::get_event(&self.pool, tenant_id, event_id).await
+    }
+
+    async fn deployments(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Result<Vec<cistern_core::metrics::Deployment>, StoreError> {
+        metrics::deployments(&self.pool, tenant_id, filter, since, until).await
+    }
+
+    async fn ci_runs(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Result<Vec<cistern_core::metrics::CiRun>, StoreError> {
+        metrics::ci_runs(&self.pool, tenant_id, filter, since, until).await
+    }
+
+    async fn stage_stats(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Result<Vec<cistern_core::metrics::StageStat>, StoreError> {
+        metrics::stage_stats(&self.pool, tenant_id, filter, since, until).await
     }
 }

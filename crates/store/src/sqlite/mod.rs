@@ -1,6 +1,7 @@
 //! The embedded SQLite store: WAL, `synchronous=FULL`, one writer thread doing group commit, and a
 //! small pool of read connections used from blocking tasks.
 
+mod metrics;
 mod read;
 mod writer;
 
@@ -16,6 +17,7 @@ use crate::*;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_heartbeats.sql"),
+    include_str!("../../migrations/sqlite/0003_metrics_index.sql"),
 ];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).
@@ -406,6 +408,42 @@ impl Store for SqliteStore {
     ) -> Result<Option<EventView>, StoreError> {
         let (tid, eid) = (tenant_id.to_owned(), event_id.to_owned());
         self.with_conn(move |c| read::get_event(c, &tid, &eid))
+            .await
+    }
+
+    async fn deployments(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Result<Vec<cistern_core::metrics::Deployment>, StoreError> {
+        let (tid, f) = (tenant_id.to_owned(), filter.clone());
+        self.with_conn(move |c| metrics::deployments(c, &tid, &f, since, until))
+            .await
+    }
+
+    async fn ci_runs(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Result<Vec<cistern_core::metrics::CiRun>, StoreError> {
+        let (tid, f) = (tenant_id.to_owned(), filter.clone());
+        self.with_conn(move |c| metrics::ci_runs(c, &tid, &f, since, until))
+            .await
+    }
+
+    async fn stage_stats(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Result<Vec<cistern_core::metrics::StageStat>, StoreError> {
+        let (tid, f) = (tenant_id.to_owned(), filter.clone());
+        self.with_conn(move |c| metrics::stage_stats(c, &tid, &f, since, until))
             .await
     }
 }

@@ -1,0 +1,241 @@
+//! DORA and CI health over HTTP, on a history built by hand with the figures computed by hand.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const SEI: &str = "/v1/custom-cicd";
+
+fn ms(rfc: &str) -> i64 {
+    let t =
+        time::OffsetDateTime::parse(rfc, &time::format_description::well_known::Rfc3339).unwrap();
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn run(
+    pipeline: &str,
+    id: &str,
+    start: &str,
+    minutes: i64,
+    result: &str,
+    cd: bool,
+    commits: &[&str],
+) -> Value {
+    json!({
+        "pipeline": pipeline, "job_full_name": pipeline, "qualified_name": pipeline,
+        "instance_name": "ci", "instance_guid": "9d0f4f0e-1111-4222-8333-444455556666",
+        "start_time": ms(start), "duration": minutes * 60_000, "result": result,
+        "execution_id": id, "cd": cd, "ci": !cd, "environment": if cd { Some("prod") } else { None },
+        "scm_commit_ids": commits, "branch_name": "main", "project_name": "shop",
+    })
+}
+
+async fn seed(app: &TestApp) {
+    let history = [
+        run(
+            "deploy",
+            "d0",
+            "2023-12-31T11:00:00Z",
+            60,
+            "SUCCESS",
+            true,
+            &["c0"],
+        ),
+        run(
+            "build",
+            "ci1",
+            "2024-01-02T08:00:00Z",
+            10,
+            "SUCCESS",
+            false,
+            &["c1"],
+        ),
+        run(
+            "deploy",
+            "d1",
+            "2024-01-02T09:00:00Z",
+            60,
+            "SUCCESS",
+            true,
+            &["c0", "c1"],
+        ),
+        run(
+            "build",
+            "ci2",
+            "2024-01-03T09:00:00Z",
+            10,
+            "SUCCESS",
+            false,
+            &["c2"],
+        ),
+        run(
+            "deploy",
+            "d2",
+            "2024-01-03T09:30:00Z",
+            30,
+            "FAILURE",
+            true,
+            &["c2"],
+        ),
+        run(
+            "deploy",
+            "d3",
+            "2024-01-03T12:00:00Z",
+            60,
+            "SUCCESS",
+            true,
+            &["c2"],
+        ),
+        run(
+            "build",
+            "ci3",
+            "2024-01-08T10:00:00Z",
+            10,
+            "SUCCESS",
+            false,
+            &["c3"],
+        ),
+        run(
+            "deploy",
+            "d4",
+            "2024-01-10T09:00:00Z",
+            60,
+            "SUCCESS",
+            true,
+            &["c3"],
+        ),
+    ];
+    for r in history {
+        let (status, body) = app.post(SEI, &r).await;
+        assert_eq!(status, 201, "{body}");
+    }
+}
+
+const WINDOW: &str = "since=2024-01-01T00:00:00Z&until=2024-01-15T00:00:00Z";
+
+#[tokio::test]
+async fn dora_on_a_hand_built_history() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        seed(&app).await;
+        let (status, d) = app.get(&format!("/api/v1/metrics/dora?{WINDOW}")).await;
+        assert_eq!(status, 200, "{d}");
+        assert_eq!(d["since"], "2024-01-01T00:00:00Z");
+        let df = &d["deployment_frequency"];
+        assert_eq!(df["deployments"], 3, "{d}");
+        assert!((df["per_day"].as_f64().unwrap() - 3.0 / 14.0).abs() < 1e-9);
+        assert_eq!(df["deploy_days_per_week"], 1.5);
+        assert_eq!(df["band"], "high");
+        let lt = &d["lead_time"];
+        assert_eq!(lt["count"], 3, "c0 was shipped before the window: {d}");
+        assert_eq!(lt["median_seconds"], 4.0 * 3600.0);
+        assert!((lt["p90_seconds"].as_f64().unwrap() - 39.2 * 3600.0).abs() < 1e-6);
+        assert_eq!(lt["band"], "elite");
+        let cfr = &d["change_failure_rate"];
+        assert_eq!(
+            (cfr["failed"].as_u64(), cfr["deployments"].as_u64()),
+            (Some(1), Some(4))
+        );
+        assert_eq!(cfr["rate"], 0.25);
+        assert_eq!(cfr["band"], "low");
+        let ttr = &d["time_to_restore"];
+        assert_eq!(ttr["median_seconds"], 3.0 * 3600.0);
+        assert_eq!(ttr["count"], 1);
+        assert_eq!(ttr["band"], "high");
+
+        // A slice without deployments has no bands, and filters partition the counts.
+        let (_, none) = app
+            .get(&format!(
+                "/api/v1/metrics/dora?{WINDOW}&environment=staging"
+            ))
+            .await;
+        assert_eq!(none["deployment_frequency"]["deployments"], 0);
+        assert_eq!(none["deployment_frequency"]["band"], Value::Null);
+        assert_eq!(none["change_failure_rate"]["rate"], Value::Null);
+        let (_, other) = app
+            .get(&format!("/api/v1/metrics/dora?{WINDOW}&pipeline=build"))
+            .await;
+        assert_eq!(other["change_failure_rate"]["deployments"], 0);
+
+        // A weekly series splits the window.
+        let (_, s) = app
+            .get(&format!("/api/v1/metrics/dora?{WINDOW}&interval=week"))
+            .await;
+        let series = s["series"].as_array().unwrap();
+        assert_eq!(series.len(), 2);
+        assert_eq!(series[0]["deployment_frequency"]["deployments"], 2);
+        assert_eq!(series[1]["deployment_frequency"]["deployments"], 1);
+
+        // CSV for spreadsheets.
+        let resp = app
+            .client
+            .get(app.url(&format!("/api/v1/metrics/dora?{WINDOW}")))
+            .header("Authorization", format!("Bearer {}", app.key))
+            .header("Accept", "text/csv")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["content-type"], "text/csv; charset=utf-8");
+        let text = resp.text().await.unwrap();
+        let mut lines = text.lines();
+        assert!(lines
+            .next()
+            .unwrap()
+            .starts_with("since,until,deployments,per_day"));
+        assert!(lines
+            .next()
+            .unwrap()
+            .starts_with("2024-01-01T00:00:00Z,2024-01-15T00:00:00Z,3,"));
+    }
+}
+
+#[tokio::test]
+async fn ci_health_and_csv_runs() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        seed(&app).await;
+        let (status, h) = app.get(&format!("/api/v1/metrics/ci?{WINDOW}")).await;
+        assert_eq!(status, 200, "{h}");
+        assert_eq!(h["runs"], 7);
+        assert!((h["success_rate"].as_f64().unwrap() - 6.0 / 7.0).abs() < 1e-9);
+        assert_eq!(h["duration_p50_ms"], 3_600_000.0 * 0.5); // durations: 10,10,10,30,60,60,60 min → median 30 min
+        let (_, h2) = app
+            .get(&format!("/api/v1/metrics/ci?{WINDOW}&pipeline=deploy"))
+            .await;
+        assert_eq!(h2["runs"], 4);
+        assert_eq!(
+            h2["flaky"][0]["commit"], "c2",
+            "c2 failed and passed on deploy: {h2}"
+        );
+        assert_eq!(h2["red_to_green"][0]["median_seconds"], 3.0 * 3600.0);
+
+        let (status, bad) = app.get("/api/v1/metrics/dora?interval=hourly").await;
+        assert_eq!(
+            (status, error_fields(&bad)),
+            (400, vec!["interval".to_owned()])
+        );
+        let (status, bad) = app
+            .get("/api/v1/metrics/dora?since=2024-02-01&until=2024-01-01")
+            .await;
+        assert_eq!(
+            (status, error_fields(&bad)),
+            (400, vec!["since".to_owned()])
+        );
+
+        let resp = app
+            .client
+            .get(app.url("/api/v1/runs?format=csv&pipeline=deploy"))
+            .header("Authorization", format!("Bearer {}", app.key))
+            .send()
+            .await
+            .unwrap();
+        let text = resp.text().await.unwrap();
+        assert_eq!(text.lines().count(), 6, "{text}");
+        assert!(text
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("id,pipeline,project,result"));
+    }
+}
