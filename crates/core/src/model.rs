@@ -210,6 +210,32 @@ pub struct RunReport {
     pub log: Option<LogText>,
     /// Which dialect reported it (`sei`, `propelo`, `allstacks`, …).
     pub source: String,
+    /// True when the report carries only part of the run (one GitHub job, one GitLab job, a
+    /// start event): the store merges it into the run it names instead of replacing the run —
+    /// stages are matched by name, absent fields keep their stored value.
+    pub partial: bool,
+}
+
+/// An incident opened or resolved on a service (CDEvents `incident.*`), kept for the change
+/// failure rate and time to restore.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentReport {
+    /// The sender's incident id (with `source`, its identity).
+    pub id: String,
+    /// Where it came from (CloudEvents `source`).
+    pub source: String,
+    /// The service or pipeline it concerns, when named.
+    pub service: Option<String>,
+    /// Environment.
+    pub environment: Option<String>,
+    /// Detected / reported time.
+    pub detected_at: Option<OffsetDateTime>,
+    /// Resolved time.
+    pub resolved_at: Option<OffsetDateTime>,
+    /// Description.
+    pub description: Option<String>,
+    /// Link.
+    pub url: Option<String>,
 }
 
 /// A pipeline as the API shows it.

@@ -141,6 +141,7 @@ fn job(map: &Map<String, Value>, opts: &ParseOptions, errs: &mut Errors) -> Opti
         stages: Vec::new(),
         log: None,
         source: "allstacks".to_owned(),
+        partial: false,
     })
 }
 

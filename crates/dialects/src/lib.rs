@@ -20,6 +20,34 @@ pub enum Inbound {
     Run(Box<RunReport>),
     /// Register a CI/CD instance and hand back its GUID.
     RegisterInstance(InstanceRegistration),
+    /// An incident opened or resolved.
+    Incident(cistern_core::IncidentReport),
+    /// The time a commit was made or merged (CDEvents `change.merged`), for lead time.
+    CommitTime {
+        /// Commit id.
+        sha: String,
+        /// When.
+        at: OffsetDateTime,
+        /// Repository, when known.
+        repo: Option<String>,
+    },
+    /// An event understood but carrying nothing to store (a ping, an event type not tracked);
+    /// acknowledged and kept in the events log.
+    Ignored(String),
+}
+
+/// Request headers, looked up case-insensitively (dialects do not depend on an HTTP crate).
+#[derive(Debug, Clone, Default)]
+pub struct Headers(pub Vec<(String, String)>);
+
+impl Headers {
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A request to register a CI/CD instance (seed 000, "Generate UUID / GUID").

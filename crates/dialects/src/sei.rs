@@ -315,6 +315,7 @@ pub fn run_from_object(
         stages,
         log,
         source: source.to_owned(),
+        partial: false,
     })
 }
 

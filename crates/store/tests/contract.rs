@@ -295,6 +295,7 @@ fn full_report(guid: &str, full_name: &str, run_key: &str, started: i64) -> RunR
             truncated: true,
         }),
         source: "sei".into(),
+        partial: false,
     }
 }
 
@@ -337,6 +338,7 @@ fn small_report(guid: &str, full_name: &str, run_key: &str, started: i64) -> Run
         stages: vec![],
         log: None,
         source: "sei".into(),
+        partial: false,
     }
 }
 

@@ -82,7 +82,7 @@ async fn cicd_job(
         .into_iter()
         .filter_map(|item| match item {
             Parsed::Run(r) => Some(*r),
-            Parsed::RegisterInstance(_) => None,
+            _ => None,
         })
         .collect();
     let event = inbound.event(

@@ -73,6 +73,8 @@ async fn custom_cicd(State(state): State<AppState>, headers: HeaderMap, body: Bo
         match item {
             Parsed::Run(r) => runs.push(*r),
             Parsed::RegisterInstance(reg) => registration = Some(reg),
+            // The SEI parser yields runs and registrations only.
+            _ => {}
         }
     }
     if let Some(reg) = registration {
