@@ -5,6 +5,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod result;
+pub mod signatures;
 
 pub use error::FieldError;
 pub use model::*;
