@@ -45,7 +45,10 @@ pub enum StandardError {
 
 /// The key bytes of a Standard Webhooks secret (`whsec_<base64>`, or bare base64).
 pub fn standard_key(secret: &str) -> Option<Vec<u8>> {
-    let b64 = secret.trim().strip_prefix("whsec_").unwrap_or(secret.trim());
+    let b64 = secret
+        .trim()
+        .strip_prefix("whsec_")
+        .unwrap_or(secret.trim());
     STANDARD.decode(b64).ok()
 }
 
@@ -68,14 +71,21 @@ pub fn standard_verify(
     now_s: i64,
     tolerance_s: i64,
 ) -> Result<(), StandardError> {
-    let ts: i64 = timestamp.trim().parse().map_err(|_| StandardError::BadTimestamp)?;
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| StandardError::BadTimestamp)?;
     let skew = (now_s - ts).abs();
     if skew > tolerance_s {
         return Err(StandardError::OutOfWindow { skew });
     }
     for sig in signatures.split_whitespace() {
-        let Some(b64) = sig.strip_prefix("v1,") else { continue };
-        let Ok(bytes) = STANDARD.decode(b64) else { continue };
+        let Some(b64) = sig.strip_prefix("v1,") else {
+            continue;
+        };
+        let Ok(bytes) = STANDARD.decode(b64) else {
+            continue;
+        };
         let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
         mac.update(format!("{id}.{ts}.").as_bytes());
         mac.update(body);
@@ -90,7 +100,8 @@ pub fn standard_verify(
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     // Compare MACs of both under a fixed key: equal length outputs, constant-time verify.
     let tag = hmac_sha256(b"cistern-compare", a);
-    let mut mac = HmacSha256::new_from_slice(b"cistern-compare").expect("HMAC takes keys of any length");
+    let mut mac =
+        HmacSha256::new_from_slice(b"cistern-compare").expect("HMAC takes keys of any length");
     mac.update(b);
     mac.verify_slice(&tag).is_ok()
 }
@@ -103,11 +114,26 @@ mod tests {
     fn github_documented_vector() {
         // docs.github.com "Validating webhook deliveries": secret and payload from the docs.
         let sig = hex::encode(hmac_sha256(b"It's a Secret to Everybody", b"Hello, World!"));
-        assert_eq!(sig, "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17");
-        assert!(verify_hex(b"It's a Secret to Everybody", b"Hello, World!", &sig));
-        assert!(!verify_hex(b"It's a Secret to Everybody", b"Hello, World?", &sig));
+        assert_eq!(
+            sig,
+            "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+        );
+        assert!(verify_hex(
+            b"It's a Secret to Everybody",
+            b"Hello, World!",
+            &sig
+        ));
+        assert!(!verify_hex(
+            b"It's a Secret to Everybody",
+            b"Hello, World?",
+            &sig
+        ));
         assert!(!verify_hex(b"wrong", b"Hello, World!", &sig));
-        assert!(!verify_hex(b"It's a Secret to Everybody", b"Hello, World!", "zz"));
+        assert!(!verify_hex(
+            b"It's a Secret to Everybody",
+            b"Hello, World!",
+            "zz"
+        ));
     }
 
     #[test]
@@ -118,12 +144,34 @@ mod tests {
         let sig = standard_sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         let now = 1614265330;
-        assert_eq!(standard_verify(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", &format!("v1,bogus {sig}"), body, now, 300), Ok(()));
         assert_eq!(
-            standard_verify(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", &sig, body, now + 301, 300),
+            standard_verify(
+                &key,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "1614265330",
+                &format!("v1,bogus {sig}"),
+                body,
+                now,
+                300
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            standard_verify(
+                &key,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "1614265330",
+                &sig,
+                body,
+                now + 301,
+                300
+            ),
             Err(StandardError::OutOfWindow { skew: 301 })
         );
-        assert_eq!(standard_verify(&key, "msg_other", "1614265330", &sig, body, now, 300), Err(StandardError::NoMatch));
+        assert_eq!(
+            standard_verify(&key, "msg_other", "1614265330", &sig, body, now, 300),
+            Err(StandardError::NoMatch)
+        );
     }
 
     #[test]

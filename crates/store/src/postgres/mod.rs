@@ -370,7 +370,8 @@ impl Store for PgStore {
         tenant_id: &str,
         run_id: &str,
     ) -> Result<Option<cistern_core::Run>, StoreError> {
-        read::get_run(&self.pool, tenant_id, run_id).await
+        let mut conn = self.pool.acquire().await?;
+        read::get_run(&mut conn, tenant_id, run_id).await
     }
 
     async fn list_pipelines(&self, tenant_id: &str) -> Result<Vec<PipelineSummary>, StoreError> {

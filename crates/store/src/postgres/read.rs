@@ -124,7 +124,7 @@ pub(super) async fn list_runs(
 }
 
 pub(super) async fn get_run(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     tenant_id: &str,
     run_id: &str,
 ) -> Result<Option<Run>, StoreError> {
@@ -133,7 +133,7 @@ pub(super) async fn get_run(
     ))
     .bind(tenant_id)
     .bind(run_id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     let Some(mut run) = row.as_ref().map(run_row).transpose()? else {
         return Ok(None);
@@ -143,7 +143,7 @@ pub(super) async fn get_run(
          FROM stages WHERE run_id = $1 ORDER BY idx",
     )
     .bind(&run.id)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let rows = rows
         .iter()

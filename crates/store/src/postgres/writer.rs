@@ -501,6 +501,49 @@ async fn upsert_run(
     };
     let instance_id = instance_id(conn, tenant, r, now, &prefix).await?;
     let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, r, now).await?;
+    // The instance's advisory lock (taken for the batch) serializes writers of this run, so what
+    // is read here stays true until commit.
+    let existing: Option<(String, String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT id, result, source_result, finished_at, duration_ms FROM runs
+         WHERE tenant_id = $1 AND instance_id = $2 AND pipeline_id = $3 AND run_key = $4",
+    )
+    .bind(&tenant.id)
+    .bind(&instance_id)
+    .bind(&pipeline_id)
+    .bind(&r.run_key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let combined;
+    let r: &RunReport = match &existing {
+        Some((id, ..)) if r.partial => {
+            let stored = super::read::get_run(conn, &tenant.id, id)
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Backend("a run vanished inside its transaction".into())
+                })?;
+            combined = crate::merge::merge(crate::merge::report_of(stored), r.clone());
+            &combined
+        }
+        Some((_, result, source, end, duration)) => {
+            let stored = cistern_core::RunResult::from_normalized(result)
+                .unwrap_or(cistern_core::RunResult::Error);
+            if crate::merge::rank(r.result) < crate::merge::rank(stored) {
+                let mut copy = r.clone();
+                crate::merge::keep_state(
+                    stored,
+                    source,
+                    end.map(cistern_core::from_millis),
+                    *duration,
+                    &mut copy,
+                );
+                combined = copy;
+                &combined
+            } else {
+                r
+            }
+        }
+        None => r,
+    };
     let detail =
         serde_json::to_string(&RunDetail::of(r)).map_err(|e| StoreError::Backend(e.to_string()))?;
     let (log, log_truncated) = match &r.log {

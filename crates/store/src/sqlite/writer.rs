@@ -307,10 +307,55 @@ fn upsert_run(
     };
     let instance_id = instance_id(conn, tenant, r, now, &prefix)?;
     let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, r, now)?;
-    let existing: Option<String> = conn
-        .prepare_cached("SELECT id FROM runs WHERE tenant_id = ?1 AND instance_id = ?2 AND pipeline_id = ?3 AND run_key = ?4")?
-        .query_row(params![tenant.id, instance_id, pipeline_id, r.run_key], |row| row.get(0))
+    type Stored = (String, String, String, Option<i64>, Option<i64>);
+    let existing: Option<Stored> = conn
+        .prepare_cached(
+            "SELECT id, result, source_result, finished_at, duration_ms FROM runs
+             WHERE tenant_id = ?1 AND instance_id = ?2 AND pipeline_id = ?3 AND run_key = ?4",
+        )?
+        .query_row(
+            params![tenant.id, instance_id, pipeline_id, r.run_key],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            },
+        )
         .optional()?;
+    let combined;
+    let r: &RunReport = match &existing {
+        Some((id, ..)) if r.partial => {
+            let stored = super::read::get_run(conn, &tenant.id, id)?.ok_or_else(|| {
+                StoreError::Backend("a run vanished inside its transaction".into())
+            })?;
+            combined = crate::merge::merge(crate::merge::report_of(stored), r.clone());
+            &combined
+        }
+        Some((_, result, source, end, duration)) => {
+            let stored = cistern_core::RunResult::from_normalized(result)
+                .unwrap_or(cistern_core::RunResult::Error);
+            if crate::merge::rank(r.result) < crate::merge::rank(stored) {
+                let mut copy = r.clone();
+                crate::merge::keep_state(
+                    stored,
+                    source,
+                    end.map(cistern_core::from_millis),
+                    *duration,
+                    &mut copy,
+                );
+                combined = copy;
+                &combined
+            } else {
+                r
+            }
+        }
+        None => r,
+    };
+    let existing = existing.map(|e| e.0);
     let detail =
         serde_json::to_string(&RunDetail::of(r)).map_err(|e| StoreError::Backend(e.to_string()))?;
     let (log, log_truncated) = match &r.log {
