@@ -8,6 +8,10 @@
 
 use cistern_core::{Commit, Run, RunReport, RunResult, Stage};
 
+/// What a writer reads of a stored run before updating it: id, result, the sender's word,
+/// finished_at (ms), duration (ms).
+pub type StoredState = (String, String, String, Option<i64>, Option<i64>);
+
 /// How far along a result is.
 pub fn rank(r: RunResult) -> u8 {
     match r {

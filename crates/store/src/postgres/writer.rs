@@ -503,7 +503,7 @@ async fn upsert_run(
     let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, r, now).await?;
     // The instance's advisory lock (taken for the batch) serializes writers of this run, so what
     // is read here stays true until commit.
-    let existing: Option<(String, String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+    let existing: Option<crate::merge::StoredState> = sqlx::query_as(
         "SELECT id, result, source_result, finished_at, duration_ms FROM runs
          WHERE tenant_id = $1 AND instance_id = $2 AND pipeline_id = $3 AND run_key = $4",
     )

@@ -307,8 +307,7 @@ fn upsert_run(
     };
     let instance_id = instance_id(conn, tenant, r, now, &prefix)?;
     let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, r, now)?;
-    type Stored = (String, String, String, Option<i64>, Option<i64>);
-    let existing: Option<Stored> = conn
+    let existing: Option<crate::merge::StoredState> = conn
         .prepare_cached(
             "SELECT id, result, source_result, finished_at, duration_ms FROM runs
              WHERE tenant_id = ?1 AND instance_id = ?2 AND pipeline_id = ?3 AND run_key = ?4",
