@@ -42,6 +42,12 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenants(TenantsCmd),
+    /// Manage named secrets (encrypted at rest; values are never shown).
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
+    /// Manage signed webhook sources.
+    #[command(subcommand)]
+    Sources(SourcesCmd),
     /// Measure the hub: an HTTP load generator.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -82,6 +88,60 @@ enum KeysCmd {
     Revoke {
         /// Id, name or prefix of the key.
         key: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCmd {
+    /// Set secrets: `NAME=VALUE`, `NAME=-` (value from stdin) or `NAME=@FILE` (value from a file).
+    Set {
+        /// One or more `NAME=VALUE` pairs.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// List secrets (names and dates, never values).
+    List {
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// Delete a secret.
+    Delete {
+        /// Name.
+        name: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum SourcesCmd {
+    /// Create a source and print its path (`/v1/hooks/<id>`), alone on stdout.
+    Create {
+        /// jobserv, github, gitlab, cdevents or standard.
+        #[arg(long)]
+        kind: String,
+        /// The named secret that signs its requests.
+        #[arg(long)]
+        secret: Option<String>,
+        /// A name to recognise it by.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// List sources.
+    List {
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// Delete a source.
+    Delete {
+        /// Source id.
+        id: String,
         #[command(flatten)]
         tenant: TenantArg,
     },
@@ -194,6 +254,20 @@ async fn run(cli: Cli) -> Result<()> {
             app.run_until_stopped().await?;
         }
         Command::Bench(BenchCmd::Ingest(args)) => bench::ingest(args).await?,
+        Command::Secrets(cmd) => {
+            init_logging(&config.log_format, "warn");
+            let store = open_store(&config).await?;
+            let master = config
+                .master_key(store.as_ref())
+                .await
+                .map_err(anyhow::Error::msg)?;
+            secrets(store.as_ref(), &master, &config, cmd).await?;
+        }
+        Command::Sources(cmd) => {
+            init_logging(&config.log_format, "warn");
+            let store = open_store(&config).await?;
+            sources(store.as_ref(), cmd).await?;
+        }
         Command::Migrate => {
             init_logging(&config.log_format, "warn");
             open_store(&config).await?;
@@ -288,6 +362,130 @@ async fn keys(store: &dyn Store, cmd: KeysCmd) -> Result<()> {
             let tenant = tenant(store, &t.tenant).await?;
             let k = store.revoke_api_key(&tenant.id, &key).await?;
             eprintln!("revoked key {} ({}, {}…)", k.id, k.name, k.prefix);
+        }
+    }
+    Ok(())
+}
+
+fn api(e: cistern_server::error::ApiError) -> anyhow::Error {
+    let fields: Vec<String> = e.errors.iter().map(|f| f.to_string()).collect();
+    if fields.is_empty() {
+        anyhow::anyhow!("{}", e.detail)
+    } else {
+        anyhow::anyhow!("{}", fields.join("; "))
+    }
+}
+
+async fn secrets(
+    store: &dyn Store,
+    master: &cistern_server::secrets::MasterKey,
+    config: &Config,
+    cmd: SecretsCmd,
+) -> Result<()> {
+    match cmd {
+        SecretsCmd::Set { pairs, tenant: t } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            for pair in pairs {
+                let Some((name, value)) = pair.split_once('=') else {
+                    bail!("{pair:?} is not NAME=VALUE (use NAME=- to read the value from stdin, NAME=@FILE from a file)");
+                };
+                let value: Vec<u8> = if value == "-" {
+                    let mut buf = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)?;
+                    buf.trim_end_matches(['\n', '\r']).as_bytes().to_vec()
+                } else if let Some(path) = value.strip_prefix('@') {
+                    let text =
+                        std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+                    text.trim_end_matches(['\n', '\r']).as_bytes().to_vec()
+                } else {
+                    value.as_bytes().to_vec()
+                };
+                let created = cistern_server::routes::admin::set_secret(
+                    store,
+                    master,
+                    config.secret_grace_hours,
+                    &tenant.id,
+                    name,
+                    &value,
+                )
+                .await
+                .map_err(api)?;
+                if created {
+                    eprintln!("secret {name} created");
+                } else {
+                    eprintln!(
+                        "secret {name} updated (the previous value stays valid for {} h)",
+                        config.secret_grace_hours
+                    );
+                }
+            }
+        }
+        SecretsCmd::List { tenant: t } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            println!("NAME\tCREATED\tUPDATED\tPREVIOUS VALID UNTIL");
+            for s in store.list_secrets(&tenant.id).await? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    s.name,
+                    s.created_at,
+                    s.updated_at,
+                    s.previous_valid_until
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        SecretsCmd::Delete { name, tenant: t } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            if !store.delete_secret(&tenant.id, &name).await? {
+                bail!("no secret named {name:?}");
+            }
+            eprintln!("secret {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn sources(store: &dyn Store, cmd: SourcesCmd) -> Result<()> {
+    match cmd {
+        SourcesCmd::Create {
+            kind,
+            secret,
+            name,
+            tenant: t,
+        } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            let s = cistern_server::routes::admin::new_source(
+                store,
+                &tenant.id,
+                &kind,
+                secret.as_deref(),
+                name.as_deref(),
+            )
+            .await
+            .map_err(api)?;
+            println!("/v1/hooks/{}", s.id);
+        }
+        SourcesCmd::List { tenant: t } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            println!("ID\tKIND\tNAME\tSECRET\tPATH");
+            for s in store.list_sources(&tenant.id).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t/v1/hooks/{}",
+                    s.id,
+                    s.kind,
+                    s.name,
+                    s.secret_name.as_deref().unwrap_or("-"),
+                    s.id
+                );
+            }
+        }
+        SourcesCmd::Delete { id, tenant: t } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            if !store.delete_source(&tenant.id, &id).await? {
+                bail!("no source {id:?}");
+            }
+            eprintln!("source {id} deleted");
         }
     }
     Ok(())

@@ -22,6 +22,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The configuration.
     pub config: Arc<Config>,
+    /// The master key of the named secrets.
+    pub master: Arc<crate::secrets::MasterKey>,
 }
 
 /// A built hub: the listener is bound, the store open and migrated.
@@ -67,6 +69,10 @@ impl Application {
 
     /// Binds the listener for an already opened store.
     pub async fn with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        let master = config
+            .master_key(store.as_ref())
+            .await
+            .map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -74,6 +80,7 @@ impl Application {
         let state = AppState {
             store,
             config: Arc::new(config),
+            master: Arc::new(master),
         };
         Ok(Self {
             listener,

@@ -27,6 +27,14 @@ pub struct Config {
     pub pool_size: usize,
     /// Log format: `pretty` or `json` (`CISTERN_LOG_FORMAT`).
     pub log_format: String,
+    /// Master key of the named secrets: 64 hex characters or base64 of 32 bytes
+    /// (`CISTERN_MASTER_KEY`). When unset, the key file is used.
+    pub master_key: Option<String>,
+    /// Master key file, created with mode 0600 on first start (`CISTERN_MASTER_KEY_FILE`);
+    /// default `cistern.key` beside the SQLite database, or in the working directory.
+    pub master_key_file: Option<String>,
+    /// Hours a rotated secret's previous value still verifies and signs (`CISTERN_SECRET_GRACE_HOURS`).
+    pub secret_grace_hours: u64,
 }
 
 /// The settings that `CISTERN_<NAME>` environment variables set.
@@ -39,6 +47,9 @@ const ENV_KEYS: &[&str] = &[
     "max_batch",
     "pool_size",
     "log_format",
+    "master_key",
+    "master_key_file",
+    "secret_grace_hours",
 ];
 
 impl Default for Config {
@@ -52,6 +63,9 @@ impl Default for Config {
             max_batch: 256,
             pool_size: 8,
             log_format: "pretty".into(),
+            master_key: None,
+            master_key_file: None,
+            secret_grace_hours: 24,
         }
     }
 }
@@ -77,6 +91,32 @@ impl Config {
         fig.merge(Env::prefixed("CISTERN_").only(ENV_KEYS))
             .extract()
             .map_err(Box::new)
+    }
+
+    /// The master key file in force.
+    pub fn master_key_path(&self) -> std::path::PathBuf {
+        if let Some(f) = &self.master_key_file {
+            return f.into();
+        }
+        if !self.database_url.starts_with("postgres") {
+            if let Ok(db) = cistern_store::sqlite::path_from_url(&self.database_url) {
+                if let Some(dir) = db.parent() {
+                    return dir.join("cistern.key");
+                }
+            }
+        }
+        "cistern.key".into()
+    }
+
+    /// Loads the master key and checks it against the database.
+    pub async fn master_key(
+        &self,
+        store: &dyn cistern_store::Store,
+    ) -> Result<crate::secrets::MasterKey, String> {
+        let key =
+            crate::secrets::MasterKey::load(self.master_key.as_deref(), &self.master_key_path())?;
+        key.check(store).await?;
+        Ok(key)
     }
 
     /// The store settings implied by this configuration.

@@ -138,6 +138,12 @@ impl From<StoreError> for ApiError {
                 e
             }
             StoreError::Invalid(msg) => ApiError::field("cursor", msg),
+            StoreError::Duplicate(first) => ApiError::new(
+                StatusCode::CONFLICT,
+                "duplicate",
+                "Already received",
+                format!("this delivery was already received as event {first}"),
+            ),
             StoreError::Backend(msg) => ApiError::internal(msg),
         }
     }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod routes;
+pub mod secrets;
 
 pub use app::{AppState, Application};
 pub use config::Config;

@@ -84,6 +84,50 @@ pub trait Store: Send + Sync + 'static {
         event_id: &str,
     ) -> Result<Option<EventView>, StoreError>;
 
+    /// A server-wide setting (e.g. the master key's check value).
+    async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a server-wide setting unless it is set; returns the value in force.
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError>;
+
+    /// Stores a secret's encrypted value. On a change, the previous value stays valid until
+    /// `grace_until` (signatures made with either verify). Returns true when the name is new.
+    async fn put_secret(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        grace_until: time::OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// A secret's encrypted value.
+    async fn get_secret(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Option<StoredSecret>, StoreError>;
+    /// The tenant's secrets (names and dates only).
+    async fn list_secrets(&self, tenant_id: &str) -> Result<Vec<SecretInfo>, StoreError>;
+    /// Deletes a secret; false when there was none.
+    async fn delete_secret(&self, tenant_id: &str, name: &str) -> Result<bool, StoreError>;
+
+    /// Creates a signed source.
+    async fn create_source(&self, source: &Source) -> Result<(), StoreError>;
+    /// A source by its id, whatever its tenant (the id is the capability).
+    async fn source_by_id(&self, id: &str) -> Result<Option<Source>, StoreError>;
+    /// The tenant's sources.
+    async fn list_sources(&self, tenant_id: &str) -> Result<Vec<Source>, StoreError>;
+    /// Deletes a source; false when the tenant has none with this id.
+    async fn delete_source(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError>;
+
+    /// Incidents detected or resolved in `[since, until)` (from 90 days before `since`).
+    async fn incidents(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Result<Vec<cistern_core::metrics::Incident>, StoreError>;
+
     /// Deployments finished before `until` (from 90 days before `since`, for history) with their
     /// commits' earliest known times.
     async fn deployments(

@@ -19,6 +19,10 @@ pub enum StoreError {
     /// The caller gave a bad argument (e.g. an unreadable cursor).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The event was delivered before (same delivery id); nothing was stored again. Holds the
+    /// id of the first event.
+    #[error("duplicate delivery of event {0}")]
+    Duplicate(String),
     /// The database failed.
     #[error("database error: {0}")]
     Backend(String),
@@ -184,6 +188,11 @@ pub struct EventRecord {
     pub errors: Vec<FieldError>,
     /// The key used, if any.
     pub key_id: Option<String>,
+    /// The signed source it came through, if any.
+    pub source_id: Option<String>,
+    /// The sender's delivery id (`X-GitHub-Delivery`, `webhook-id`): a second event with the same
+    /// key is a duplicate and stores nothing.
+    pub dedupe_key: Option<String>,
 }
 
 /// Raw bodies, shared without copying.
@@ -244,6 +253,19 @@ pub enum WriteOp {
         tenant: Tenant,
         /// The heartbeat.
         heartbeat: HeartbeatRecord,
+    },
+    /// What a signed source reported: runs, incidents, commit times (any may be empty).
+    Signals {
+        /// The event.
+        event: EventRecord,
+        /// The tenant.
+        tenant: Tenant,
+        /// Runs.
+        runs: Vec<RunReport>,
+        /// Incidents opened or resolved.
+        incidents: Vec<cistern_core::IncidentReport>,
+        /// Commit times: sha, time, repository.
+        commit_times: Vec<(String, OffsetDateTime, Option<String>)>,
     },
     /// A rejected event (stores nothing else).
     Reject {
@@ -522,4 +544,54 @@ pub struct MetricsFilter {
     pub environment: Option<String>,
     /// Instance GUID.
     pub instance: Option<String>,
+}
+
+/// A named secret as stored: encrypted, never in the clear.
+#[derive(Debug, Clone)]
+pub struct StoredSecret {
+    /// Nonce of the current value.
+    pub nonce: Vec<u8>,
+    /// Ciphertext of the current value.
+    pub ciphertext: Vec<u8>,
+    /// The value before the last rotation, while its grace period lasts: nonce, ciphertext, until.
+    pub previous: Option<(Vec<u8>, Vec<u8>, OffsetDateTime)>,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Last set.
+    pub updated_at: OffsetDateTime,
+}
+
+/// A named secret as listed (no value).
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretInfo {
+    /// Name.
+    pub name: String,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last set.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// The previous value still verifies until then (rotation grace).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub previous_valid_until: Option<OffsetDateTime>,
+}
+
+/// A signed webhook source.
+#[derive(Debug, Clone, Serialize)]
+pub struct Source {
+    /// Unguessable id (its URL is `/v1/hooks/{id}`).
+    pub id: String,
+    /// Owning tenant.
+    #[serde(skip)]
+    pub tenant_id: String,
+    /// `jobserv`, `github`, `gitlab`, `cdevents` or `standard`.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// The named secret that signs its requests.
+    pub secret_name: Option<String>,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
 }

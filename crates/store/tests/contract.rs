@@ -158,6 +158,8 @@ fn event(tenant_id: &str, body: &[u8]) -> EventRecord {
         http_status: 202,
         errors: vec![],
         key_id: Some("key-1".into()),
+        source_id: None,
+        dedupe_key: None,
     }
 }
 
@@ -456,7 +458,7 @@ async fn reopening_keeps_data_and_one_default_tenant() {
                 .fetch_all(&mut conn)
                 .await
                 .expect("versions");
-        assert_eq!(versions, vec![1, 2, 3], "each migration applied once");
+        assert_eq!(versions, vec![1, 2, 3, 4], "each migration applied once");
         let _ = conn.close().await;
     })
     .await;

@@ -80,6 +80,8 @@ async fn register(State(state): State<AppState>, headers: HeaderMap, body: Body)
         http_status: 201,
         errors: Vec::new(),
         key_id: Some(caller.key.id.clone()),
+        source_id: None,
+        dedupe_key: None,
     };
     let op = WriteOp::RegisterInstance {
         event,

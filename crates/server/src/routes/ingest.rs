@@ -64,6 +64,8 @@ impl Inbound {
             http_status,
             errors: Vec::new(),
             key_id,
+            source_id: None,
+            dedupe_key: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! One module per API area, each exporting `router()`; merged here.
 
+pub mod admin;
 pub mod allstacks;
 pub mod catalog;
 pub mod events;
@@ -19,6 +20,7 @@ use crate::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(health::router())
+        .merge(admin::router())
         .merge(sei::router())
         .merge(propelo::router())
         .merge(allstacks::router())

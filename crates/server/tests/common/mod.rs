@@ -87,6 +87,7 @@ impl TestApp {
         let mut config = Config {
             listen: "127.0.0.1:0".into(),
             database_url: database_url.clone(),
+            master_key_file: Some(dir.path().join("cistern.key").display().to_string()),
             ..Config::default()
         };
         tune(&mut config);

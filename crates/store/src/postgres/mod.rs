@@ -4,6 +4,7 @@
 //! (each using its own pooled connection per batch) and upserts that stay correct when several
 //! processes report the same run at the same time. Reads run directly on the pool.
 
+mod admin;
 mod metrics;
 mod read;
 mod writer;
@@ -28,6 +29,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_metrics_index.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_secrets_sources.sql"),
     ),
 ];
 
@@ -427,5 +432,66 @@ impl Store for PgStore {
         until: time::OffsetDateTime,
     ) -> Result<Vec<cistern_core::metrics::StageStat>, StoreError> {
         metrics::stage_stats(&self.pool, tenant_id, filter, since, until).await
+    }
+
+    async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        admin::meta_get(&self.pool, key).await
+    }
+
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        admin::meta_init(&self.pool, key, value).await
+    }
+
+    async fn put_secret(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        grace_until: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        admin::put_secret(&self.pool, tenant_id, name, nonce, ciphertext, grace_until).await
+    }
+
+    async fn get_secret(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Option<StoredSecret>, StoreError> {
+        admin::get_secret(&self.pool, tenant_id, name).await
+    }
+
+    async fn list_secrets(&self, tenant_id: &str) -> Result<Vec<SecretInfo>, StoreError> {
+        admin::list_secrets(&self.pool, tenant_id).await
+    }
+
+    async fn delete_secret(&self, tenant_id: &str, name: &str) -> Result<bool, StoreError> {
+        admin::delete_secret(&self.pool, tenant_id, name).await
+    }
+
+    async fn create_source(&self, source: &Source) -> Result<(), StoreError> {
+        admin::create_source(&self.pool, source).await
+    }
+
+    async fn source_by_id(&self, id: &str) -> Result<Option<Source>, StoreError> {
+        admin::source_by_id(&self.pool, id).await
+    }
+
+    async fn list_sources(&self, tenant_id: &str) -> Result<Vec<Source>, StoreError> {
+        admin::list_sources(&self.pool, tenant_id).await
+    }
+
+    async fn delete_source(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
+        admin::delete_source(&self.pool, tenant_id, id).await
+    }
+
+    async fn incidents(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Result<Vec<cistern_core::metrics::Incident>, StoreError> {
+        admin::incidents(&self.pool, tenant_id, filter, since, until).await
     }
 }

@@ -179,7 +179,9 @@ async fn apply_jobs(
                 exec(tx, "ROLLBACK TO SAVEPOINT w").await?;
                 let e = StoreError::from(f);
                 let refused_event = match &job.op {
-                    WriteOp::Runs { event, .. } | WriteOp::Heartbeat { event, .. } => Some(event),
+                    WriteOp::Runs { event, .. }
+                    | WriteOp::Signals { event, .. }
+                    | WriteOp::Heartbeat { event, .. } => Some(event),
                     _ => None,
                 };
                 if let (StoreError::Rejected(errors), Some(event)) = (&e, refused_event) {
@@ -232,7 +234,7 @@ async fn lock_instances(conn: &mut PgConnection, batch: &[Job]) -> Result<(), Fa
     let mut keys: Vec<i64> = batch
         .iter()
         .filter_map(|job| match &job.op {
-            WriteOp::Runs { tenant, runs, .. } => Some(
+            WriteOp::Runs { tenant, runs, .. } | WriteOp::Signals { tenant, runs, .. } => Some(
                 runs.iter()
                     .map(|r| fnv1a(&["instance", &tenant.id, &r.instance.guid]))
                     .collect::<Vec<_>>(),
@@ -280,23 +282,14 @@ async fn apply(
             event,
             tenant,
             runs,
-        } => {
-            let event_id = new_id();
-            let mut written = Vec::with_capacity(runs.len());
-            for (i, r) in runs.iter().enumerate() {
-                written.push(
-                    upsert_run(conn, tenant, &event_id, event.received_at, r, i, runs.len())
-                        .await?,
-                );
-            }
-            let ids: Vec<String> = written.iter().map(|w| w.id.clone()).collect();
-            insert_event(conn, &event_id, event, &ids, settings).await?;
-            Ok(WriteOutcome {
-                event_id,
-                runs: written,
-                instance: None,
-            })
-        }
+        } => apply_runs(conn, event, tenant, runs, &[], &[], settings).await,
+        WriteOp::Signals {
+            event,
+            tenant,
+            runs,
+            incidents,
+            commit_times,
+        } => apply_runs(conn, event, tenant, runs, incidents, commit_times, settings).await,
         WriteOp::Heartbeat {
             event,
             tenant,
@@ -354,6 +347,81 @@ async fn apply(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+async fn apply_runs(
+    conn: &mut PgConnection,
+    event: &EventRecord,
+    tenant: &Tenant,
+    runs: &[RunReport],
+    incidents: &[cistern_core::IncidentReport],
+    commit_times: &[(String, OffsetDateTime, Option<String>)],
+    settings: &StoreSettings,
+) -> Result<WriteOutcome, Fail> {
+    if let Some(key) = &event.dedupe_key {
+        let first: Option<String> =
+            sqlx::query_scalar("SELECT id FROM events WHERE tenant_id = $1 AND dedupe_key = $2")
+                .bind(&tenant.id)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(first) = first {
+            return Err(Fail::Store(StoreError::Duplicate(first)));
+        }
+    }
+    let event_id = new_id();
+    let mut written = Vec::with_capacity(runs.len());
+    for (i, r) in runs.iter().enumerate() {
+        written
+            .push(upsert_run(conn, tenant, &event_id, event.received_at, r, i, runs.len()).await?);
+    }
+    let now = to_millis(event.received_at);
+    for inc in incidents {
+        sqlx::query(
+            "INSERT INTO incidents (tenant_id, source, incident_id, service, environment, detected_at, resolved_at, description, url, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (tenant_id, source, incident_id) DO UPDATE SET
+               service = COALESCE(EXCLUDED.service, incidents.service),
+               environment = COALESCE(EXCLUDED.environment, incidents.environment),
+               detected_at = LEAST(incidents.detected_at, EXCLUDED.detected_at),
+               resolved_at = COALESCE(EXCLUDED.resolved_at, incidents.resolved_at),
+               description = COALESCE(EXCLUDED.description, incidents.description),
+               url = COALESCE(EXCLUDED.url, incidents.url), updated_at = EXCLUDED.updated_at",
+        )
+        .bind(&tenant.id)
+        .bind(&inc.source)
+        .bind(&inc.id)
+        .bind(&inc.service)
+        .bind(&inc.environment)
+        .bind(inc.detected_at.map(to_millis))
+        .bind(inc.resolved_at.map(to_millis))
+        .bind(&inc.description)
+        .bind(&inc.url)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (sha, at, repo) in commit_times {
+        sqlx::query(
+            "INSERT INTO commit_times (tenant_id, sha, committed_at, repo) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, sha) DO UPDATE SET committed_at = LEAST(commit_times.committed_at, EXCLUDED.committed_at),
+               repo = COALESCE(commit_times.repo, EXCLUDED.repo)",
+        )
+        .bind(&tenant.id)
+        .bind(sha)
+        .bind(to_millis(*at))
+        .bind(repo)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let ids: Vec<String> = written.iter().map(|w| w.id.clone()).collect();
+    insert_event(conn, &event_id, event, &ids, settings).await?;
+    Ok(WriteOutcome {
+        event_id,
+        runs: written,
+        instance: None,
+    })
+}
+
 async fn insert_event(
     conn: &mut PgConnection,
     id: &str,
@@ -373,8 +441,9 @@ async fn insert_event(
         Some(serde_json::to_string(run_ids).unwrap_or_default())
     };
     sqlx::query(
-        "INSERT INTO events (id, tenant_id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body, body_size, body_truncated, key_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        "INSERT INTO events (id, tenant_id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids,
+           content_type, body, body_size, body_truncated, key_id, source_id, dedupe_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(id)
     .bind(&ev.tenant_id)
@@ -391,6 +460,9 @@ async fn insert_event(
     .bind(ev.body.len() as i64)
     .bind(truncated)
     .bind(&ev.key_id)
+    .bind(&ev.source_id)
+    // Only an accepted delivery claims its id: a refused one may be sent again, fixed.
+    .bind(ev.dedupe_key.as_ref().filter(|_| ev.status == EventStatus::Accepted))
     .execute(conn)
     .await?;
     Ok(())

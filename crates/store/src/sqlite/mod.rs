@@ -1,6 +1,7 @@
 //! The embedded SQLite store: WAL, `synchronous=FULL`, one writer thread doing group commit, and a
 //! small pool of read connections used from blocking tasks.
 
+mod admin;
 mod metrics;
 mod read;
 mod writer;
@@ -18,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_heartbeats.sql"),
     include_str!("../../migrations/sqlite/0003_metrics_index.sql"),
+    include_str!("../../migrations/sqlite/0004_secrets_sources.sql"),
 ];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).
@@ -444,6 +446,87 @@ impl Store for SqliteStore {
     ) -> Result<Vec<cistern_core::metrics::StageStat>, StoreError> {
         let (tid, f) = (tenant_id.to_owned(), filter.clone());
         self.with_conn(move |c| metrics::stage_stats(c, &tid, &f, since, until))
+            .await
+    }
+
+    async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let k = key.to_owned();
+        self.with_conn(move |c| admin::meta_get(c, &k)).await
+    }
+
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let (k, v) = (key.to_owned(), value.to_owned());
+        self.with_conn(move |c| admin::meta_init(c, &k, &v)).await
+    }
+
+    async fn put_secret(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        grace_until: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (t, n, no, ct) = (
+            tenant_id.to_owned(),
+            name.to_owned(),
+            nonce.to_vec(),
+            ciphertext.to_vec(),
+        );
+        self.with_conn(move |c| admin::put_secret(c, &t, &n, &no, &ct, grace_until))
+            .await
+    }
+
+    async fn get_secret(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Option<StoredSecret>, StoreError> {
+        let (t, n) = (tenant_id.to_owned(), name.to_owned());
+        self.with_conn(move |c| admin::get_secret(c, &t, &n)).await
+    }
+
+    async fn list_secrets(&self, tenant_id: &str) -> Result<Vec<SecretInfo>, StoreError> {
+        let t = tenant_id.to_owned();
+        self.with_conn(move |c| admin::list_secrets(c, &t)).await
+    }
+
+    async fn delete_secret(&self, tenant_id: &str, name: &str) -> Result<bool, StoreError> {
+        let (t, n) = (tenant_id.to_owned(), name.to_owned());
+        self.with_conn(move |c| admin::delete_secret(c, &t, &n))
+            .await
+    }
+
+    async fn create_source(&self, source: &Source) -> Result<(), StoreError> {
+        let s = source.clone();
+        self.with_conn(move |c| admin::create_source(c, &s)).await
+    }
+
+    async fn source_by_id(&self, id: &str) -> Result<Option<Source>, StoreError> {
+        let i = id.to_owned();
+        self.with_conn(move |c| admin::source_by_id(c, &i)).await
+    }
+
+    async fn list_sources(&self, tenant_id: &str) -> Result<Vec<Source>, StoreError> {
+        let t = tenant_id.to_owned();
+        self.with_conn(move |c| admin::list_sources(c, &t)).await
+    }
+
+    async fn delete_source(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
+        let (t, i) = (tenant_id.to_owned(), id.to_owned());
+        self.with_conn(move |c| admin::delete_source(c, &t, &i))
+            .await
+    }
+
+    async fn incidents(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+    ) -> Result<Vec<cistern_core::metrics::Incident>, StoreError> {
+        let (t, f) = (tenant_id.to_owned(), filter.clone());
+        self.with_conn(move |c| admin::incidents(c, &t, &f, since, until))
             .await
     }
 }

@@ -61,7 +61,9 @@ fn apply_batch(
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK TO w; RELEASE w");
                 let refused_event = match &job.op {
-                    WriteOp::Runs { event, .. } | WriteOp::Heartbeat { event, .. } => Some(event),
+                    WriteOp::Runs { event, .. }
+                    | WriteOp::Signals { event, .. }
+                    | WriteOp::Heartbeat { event, .. } => Some(event),
                     _ => None,
                 };
                 if let (StoreError::Rejected(errors), Some(event)) = (&e, refused_event) {
@@ -106,28 +108,14 @@ fn apply(
             event,
             tenant,
             runs,
-        } => {
-            let event_id = new_id();
-            let mut written = Vec::with_capacity(runs.len());
-            for (i, r) in runs.iter().enumerate() {
-                written.push(upsert_run(
-                    conn,
-                    tenant,
-                    &event_id,
-                    event.received_at,
-                    r,
-                    i,
-                    runs.len(),
-                )?);
-            }
-            let ids: Vec<String> = written.iter().map(|w| w.id.clone()).collect();
-            insert_event(conn, &event_id, event, &ids, settings)?;
-            Ok(WriteOutcome {
-                event_id,
-                runs: written,
-                instance: None,
-            })
-        }
+        } => apply_runs(conn, event, tenant, runs, &[], &[], settings),
+        WriteOp::Signals {
+            event,
+            tenant,
+            runs,
+            incidents,
+            commit_times,
+        } => apply_runs(conn, event, tenant, runs, incidents, commit_times, settings),
         WriteOp::Heartbeat {
             event,
             tenant,
@@ -176,6 +164,80 @@ fn apply(
     }
 }
 
+fn apply_runs(
+    conn: &Connection,
+    event: &EventRecord,
+    tenant: &Tenant,
+    runs: &[RunReport],
+    incidents: &[cistern_core::IncidentReport],
+    commit_times: &[(String, OffsetDateTime, Option<String>)],
+    settings: &StoreSettings,
+) -> Result<WriteOutcome, StoreError> {
+    if let Some(key) = &event.dedupe_key {
+        let first: Option<String> = conn
+            .prepare_cached("SELECT id FROM events WHERE tenant_id = ?1 AND dedupe_key = ?2")?
+            .query_row(params![tenant.id, key], |row| row.get(0))
+            .optional()?;
+        if let Some(first) = first {
+            return Err(StoreError::Duplicate(first));
+        }
+    }
+    let event_id = new_id();
+    let mut written = Vec::with_capacity(runs.len());
+    for (i, r) in runs.iter().enumerate() {
+        written.push(upsert_run(
+            conn,
+            tenant,
+            &event_id,
+            event.received_at,
+            r,
+            i,
+            runs.len(),
+        )?);
+    }
+    let now = to_millis(event.received_at);
+    for inc in incidents {
+        conn.prepare_cached(
+            "INSERT INTO incidents (tenant_id, source, incident_id, service, environment, detected_at, resolved_at, description, url, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (tenant_id, source, incident_id) DO UPDATE SET
+               service = COALESCE(excluded.service, incidents.service),
+               environment = COALESCE(excluded.environment, incidents.environment),
+               detected_at = COALESCE(MIN(incidents.detected_at, excluded.detected_at), incidents.detected_at, excluded.detected_at),
+               resolved_at = COALESCE(excluded.resolved_at, incidents.resolved_at),
+               description = COALESCE(excluded.description, incidents.description),
+               url = COALESCE(excluded.url, incidents.url), updated_at = excluded.updated_at",
+        )?
+        .execute(params![
+            tenant.id,
+            inc.source,
+            inc.id,
+            inc.service,
+            inc.environment,
+            inc.detected_at.map(to_millis),
+            inc.resolved_at.map(to_millis),
+            inc.description,
+            inc.url,
+            now
+        ])?;
+    }
+    for (sha, at, repo) in commit_times {
+        conn.prepare_cached(
+            "INSERT INTO commit_times (tenant_id, sha, committed_at, repo) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant_id, sha) DO UPDATE SET committed_at = MIN(commit_times.committed_at, excluded.committed_at),
+               repo = COALESCE(commit_times.repo, excluded.repo)",
+        )?
+        .execute(params![tenant.id, sha, to_millis(*at), repo])?;
+    }
+    let ids: Vec<String> = written.iter().map(|w| w.id.clone()).collect();
+    insert_event(conn, &event_id, event, &ids, settings)?;
+    Ok(WriteOutcome {
+        event_id,
+        runs: written,
+        instance: None,
+    })
+}
+
 fn insert_event(
     conn: &Connection,
     id: &str,
@@ -195,8 +257,9 @@ fn insert_event(
         Some(serde_json::to_string(run_ids).unwrap_or_default())
     };
     conn.prepare_cached(
-        "INSERT INTO events (id, tenant_id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body, body_size, body_truncated, key_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        "INSERT INTO events (id, tenant_id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids,
+           content_type, body, body_size, body_truncated, key_id, source_id, dedupe_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?
     .execute(params![
         id,
@@ -214,6 +277,9 @@ fn insert_event(
         ev.body.len() as i64,
         truncated as i64,
         ev.key_id,
+        ev.source_id,
+        // Only an accepted delivery claims its id: a refused one may be sent again, fixed.
+        ev.dedupe_key.as_ref().filter(|_| ev.status == EventStatus::Accepted),
     ])?;
     Ok(())
 }

@@ -1,0 +1,286 @@
+//! Named secrets and signed sources (admin scope): `PUT|GET|DELETE /api/v1/secrets/{name}`,
+//! `GET /api/v1/secrets`, `GET|POST /api/v1/sources`, `GET|DELETE /api/v1/sources/{id}`.
+//! Secret values are write-only: no route ever returns one.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use cistern_store::{Source, Store};
+use serde_json::{json, Value};
+
+use super::ingest::{json_reply, read_body};
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The source kinds.
+pub const SOURCE_KINDS: [&str; 5] = ["jobserv", "github", "gitlab", "cdevents", "standard"];
+
+/// Admin routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/secrets", get(list_secrets))
+        .route(
+            "/api/v1/secrets/{name}",
+            get(get_secret).put(put_secret).delete(delete_secret),
+        )
+        .route("/api/v1/sources", get(list_sources).post(create_source))
+        .route(
+            "/api/v1/sources/{id}",
+            get(get_source).delete(delete_source),
+        )
+}
+
+/// Checks a secret name: 1-128 of letters, digits, `-`, `_`, `.`.
+pub fn valid_secret_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "secret name {name:?} must be 1-128 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// Stores a secret's value, encrypted (shared with the CLI).
+pub async fn set_secret(
+    state_store: &dyn Store,
+    master: &crate::secrets::MasterKey,
+    grace_hours: u64,
+    tenant_id: &str,
+    name: &str,
+    value: &[u8],
+) -> Result<bool, ApiError> {
+    valid_secret_name(name).map_err(|m| ApiError::field("name", m))?;
+    if value.is_empty() {
+        return Err(ApiError::field("value", "must not be empty"));
+    }
+    let (nonce, ct) = master.encrypt(&crate::secrets::context(tenant_id, name), value);
+    let grace = time::OffsetDateTime::now_utc() + time::Duration::hours(grace_hours as i64);
+    Ok(state_store
+        .put_secret(tenant_id, name, &nonce, &ct, grace)
+        .await?)
+}
+
+async fn list_secrets(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+) -> Result<Json<Value>, ApiError> {
+    let items = state.store.list_secrets(&caller.tenant.id).await?;
+    Ok(Json(json!({ "secrets": items })))
+}
+
+async fn get_secret(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let items = state.store.list_secrets(&caller.tenant.id).await?;
+    match items.into_iter().find(|s| s.name == name) {
+        Some(s) => Ok(Json(serde_json::to_value(s).map_err(ApiError::internal)?)),
+        None => Err(ApiError::not_found(format!("no secret named {name:?}"))),
+    }
+}
+
+/// `PUT /api/v1/secrets/{name}` with `{"value": "…"}` (or the raw value as a text body).
+async fn put_secret(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match read_body(&headers, body, 64 * 1024).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("json"));
+    let value: Vec<u8> = if is_json {
+        match cistern_dialects::json::parse(&bytes, "") {
+            Ok(Value::Object(m)) => match m.get("value") {
+                Some(Value::String(v)) => v.as_bytes().to_vec(),
+                _ => return ApiError::field("value", "is required (a string)").into_response(),
+            },
+            Ok(_) => {
+                return ApiError::field("", "the body must be {\"value\": \"…\"}").into_response()
+            }
+            Err(e) => return ApiError::invalid(vec![e]).into_response(),
+        }
+    } else {
+        bytes.to_vec()
+    };
+    match set_secret(
+        state.store.as_ref(),
+        &state.master,
+        state.config.secret_grace_hours,
+        &caller.tenant.id,
+        &name,
+        &value,
+    )
+    .await
+    {
+        Ok(true) => json_reply(
+            StatusCode::CREATED,
+            json!({"name": name, "status": "created"}),
+        ),
+        Ok(false) => json_reply(
+            StatusCode::OK,
+            json!({"name": name, "status": "updated", "previous_valid_for_hours": state.config.secret_grace_hours}),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn delete_secret(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.store.delete_secret(&caller.tenant.id, &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no secret named {name:?}")))
+    }
+}
+
+async fn list_sources(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+) -> Result<Json<Value>, ApiError> {
+    let items: Vec<Value> = state
+        .store
+        .list_sources(&caller.tenant.id)
+        .await?
+        .iter()
+        .map(source_json)
+        .collect();
+    Ok(Json(json!({ "sources": items })))
+}
+
+fn source_json(s: &Source) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.insert("path".into(), json!(format!("/v1/hooks/{}", s.id)));
+    }
+    v
+}
+
+/// Creates a source (shared with the CLI): an unguessable id, a known kind, an existing secret.
+pub async fn new_source(
+    store: &dyn Store,
+    tenant_id: &str,
+    kind: &str,
+    secret: Option<&str>,
+    name: Option<&str>,
+) -> Result<Source, ApiError> {
+    if !SOURCE_KINDS.contains(&kind) {
+        return Err(ApiError::field(
+            "kind",
+            format!(
+                "unknown source kind {kind:?}; kinds: {}",
+                SOURCE_KINDS.join(", ")
+            ),
+        ));
+    }
+    if let Some(s) = secret {
+        if store.get_secret(tenant_id, s).await?.is_none() {
+            return Err(ApiError::field(
+                "secret",
+                format!("no secret named {s:?}; set it first (`cistern secrets set {s}=…` or PUT /api/v1/secrets/{s})"),
+            ));
+        }
+    } else if kind != "cdevents" {
+        return Err(ApiError::field(
+            "secret",
+            format!("a {kind} source needs a named secret to verify its signatures"),
+        ));
+    }
+    let mut id = [0u8; 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+    let source = Source {
+        id: format!("src_{}", hex::encode(id)),
+        tenant_id: tenant_id.to_owned(),
+        kind: kind.to_owned(),
+        name: name.map(str::to_owned).unwrap_or_else(|| kind.to_owned()),
+        secret_name: secret.map(str::to_owned),
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    store.create_source(&source).await?;
+    Ok(source)
+}
+
+async fn create_source(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match read_body(&headers, body, 64 * 1024).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let v = match cistern_dialects::json::parse(&bytes, "") {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => {
+            return ApiError::field(
+                "",
+                "the body must be an object {\"kind\", \"secret\", \"name\"}",
+            )
+            .into_response()
+        }
+        Err(e) => return ApiError::invalid(vec![e]).into_response(),
+    };
+    let text = |k: &str| v.get(k).and_then(Value::as_str);
+    let Some(kind) = text("kind") else {
+        return ApiError::field(
+            "kind",
+            format!("is required: one of {}", SOURCE_KINDS.join(", ")),
+        )
+        .into_response();
+    };
+    match new_source(
+        state.store.as_ref(),
+        &caller.tenant.id,
+        kind,
+        text("secret"),
+        text("name"),
+    )
+    .await
+    {
+        Ok(s) => json_reply(StatusCode::CREATED, source_json(&s)),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_source(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match state.store.source_by_id(&id).await? {
+        Some(s) if s.tenant_id == caller.tenant.id => Ok(Json(source_json(&s))),
+        _ => Err(ApiError::not_found(format!("no source {id:?}"))),
+    }
+}
+
+async fn delete_source(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.store.delete_source(&caller.tenant.id, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no source {id:?}")))
+    }
+}
