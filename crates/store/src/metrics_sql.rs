@@ -117,8 +117,13 @@ pub fn deployment_commits<'d>(
 ) -> Stmt<'d> {
     let mut s = Stmt::new(
         d,
-        "SELECT rc.run_id, rc.sha, (SELECT COALESCE(MIN(c2.committed_at), MIN(r2.started_at)) FROM run_commits c2 \
-         JOIN runs r2 ON r2.id = c2.run_id WHERE c2.tenant_id = rc.tenant_id AND c2.sha = rc.sha) \
+        // A timestamp a payload carried (the run's commit, a change.merged event) wins; else the
+        // start of the first run that carried the sha.
+        "SELECT rc.run_id, rc.sha, COALESCE(\
+           (SELECT MIN(u.x) FROM (SELECT ct.committed_at AS x FROM commit_times ct WHERE ct.tenant_id = rc.tenant_id AND ct.sha = rc.sha \
+              UNION ALL SELECT c2.committed_at FROM run_commits c2 WHERE c2.tenant_id = rc.tenant_id AND c2.sha = rc.sha) u), \
+           (SELECT MIN(r2.started_at) FROM run_commits c3 JOIN runs r2 ON r2.id = c3.run_id \
+              WHERE c3.tenant_id = rc.tenant_id AND c3.sha = rc.sha)) \
          FROM run_commits rc WHERE rc.run_id IN (SELECT r.id",
     );
     s.push(FROM);
