@@ -293,7 +293,7 @@ async fn the_reporter_passes_a_cancel_on_to_the_command() {
     let hub = Hub::start().await;
     let job = Job::new(&hub);
     // The job is cancelled: only the reporter gets SIGTERM (as from `timeout` or `docker stop`).
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args([
             "report",
             "run",
