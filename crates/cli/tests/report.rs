@@ -644,3 +644,38 @@ async fn send_posts_prepared_payloads_to_their_endpoints() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("job_full_name"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn the_exit_code_stands_when_the_output_is_closed() {
+    // `cistern report run -- cmd 2>&1 | head -1`: the reader is gone before the reporter's
+    // warning; the warning is lost, the exit code is not.
+    let job = Job::to("http://127.0.0.1:1", "cst_x");
+    let mut child = Command::new(BIN)
+        .args([
+            "report",
+            "run",
+            "--retries",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.3; exit 7",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CISTERN_URL", &job.url)
+        .env("CISTERN_API_KEY", &job.key)
+        .env("CISTERN_SPOOL", job.spool())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(7));
+    assert_eq!(
+        job.spooled().len(),
+        1,
+        "and the report still waits in the spool"
+    );
+}

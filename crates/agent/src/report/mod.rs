@@ -56,8 +56,19 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Writes one line to stderr. Never `eprintln!`: it panics when stderr is closed (`… 2>&1 | head`),
+/// and a panic would change the exit code that the reporter must pass on.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "cistern report: {line}");
+}
+
 fn warn(msg: impl std::fmt::Display) {
-    eprintln!("cistern report: warning: {msg}");
+    say(format_args!("warning: {msg}"));
+}
+
+fn error(msg: impl std::fmt::Display) {
+    say(format_args!("error: {msg}"));
 }
 
 /// What became of a new report.
@@ -100,7 +111,7 @@ impl Reporter {
 
     fn note(&self, msg: impl std::fmt::Display) {
         if !self.args.quiet {
-            eprintln!("cistern report: {msg}");
+            say(format_args!("{msg}"));
         }
     }
 
@@ -122,6 +133,12 @@ impl Reporter {
 
     fn run(&self, a: RunArgs) -> i32 {
         let finished = runner::run(&a.command, a.log_tail);
+        let code = finished.exit_code;
+        guarded(|| self.report_run(a, finished));
+        code
+    }
+
+    fn report_run(&self, a: RunArgs, finished: runner::Finished) {
         let ctx = env::detect();
         let header = RunHeader::new(&ctx, &header_options(&a.meta), || random_id(&ctx));
         let failed = finished.result != RunResult::Success;
@@ -157,7 +174,6 @@ impl Reporter {
             job_run,
         };
         self.report(run, |_| ());
-        finished.exit_code
     }
 
     fn begin(&self, a: BeginArgs) -> i32 {
@@ -186,6 +202,12 @@ impl Reporter {
 
     fn step(&self, a: StepArgs) -> i32 {
         let finished = runner::run(&a.command, a.log_tail);
+        let code = finished.exit_code;
+        guarded(|| self.record_step(a, finished));
+        code
+    }
+
+    fn record_step(&self, a: StepArgs, finished: runner::Finished) {
         let ctx = env::detect();
         let mut state = match RunState::load(&a.state) {
             Ok(Some(old)) if is_stale(&old, &ctx) => {
@@ -227,7 +249,6 @@ impl Reporter {
             warn(format!("{e}; this step will not be reported"));
         }
         self.flush_on_the_side();
-        finished.exit_code
     }
 
     fn end(&self, a: EndArgs) -> i32 {
@@ -282,21 +303,21 @@ impl Reporter {
         let text = match text {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("cistern report: error: reading {}: {e}", a.file);
+                error(format_args!("reading {}: {e}", a.file));
                 return 1;
             }
         };
         let value: Value = match serde_json::from_str(&text) {
             Ok(v) => v,
             Err(e) => {
-                eprintln!(
-                    "cistern report: error: {} is not JSON: {e}",
+                error(format_args!(
+                    "{} is not JSON: {e}",
                     if a.file == "-" {
                         "standard input"
                     } else {
                         &a.file
                     }
-                );
+                ));
                 return 1;
             }
         };
@@ -335,10 +356,10 @@ impl Reporter {
         let hub = match self.hub() {
             Ok(h) => h,
             Err(e) => {
-                eprintln!(
-                    "cistern report: error: {e}; {waiting} reports wait in {}",
+                error(format_args!(
+                    "{e}; {waiting} reports wait in {}",
                     self.spool.dir().display()
-                );
+                ));
                 return 1;
             }
         };
@@ -579,6 +600,14 @@ impl Reporter {
         let run = old.finish(result, end);
         self.report(run, |_| ());
         let _ = RunState::remove(path);
+    }
+}
+
+/// Runs the reporting half after a wrapped command: a bug there becomes a warning, never another
+/// exit code.
+fn guarded(f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        warn("reporting failed (a bug in cistern); the command's exit code stands");
     }
 }
 
