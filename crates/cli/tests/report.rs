@@ -293,27 +293,24 @@ async fn the_reporter_passes_a_cancel_on_to_the_command() {
     let hub = Hub::start().await;
     let job = Job::new(&hub);
     // The job is cancelled: only the reporter gets SIGTERM (as from `timeout` or `docker stop`).
-    let child = Command::new(BIN)
-        .args([
-            "report",
-            "run",
-            "--pipeline",
-            "cancelled",
-            "--",
-            "sleep",
-            "30",
-        ])
+    let mut child = Command::new(BIN)
+        .args(["report", "run", "--pipeline", "cancelled", "--"])
+        .args(["sh", "-c", "echo ready; exec sleep 30"])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", job.workspace())
         .env("CISTERN_URL", &hub.base)
         .env("CISTERN_API_KEY", &hub.key)
         .env("CISTERN_SPOOL", job.spool())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Once the command runs, the reporter is catching signals.
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
