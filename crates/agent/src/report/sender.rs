@@ -270,6 +270,81 @@ mod tests {
         );
     }
 
+    /// A hub that answers each connection with the next of `replies` (status line and body).
+    fn scripted_hub(replies: Vec<(&'static str, &'static str)>) -> String {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for (status, body) in replies {
+                let Ok((stream, _)) = listener.accept() else {
+                    return;
+                };
+                let mut reader = BufReader::new(stream);
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut buf = vec![0; len];
+                let _ = reader.read_exact(&mut buf);
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = reader.get_mut().write_all(reply.as_bytes());
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn deliver(base: &str, retries: u32) -> Outcome {
+        let hub = Hub::new(base, Some("cst_k".into())).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(hub.deliver("/v1/custom-cicd", "{}", Policy::report(retries)))
+    }
+
+    #[test]
+    fn busy_hubs_are_retried_and_refusals_are_not() {
+        let base = scripted_hub(vec![
+            ("503 Service Unavailable", ""),
+            ("429 Too Many Requests", r#"{"detail":"slow down"}"#),
+            ("201 Created", r#"{"id":"r1","status":"created"}"#),
+        ]);
+        assert_eq!(
+            deliver(&base, 3),
+            Outcome::Delivered {
+                status: 201,
+                run_id: Some("r1".into()),
+                word: Some("created".into())
+            }
+        );
+        let base = scripted_hub(vec![
+            ("400 Bad Request", r#"{"detail":"pipeline is required"}"#),
+            ("201 Created", "{}"),
+        ]);
+        assert_eq!(
+            deliver(&base, 3),
+            Outcome::Rejected {
+                status: 400,
+                message: "400: pipeline is required".into()
+            }
+        );
+        let base = scripted_hub(vec![("502 Bad Gateway", "proxy says no")]);
+        match deliver(&base, 0) {
+            Outcome::Unreachable { reason } => assert!(reason.contains("502: proxy says no")),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn an_absent_hub_is_unreachable_within_the_budget() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
