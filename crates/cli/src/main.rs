@@ -1,4 +1,4 @@
-//! `cistern`: the hub server and its admin commands.
+//! `cistern`: the hub server, its admin commands and the job reporter.
 
 mod bench;
 
@@ -51,6 +51,8 @@ enum Command {
     /// Measure the hub: an HTTP load generator.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Report CI runs to a hub from any CI: wrap a command, or report a job in steps.
+    Report(cistern_agent::report::ReportArgs),
 }
 
 #[derive(Subcommand)]
@@ -171,6 +173,11 @@ enum TenantsCmd {
 
 fn main() {
     let cli = Cli::parse();
+    // The reporter runs before any runtime or configuration: it must start the wrapped command
+    // at once, and a hub's cistern.toml in the job's workspace is none of its business.
+    if let Command::Report(args) = cli.command {
+        std::process::exit(cistern_agent::report::main(args));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -268,6 +275,7 @@ async fn run(cli: Cli) -> Result<()> {
             let store = open_store(&config).await?;
             sources(store.as_ref(), cmd).await?;
         }
+        Command::Report(_) => unreachable!("`cistern report` returns from main"),
         Command::Migrate => {
             init_logging(&config.log_format, "warn");
             open_store(&config).await?;

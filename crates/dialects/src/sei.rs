@@ -3,6 +3,8 @@
 //! The body is the payload object, or an envelope `{"request_type", "payload"}` (optionally inside
 //! `data`) whose payload is an object or a JSON string. A body with `integration_id`, `name` and
 //! `type` registers a CI/CD instance instead. `start_time` and `duration` are epoch milliseconds.
+//! `job_run`, its stages and steps may say `"log_truncated": true` when the sender kept only the
+//! tail of a longer log.
 
 use cistern_core::{
     Commit, FieldError, InstanceRef, LogText, Param, PipelineRef, RunReport, RunResult, Stage,
@@ -410,9 +412,13 @@ pub fn job_run_of(
             .collect(),
         None => Vec::new(),
     };
-    let log = job_run
-        .opt_str("log", errs)
-        .map(|l| LogText::capped(&l, opts.max_log_bytes));
+    let sender_cut = job_run.opt_bool("log_truncated", errs).unwrap_or(false);
+    let log = job_run.opt_str("log", errs).map(|l| {
+        let mut log = LogText::capped(&l, opts.max_log_bytes);
+        // A sender that kept only the tail of a longer output says so (`cistern report`).
+        log.truncated |= sender_cut;
+        log
+    });
     (stages, log)
 }
 
@@ -508,6 +514,7 @@ pub fn stage_of(
     let log = o
         .opt_str("log", errs)
         .map(|l| LogText::capped(&l, opts.max_log_bytes));
+    let sender_cut = o.opt_bool("log_truncated", errs).unwrap_or(false);
     let url = o.opt_str_any(&["url", "log_url", "web_url"], errs);
     let steps = if with_steps {
         match o.opt_array("steps", errs) {
@@ -524,7 +531,7 @@ pub fn stage_of(
         Vec::new()
     };
     let (log, log_truncated) = match log {
-        Some(l) => (Some(l.text), l.truncated),
+        Some(l) => (Some(l.text), l.truncated || sender_cut),
         None => (None, false),
     };
     Some(Stage {
@@ -590,6 +597,19 @@ mod tests {
         ] {
             assert!(fields.contains(&f), "{f} missing from {fields:?}");
         }
+    }
+
+    #[test]
+    fn a_sender_kept_tail_is_marked_truncated() {
+        let mut v: Value = serde_json::from_str(MINIMAL).unwrap();
+        v["job_run"] = serde_json::json!({"log": "tail", "log_truncated": true, "stages": [
+            {"displayName": "s", "log": "t", "log_truncated": true,
+             "steps": [{"displayName": "a", "log": "x"}]}]});
+        let items = parse(v.to_string().as_bytes(), &opts()).unwrap();
+        let Inbound::Run(r) = &items[0] else { panic!() };
+        assert!(r.log.as_ref().unwrap().truncated);
+        assert!(r.stages[0].log_truncated);
+        assert!(!r.stages[0].steps[0].log_truncated);
     }
 
     #[test]
