@@ -42,6 +42,9 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenants(TenantsCmd),
+    /// Print delivery metrics as a table.
+    #[command(subcommand)]
+    Metrics(MetricsCmd),
     /// Manage named secrets (encrypted at rest; values are never shown).
     #[command(subcommand)]
     Secrets(SecretsCmd),
@@ -93,6 +96,36 @@ enum KeysCmd {
         #[command(flatten)]
         tenant: TenantArg,
     },
+}
+
+#[derive(Args)]
+struct MetricsArgs {
+    /// Window start (RFC 3339 or YYYY-MM-DD); default 30 days before --until.
+    #[arg(long)]
+    since: Option<String>,
+    /// Window end (RFC 3339 or YYYY-MM-DD); default now.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this pipeline (full name or name).
+    #[arg(long)]
+    pipeline: Option<String>,
+    /// Only this environment.
+    #[arg(long)]
+    environment: Option<String>,
+    /// Only this project.
+    #[arg(long)]
+    project: Option<String>,
+    /// Only this branch.
+    #[arg(long)]
+    branch: Option<String>,
+    #[command(flatten)]
+    tenant: TenantArg,
+}
+
+#[derive(Subcommand)]
+enum MetricsCmd {
+    /// The four DORA keys with their bands and counts.
+    Dora(MetricsArgs),
 }
 
 #[derive(Subcommand)]
@@ -261,6 +294,11 @@ async fn run(cli: Cli) -> Result<()> {
             app.run_until_stopped().await?;
         }
         Command::Bench(BenchCmd::Ingest(args)) => bench::ingest(args).await?,
+        Command::Metrics(MetricsCmd::Dora(args)) => {
+            init_logging(&config.log_format, "warn");
+            let store = open_store(&config).await?;
+            dora_table(store.as_ref(), args).await?;
+        }
         Command::Secrets(cmd) => {
             init_logging(&config.log_format, "warn");
             let store = open_store(&config).await?;
@@ -496,5 +534,71 @@ async fn sources(store: &dyn Store, cmd: SourcesCmd) -> Result<()> {
             eprintln!("source {id} deleted");
         }
     }
+    Ok(())
+}
+
+fn parse_when(s: &str) -> Result<time::OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &fmt)
+        .map(|d| d.midnight().assume_utc())
+        .with_context(|| format!("{s:?} is not a date (YYYY-MM-DD) or RFC 3339 time"))
+}
+
+async fn dora_table(store: &dyn Store, a: MetricsArgs) -> Result<()> {
+    let tenant = tenant(store, &a.tenant.tenant).await?;
+    let until = a.until.as_deref().map(parse_when).transpose()?.unwrap_or_else(time::OffsetDateTime::now_utc);
+    let since = a.since.as_deref().map(parse_when).transpose()?.unwrap_or(until - time::Duration::days(30));
+    let filter = cistern_store::MetricsFilter {
+        pipeline: a.pipeline,
+        environment: a.environment,
+        project: a.project,
+        branch: a.branch,
+        ..Default::default()
+    };
+    let deployments = store.deployments(&tenant.id, &filter, since, until).await?;
+    let incidents = store.incidents(&tenant.id, &filter, since, until).await?;
+    let d = cistern_core::metrics::dora(&deployments, &incidents, since, until);
+    let band = |b: Option<cistern_core::metrics::Band>| b.map(|b| format!("{b:?}").to_lowercase()).unwrap_or_else(|| "-".into());
+    let dur = |s: Option<f64>| match s {
+        None => "-".to_owned(),
+        Some(s) if s < 3600.0 => format!("{:.0} min", s / 60.0),
+        Some(s) if s < 86_400.0 => format!("{:.1} h", s / 3600.0),
+        Some(s) => format!("{:.1} days", s / 86_400.0),
+    };
+    println!("DORA metrics, {} → {}", d.since.date(), d.until.date());
+    println!("{:<28} {:<24} {:<8} {}", "metric", "value", "band", "based on");
+    println!(
+        "{:<28} {:<24} {:<8} {} successful deployments",
+        "deployment frequency",
+        format!("{:.2}/day, {:.1} days/week", d.deployment_frequency.per_day, d.deployment_frequency.deploy_days_per_week),
+        band(d.deployment_frequency.band),
+        d.deployment_frequency.deployments
+    );
+    println!(
+        "{:<28} {:<24} {:<8} {} commits",
+        "lead time for changes",
+        format!("{} (p90 {})", dur(d.lead_time.median_seconds), dur(d.lead_time.p90_seconds)),
+        band(d.lead_time.band),
+        d.lead_time.count
+    );
+    println!(
+        "{:<28} {:<24} {:<8} {} of {} deployments",
+        "change failure rate",
+        d.change_failure_rate.rate.map(|r| format!("{:.1} %", r * 100.0)).unwrap_or_else(|| "-".into()),
+        band(d.change_failure_rate.band),
+        d.change_failure_rate.failed,
+        d.change_failure_rate.deployments
+    );
+    println!(
+        "{:<28} {:<24} {:<8} {} restorations",
+        "time to restore",
+        dur(d.time_to_restore.median_seconds),
+        band(d.time_to_restore.band),
+        d.time_to_restore.count
+    );
     Ok(())
 }
