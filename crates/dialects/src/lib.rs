@@ -3,7 +3,11 @@
 //! store and never panic on hostile input.
 
 pub mod allstacks;
+pub mod cdevents;
 pub mod fields;
+pub mod github;
+pub mod gitlab;
+pub mod jobserv;
 pub mod json;
 pub mod logzip;
 pub mod propelo;
