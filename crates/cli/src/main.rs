@@ -550,8 +550,18 @@ fn parse_when(s: &str) -> Result<time::OffsetDateTime> {
 
 async fn dora_table(store: &dyn Store, a: MetricsArgs) -> Result<()> {
     let tenant = tenant(store, &a.tenant.tenant).await?;
-    let until = a.until.as_deref().map(parse_when).transpose()?.unwrap_or_else(time::OffsetDateTime::now_utc);
-    let since = a.since.as_deref().map(parse_when).transpose()?.unwrap_or(until - time::Duration::days(30));
+    let until = a
+        .until
+        .as_deref()
+        .map(parse_when)
+        .transpose()?
+        .unwrap_or_else(time::OffsetDateTime::now_utc);
+    let since = a
+        .since
+        .as_deref()
+        .map(parse_when)
+        .transpose()?
+        .unwrap_or(until - time::Duration::days(30));
     let filter = cistern_store::MetricsFilter {
         pipeline: a.pipeline,
         environment: a.environment,
@@ -562,7 +572,10 @@ async fn dora_table(store: &dyn Store, a: MetricsArgs) -> Result<()> {
     let deployments = store.deployments(&tenant.id, &filter, since, until).await?;
     let incidents = store.incidents(&tenant.id, &filter, since, until).await?;
     let d = cistern_core::metrics::dora(&deployments, &incidents, since, until);
-    let band = |b: Option<cistern_core::metrics::Band>| b.map(|b| format!("{b:?}").to_lowercase()).unwrap_or_else(|| "-".into());
+    let band = |b: Option<cistern_core::metrics::Band>| {
+        b.map(|b| format!("{b:?}").to_lowercase())
+            .unwrap_or_else(|| "-".into())
+    };
     let dur = |s: Option<f64>| match s {
         None => "-".to_owned(),
         Some(s) if s < 3600.0 => format!("{:.0} min", s / 60.0),
@@ -570,25 +583,35 @@ async fn dora_table(store: &dyn Store, a: MetricsArgs) -> Result<()> {
         Some(s) => format!("{:.1} days", s / 86_400.0),
     };
     println!("DORA metrics, {} → {}", d.since.date(), d.until.date());
-    println!("{:<28} {:<24} {:<8} {}", "metric", "value", "band", "based on");
+    println!("{:<28} {:<24} {:<8} based on", "metric", "value", "band");
     println!(
         "{:<28} {:<24} {:<8} {} successful deployments",
         "deployment frequency",
-        format!("{:.2}/day, {:.1} days/week", d.deployment_frequency.per_day, d.deployment_frequency.deploy_days_per_week),
+        format!(
+            "{:.2}/day, {:.1} days/week",
+            d.deployment_frequency.per_day, d.deployment_frequency.deploy_days_per_week
+        ),
         band(d.deployment_frequency.band),
         d.deployment_frequency.deployments
     );
     println!(
         "{:<28} {:<24} {:<8} {} commits",
         "lead time for changes",
-        format!("{} (p90 {})", dur(d.lead_time.median_seconds), dur(d.lead_time.p90_seconds)),
+        format!(
+            "{} (p90 {})",
+            dur(d.lead_time.median_seconds),
+            dur(d.lead_time.p90_seconds)
+        ),
         band(d.lead_time.band),
         d.lead_time.count
     );
     println!(
         "{:<28} {:<24} {:<8} {} of {} deployments",
         "change failure rate",
-        d.change_failure_rate.rate.map(|r| format!("{:.1} %", r * 100.0)).unwrap_or_else(|| "-".into()),
+        d.change_failure_rate
+            .rate
+            .map(|r| format!("{:.1} %", r * 100.0))
+            .unwrap_or_else(|| "-".into()),
         band(d.change_failure_rate.band),
         d.change_failure_rate.failed,
         d.change_failure_rate.deployments

@@ -27,7 +27,7 @@ use time::{Duration, OffsetDateTime};
 pub struct Deployment {
     /// Run id.
     pub run_id: String,
-    /// Pipeline id (deployments of one pipeline and environment form a service's history).
+    /// Pipeline full name (deployments of one pipeline and environment form a service's history).
     pub pipeline: String,
     /// Environment, when known.
     pub environment: Option<String>,

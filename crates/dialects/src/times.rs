@@ -74,7 +74,7 @@ pub fn parse_datetime(s: &str) -> Option<OffsetDateTime> {
         return Some(t);
     }
     // `2019-03-12T10:33:29.392+0000`: an offset without a colon.
-    if s.len() > 5 {
+    if s.len() > 5 && s.is_char_boundary(s.len() - 5) {
         let (head, off) = s.split_at(s.len() - 5);
         if (off.starts_with('+') || off.starts_with('-'))
             && off[1..].bytes().all(|b| b.is_ascii_digit())
@@ -135,5 +135,8 @@ mod tests {
             assert!(parse_datetime(s).is_some(), "{s}");
         }
         assert!(parse_datetime("yesterday").is_none());
+        // Multi-byte text must not be cut inside a character.
+        assert!(parse_datetime("2021-07-26T18:1é0000").is_none());
+        assert!(parse_datetime("éééééééé").is_none());
     }
 }

@@ -88,7 +88,7 @@ impl<'d> Stmt<'d> {
 
 const FROM: &str = " FROM runs r JOIN pipelines p ON p.id = r.pipeline_id JOIN instances i ON i.id = r.instance_id";
 
-/// Deployments finished in `[since, until)`: id, pipeline id, environment, finished_at, result, cfr_status.
+/// Deployments finished in `[since, until)`: id, pipeline full name, environment, finished_at, result, cfr_status.
 pub fn deployments<'d>(
     d: &'d Dialect,
     tenant_id: &str,
@@ -98,7 +98,7 @@ pub fn deployments<'d>(
 ) -> Stmt<'d> {
     let mut s = Stmt::new(
         d,
-        "SELECT r.id, r.pipeline_id, r.environment, r.finished_at, r.result, r.cfr_status",
+        "SELECT r.id, p.full_name, r.environment, r.finished_at, r.result, r.cfr_status",
     );
     s.push(FROM);
     s.slice(tenant_id, f);

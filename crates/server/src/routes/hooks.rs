@@ -30,11 +30,19 @@ fn unauthorized(detail: impl Into<String>) -> ApiError {
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// Checks the request's signature for `source`; `Ok(dedupe key)` when it is genuine.
-async fn verify(state: &AppState, source: &Source, headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, ApiError> {
+async fn verify(
+    state: &AppState,
+    source: &Source,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<String>, ApiError> {
     let secrets = match &source.secret_name {
         Some(name) => match crate::secrets::reveal(state.store.as_ref(), &state.master, &source.tenant_id, name).await {
             Ok(Some((current, previous))) => {
@@ -62,10 +70,16 @@ async fn verify(state: &AppState, source: &Source, headers: &HeaderMap, body: &[
                     "X-JobServ-Sig must be `sha256:<hex HMAC-SHA256 of the body>`; a bare hex value is JobServ's internal SHA-1 request signature, not a webhook signature",
                 ));
             };
-            if secrets.iter().any(|k| signatures::verify_hex(k, body, hex_sig)) {
+            if secrets
+                .iter()
+                .any(|k| signatures::verify_hex(k, body, hex_sig))
+            {
                 Ok(None)
             } else {
-                Err(unauthorized(format!("X-JobServ-Sig does not match: {signed_as_sent} (secret {:?})", source.secret_name.as_deref().unwrap_or(""))))
+                Err(unauthorized(format!(
+                    "X-JobServ-Sig does not match: {signed_as_sent} (secret {:?})",
+                    source.secret_name.as_deref().unwrap_or("")
+                )))
             }
         }
         "github" => {
@@ -75,22 +89,33 @@ async fn verify(state: &AppState, source: &Source, headers: &HeaderMap, body: &[
             let Some(hex_sig) = sig.strip_prefix("sha256=") else {
                 return Err(unauthorized("X-Hub-Signature-256 must be `sha256=<hex>`"));
             };
-            if secrets.iter().any(|k| signatures::verify_hex(k, body, hex_sig)) {
-                Ok(header(headers, "x-github-delivery").map(|d| format!("github:{}:{d}", source.id)))
+            if secrets
+                .iter()
+                .any(|k| signatures::verify_hex(k, body, hex_sig))
+            {
+                Ok(header(headers, "x-github-delivery")
+                    .map(|d| format!("github:{}:{d}", source.id)))
             } else {
-                Err(unauthorized(format!("X-Hub-Signature-256 does not match: {signed_as_sent}")))
+                Err(unauthorized(format!(
+                    "X-Hub-Signature-256 does not match: {signed_as_sent}"
+                )))
             }
         }
         "gitlab" => {
             let Some(token) = header(headers, "x-gitlab-token") else {
                 return Err(unauthorized("missing X-Gitlab-Token header: set the hook's secret token in GitLab to the source's secret value"));
             };
-            if secrets.iter().any(|k| signatures::constant_time_eq(k, token.as_bytes())) {
+            if secrets
+                .iter()
+                .any(|k| signatures::constant_time_eq(k, token.as_bytes()))
+            {
                 Ok(header(headers, "x-gitlab-webhook-uuid")
                     .or_else(|| header(headers, "x-gitlab-event-uuid"))
                     .map(|d| format!("gitlab:{}:{d}", source.id)))
             } else {
-                Err(unauthorized("X-Gitlab-Token does not match the source's secret"))
+                Err(unauthorized(
+                    "X-Gitlab-Token does not match the source's secret",
+                ))
             }
         }
         "standard" => verify_standard(source, &secrets, headers, body),
@@ -107,12 +132,23 @@ async fn verify(state: &AppState, source: &Source, headers: &HeaderMap, body: &[
                 )),
             }
         }
-        other => Err(ApiError::internal(format!("source of unknown kind {other}"))),
+        other => Err(ApiError::internal(format!(
+            "source of unknown kind {other}"
+        ))),
     }
 }
 
-fn verify_standard(source: &Source, secrets: &[Vec<u8>], headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, ApiError> {
-    let (Some(id), Some(ts), Some(sigs)) = (header(headers, "webhook-id"), header(headers, "webhook-timestamp"), header(headers, "webhook-signature")) else {
+fn verify_standard(
+    source: &Source,
+    secrets: &[Vec<u8>],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<String>, ApiError> {
+    let (Some(id), Some(ts), Some(sigs)) = (
+        header(headers, "webhook-id"),
+        header(headers, "webhook-timestamp"),
+        header(headers, "webhook-signature"),
+    ) else {
         return Err(unauthorized("Standard Webhooks headers are required: webhook-id, webhook-timestamp and webhook-signature (`v1,<base64 HMAC-SHA256 of id.timestamp.body>`)"));
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -120,7 +156,10 @@ fn verify_standard(source: &Source, secrets: &[Vec<u8>], headers: &HeaderMap, bo
     for secret in secrets {
         let text = String::from_utf8_lossy(secret);
         let Some(key) = signatures::standard_key(&text) else {
-            return Err(ApiError::internal(format!("secret {:?} is not a Standard Webhooks secret (whsec_<base64>)", source.secret_name)));
+            return Err(ApiError::internal(format!(
+                "secret {:?} is not a Standard Webhooks secret (whsec_<base64>)",
+                source.secret_name
+            )));
         };
         match signatures::standard_verify(&key, id, ts, sigs, body, now, TOLERANCE_S) {
             Ok(()) => return Ok(Some(format!("standard:{}:{id}", source.id))),
@@ -137,7 +176,12 @@ fn verify_standard(source: &Source, secrets: &[Vec<u8>], headers: &HeaderMap, bo
 }
 
 /// Parses a verified body in the source's dialect.
-fn parse(kind: &str, headers: &Headers, body: &[u8], opts: &ParseOptions) -> Result<Vec<Parsed>, Rejection> {
+fn parse(
+    kind: &str,
+    headers: &Headers,
+    body: &[u8],
+    opts: &ParseOptions,
+) -> Result<Vec<Parsed>, Rejection> {
     match kind {
         "jobserv" => cistern_dialects::jobserv::parse(headers, body, opts),
         "github" => cistern_dialects::github::parse(headers, body, opts),
@@ -146,7 +190,9 @@ fn parse(kind: &str, headers: &Headers, body: &[u8], opts: &ParseOptions) -> Res
         // A Standard Webhooks source carries CDEvents/CloudEvents or Cistern's own run format (SEI).
         _ => {
             let looks_cloudevents = headers.get("ce-type").is_some()
-                || headers.get("content-type").is_some_and(|c| c.contains("cloudevents"))
+                || headers
+                    .get("content-type")
+                    .is_some_and(|c| c.contains("cloudevents"))
                 || body.windows(11).any(|w| w == b"specversion")
                 || body.windows(9).any(|w| w == b"\"context\"");
             if looks_cloudevents {
@@ -158,16 +204,28 @@ fn parse(kind: &str, headers: &Headers, body: &[u8], opts: &ParseOptions) -> Res
     }
 }
 
-async fn hook(State(state): State<AppState>, Path(source_id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+async fn hook(
+    State(state): State<AppState>,
+    Path(source_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let inbound = Inbound::new("/v1/hooks/{source_id}", "hook", &headers);
     let source = match state.store.source_by_id(&source_id).await {
         Ok(Some(s)) => s,
-        Ok(None) => return ApiError::not_found(format!("no source {source_id:?}; create one with `cistern sources create`")).into_response(),
+        Ok(None) => {
+            return ApiError::not_found(format!(
+                "no source {source_id:?}; create one with `cistern sources create`"
+            ))
+            .into_response()
+        }
         Err(e) => return ApiError::from(e).into_response(),
     };
     let tenant = match state.store.tenant_by_id(&source.tenant_id).await {
         Ok(Some(t)) => t,
-        Ok(None) => return ApiError::not_found("the source's tenant no longer exists").into_response(),
+        Ok(None) => {
+            return ApiError::not_found("the source's tenant no longer exists").into_response()
+        }
         Err(e) => return ApiError::from(e).into_response(),
     };
     let dialect: &'static str = match source.kind.as_str() {
@@ -180,13 +238,23 @@ async fn hook(State(state): State<AppState>, Path(source_id): Path<String>, head
     let inbound = Inbound { dialect, ..inbound };
     let bytes = match read_body(&headers, body, state.config.max_body_bytes).await {
         Ok(b) => b,
-        Err(e) => return inbound.refuse(&state, Some(&tenant), None, &Bytes::new(), None, e).await.into_response(),
+        Err(e) => {
+            return inbound
+                .refuse(&state, Some(&tenant), None, &Bytes::new(), None, e)
+                .await
+                .into_response()
+        }
     };
-    let request_type = ["x-github-event", "x-gitlab-event", "ce-type"].iter().find_map(|h| header(&headers, h)).map(str::to_owned);
+    let request_type = ["x-github-event", "x-gitlab-event", "ce-type"]
+        .iter()
+        .find_map(|h| header(&headers, h))
+        .map(str::to_owned);
     let dedupe = match verify(&state, &source, &headers, &bytes).await {
         Ok(d) => d,
         Err(e) => {
-            let mut e = inbound.refuse(&state, Some(&tenant), None, &bytes, request_type, e).await;
+            let mut e = inbound
+                .refuse(&state, Some(&tenant), None, &bytes, request_type, e)
+                .await;
             e.title = "The request is not signed by this source's secret".into();
             return e.into_response();
         }
@@ -194,7 +262,11 @@ async fn hook(State(state): State<AppState>, Path(source_id): Path<String>, head
     let hdrs = Headers(
         headers
             .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_owned(), v.to_owned()))
+            })
             .collect(),
     );
     let opts = ParseOptions::new(state.config.max_log_bytes);
@@ -203,12 +275,20 @@ async fn hook(State(state): State<AppState>, Path(source_id): Path<String>, head
         Ok(items) => items,
         Err(rej) => {
             return inbound
-                .refuse(&state, Some(&tenant), None, &bytes, request_type, rejection_error(rej))
+                .refuse(
+                    &state,
+                    Some(&tenant),
+                    None,
+                    &bytes,
+                    request_type,
+                    rejection_error(rej),
+                )
                 .await
                 .into_response()
         }
     };
-    let (mut runs, mut incidents, mut commit_times, mut ignored) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut runs, mut incidents, mut commit_times, mut ignored) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for item in items {
         match item {
             Parsed::Run(r) => runs.push(*r),
@@ -218,21 +298,40 @@ async fn hook(State(state): State<AppState>, Path(source_id): Path<String>, head
             Parsed::RegisterInstance(_) => {}
         }
     }
-    let mut event = inbound.event(Some(tenant.id.clone()), None, &bytes, EventStatus::Accepted, 202);
+    let mut event = inbound.event(
+        Some(tenant.id.clone()),
+        None,
+        &bytes,
+        EventStatus::Accepted,
+        202,
+    );
     event.request_type = request_type;
     event.source_id = Some(source.id.clone());
     event.dedupe_key = dedupe;
-    let op = WriteOp::Signals { event, tenant, runs, incidents, commit_times };
+    let op = WriteOp::Signals {
+        event,
+        tenant,
+        runs,
+        incidents,
+        commit_times,
+    };
     match state.store.write(op).await {
         Ok(out) => {
             let ids: Vec<&str> = out.runs.iter().map(|r| r.id.as_str()).collect();
-            let status = if ids.is_empty() && !ignored.is_empty() { "ignored" } else { "accepted" };
+            let status = if ids.is_empty() && !ignored.is_empty() {
+                "ignored"
+            } else {
+                "accepted"
+            };
             json_reply(
                 StatusCode::ACCEPTED,
                 json!({"status": status, "event_id": out.event_id, "run_ids": ids, "ignored": ignored}),
             )
         }
-        Err(StoreError::Duplicate(first)) => json_reply(StatusCode::OK, json!({"status": "duplicate", "event_id": first, "run_ids": []})),
+        Err(StoreError::Duplicate(first)) => json_reply(
+            StatusCode::OK,
+            json!({"status": "duplicate", "event_id": first, "run_ids": []}),
+        ),
         Err(e) => ApiError::from(e).into_response(),
     }
 }

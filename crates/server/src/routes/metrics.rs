@@ -222,12 +222,33 @@ pub async fn compute_dora(
         .store
         .deployments(tenant_id, &m.filter, m.since, m.until)
         .await?;
-    // Incidents arrive with the CDEvents dialect; none are stored yet.
-    let whole = metrics::dora(&deployments, &[], m.since, m.until);
+    let mut incidents = state
+        .store
+        .incidents(tenant_id, &m.filter, m.since, m.until)
+        .await?;
+    // An incident names a service; it concerns the deployed pipeline of that name (or whose full
+    // name ends with it, e.g. `deploy/<service>`). Outside a pipeline slice, unmatched ones count too.
+    incidents.retain_mut(|inc| {
+        let Some(service) = inc.pipeline.clone() else {
+            return m.filter.pipeline.is_none();
+        };
+        let suffix = format!("/{service}");
+        match deployments
+            .iter()
+            .find(|d| d.pipeline == service || d.pipeline.ends_with(&suffix))
+        {
+            Some(d) => {
+                inc.pipeline = Some(d.pipeline.clone());
+                true
+            }
+            None => m.filter.pipeline.is_none(),
+        }
+    });
+    let whole = metrics::dora(&deployments, &incidents, m.since, m.until);
     let series = match m.interval {
         Some(i) => buckets(m.since, m.until, i)
             .into_iter()
-            .map(|(s, u)| metrics::dora(&deployments, &[], s, u))
+            .map(|(s, u)| metrics::dora(&deployments, &incidents, s, u))
             .collect(),
         None => Vec::new(),
     };

@@ -5,6 +5,7 @@ pub mod allstacks;
 pub mod catalog;
 pub mod events;
 pub mod health;
+pub mod hooks;
 pub mod ingest;
 pub mod metrics;
 pub mod propelo;
@@ -20,6 +21,7 @@ use crate::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(health::router())
+        .merge(hooks::router())
         .merge(admin::router())
         .merge(sei::router())
         .merge(propelo::router())
