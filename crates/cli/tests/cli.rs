@@ -352,3 +352,59 @@ async fn the_load_generator_posts_exact_counts() {
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["errors"], 0);
 }
+
+#[test]
+fn secrets_and_sources_from_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let (ok, out, err) = cistern(
+        &db,
+        &[
+            "secrets",
+            "set",
+            "webhook-docs-example=UseSomethingGoodHere",
+            "other=x",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.is_empty(), "nothing on stdout: {out}");
+    assert!(
+        dir.path().join("cistern.key").exists(),
+        "the key file is created beside the database"
+    );
+    let (ok, out, _) = cistern(&db, &["secrets", "list"]);
+    assert!(
+        ok && out.contains("webhook-docs-example") && !out.contains("UseSomethingGoodHere"),
+        "{out}"
+    );
+    let (ok, out, err) = cistern(
+        &db,
+        &[
+            "sources",
+            "create",
+            "--kind",
+            "jobserv",
+            "--secret",
+            "webhook-docs-example",
+        ],
+    );
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "the path alone: {out}");
+    assert!(lines[0].starts_with("/v1/hooks/src_"), "{out}");
+    let (ok, _, err) = cistern(
+        &db,
+        &[
+            "sources", "create", "--kind", "github", "--secret", "missing",
+        ],
+    );
+    assert!(!ok && err.contains("no secret named"), "{err}");
+    let (ok, _, err) = cistern(&db, &["secrets", "set", "novalue"]);
+    assert!(!ok && err.contains("NAME=VALUE"), "{err}");
+    // The database holds no secret in the clear.
+    let bytes = std::fs::read(dir.path().join("c.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("c.db-wal")).unwrap_or_default();
+    for b in [bytes, wal] {
+        assert!(!b.windows(20).any(|w| w == b"UseSomethingGoodHere"));
+    }
+}
