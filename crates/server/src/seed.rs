@@ -734,8 +734,7 @@ impl Generator {
         let mut stopped = false;
         for (si, s) in spec.stages.iter().enumerate() {
             if stopped {
-                stages.push(json!({"displayName": s.name, "result": "NOT_BUILT", "state": "SKIPPED",
-                    "durationInMillis": 0, "steps": []}));
+                stages.push(json!({"displayName": s.name, "result": "NOT_BUILT", "state": "SKIPPED", "steps": []}));
                 continue;
             }
             let fails_here = failing_stage == Some(si);
@@ -839,7 +838,11 @@ impl Generator {
             "job_run_params": params,
             "artifacts": artifacts,
             "trigger_chain": trigger_chain,
-            "web_url": format!("{}/job/{}/job/{}/{}/", inst.url, spec.project, spec.name, build),
+            "web_url": if inst.kind == "jenkins" {
+                format!("{}/job/{}/job/{}/{}/", inst.url, spec.project, spec.name, build)
+            } else {
+                format!("{}/{}/{}/-/pipelines/{}", inst.url, spec.project, spec.name, build)
+            },
             "job_run": {"stages": stages},
         });
         if let Some(e) = env {

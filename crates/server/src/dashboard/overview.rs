@@ -175,8 +175,25 @@ fn opt_text(v: Option<f64>, f: fn(f64) -> String) -> String {
     v.map(f).unwrap_or_else(|| "–".into())
 }
 
-fn trend_charts(weekly: &[Dora], ci: &[CiHealth]) -> Markup {
-    let week_labels: Vec<String> = weekly.iter().map(|d| format::short_date(d.since)).collect();
+/// A bucket's label: its first day, marked when the bucket is cut short by the window's end.
+pub fn bucket_label(since: OffsetDateTime, until: OffsetDateTime, interval: Interval) -> String {
+    let full = match interval {
+        Interval::Day => time::Duration::days(1),
+        Interval::Week => time::Duration::weeks(1),
+        Interval::Month => time::Duration::days(28),
+    };
+    if until - since < full {
+        format!("{} (part)", format::short_date(since))
+    } else {
+        format::short_date(since)
+    }
+}
+
+fn trend_charts(weekly: &[Dora], ci: &[CiHealth], interval: Interval) -> Markup {
+    let week_labels: Vec<String> = weekly
+        .iter()
+        .map(|d| bucket_label(d.since, d.until, Interval::Week))
+        .collect();
     let deploys = BarChart {
         id: "chart-deploys",
         title: "Successful deployments per week",
@@ -211,7 +228,10 @@ fn trend_charts(weekly: &[Dora], ci: &[CiHealth]) -> Markup {
         y_max: None,
         y_format: hours,
     };
-    let ci_labels: Vec<String> = ci.iter().map(|h| format::short_date(h.since)).collect();
+    let ci_labels: Vec<String> = ci
+        .iter()
+        .map(|h| bucket_label(h.since, h.until, interval))
+        .collect();
     let success = LineChart {
         id: "chart-success",
         title: "CI success rate (%)",
@@ -310,7 +330,7 @@ async fn build(
         p class="muted" { "Computed as " code { "GET /api/v1/metrics/dora" } " computes them, over the same window and filters. "
             "Bands are DORA 2023's." }
         h2 { "Trends" }
-        (trend_charts(&weekly, &trend))
+        (trend_charts(&weekly, &trend, f.trend_interval()))
         h2 id="failing" { "Pipelines failing now" }
         @if failing_rows.is_empty() {
             p class="empty" { "No pipeline's latest run failed." }
@@ -353,4 +373,50 @@ async fn build(
         }
     };
     Ok(layout::page("Overview", session, Nav::Overview, body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cistern_core::metrics::{self, Deployment};
+    use time::macros::datetime;
+
+    #[test]
+    fn partial_buckets_are_marked() {
+        let s = datetime!(2024-03-04 0:00 UTC);
+        assert_eq!(bucket_label(s, s + time::Duration::weeks(1), Interval::Week), "Mar 4");
+        assert_eq!(
+            bucket_label(s, s + time::Duration::days(2), Interval::Week),
+            "Mar 4 (part)"
+        );
+        assert_eq!(bucket_label(s, s + time::Duration::days(1), Interval::Day), "Mar 4");
+    }
+
+    #[test]
+    fn tiles_carry_the_metrics_values_and_counts() {
+        let since = datetime!(2024-01-01 0:00 UTC);
+        let until = datetime!(2024-01-15 0:00 UTC);
+        let dep = |id: &str, day: i64, ok: bool| Deployment {
+            run_id: id.into(),
+            pipeline: "p".into(),
+            environment: Some("prod".into()),
+            finished_at: since + time::Duration::days(day),
+            succeeded: ok,
+            failed: !ok,
+            cfr_status: false,
+            commits: vec![(format!("c{id}"), Some(since + time::Duration::days(day) - time::Duration::hours(2)))],
+        };
+        let d = metrics::dora(&[dep("1", 1, true), dep("2", 2, false), dep("3", 3, true)], &[], since, until);
+        let html = tiles(&d).into_string();
+        assert!(html.contains(r#"data-metric="deployment_frequency" data-value="0.14285714285714285" data-count="2""#), "{html}");
+        assert!(html.contains(r#"data-metric="change_failure_rate" data-value="0.3333333333333333" data-count="3" data-failed="1""#));
+        assert!(html.contains("33.3 %"));
+        assert!(html.contains(r#"data-metric="lead_time" data-value="7200" data-count="2""#));
+        assert!(html.contains("2 h 00 min"));
+        assert!(html.contains("performer"), "bands are written out");
+        let empty = metrics::dora(&[], &[], since, until);
+        let html = tiles(&empty).into_string();
+        assert!(html.contains("No data"));
+        assert!(html.contains(r#"data-metric="lead_time" data-value="""#));
+    }
 }

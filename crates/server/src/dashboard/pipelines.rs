@@ -372,7 +372,7 @@ async fn build_one(
                     format::datetime(r.started_at),
                     r.duration_ms.map(format::duration_ms).unwrap_or_else(|| "–".into()),
                 ]).collect()))
-            (figure("Slowest stages", stage_bars.render(), html!{},
+            (figure("Slowest stages (mean minutes)", stage_bars.render(), html!{},
                 &["Stage", "Runs", "Mean", "Longest", "Failures"],
                 slowest.iter().map(|s| vec![s.name.clone(), s.runs.to_string(),
                     format::opt_duration_ms(s.avg_duration_ms),
