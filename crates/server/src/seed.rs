@@ -242,7 +242,8 @@ Error: Error acquiring the state lock
 
 Terraform acquires a state lock to protect the state from being written by multiple users.";
 
-const LOG_SCAN: &str = "$ trivy image --exit-code 1 --severity CRITICAL registry.example.com/payments/ledger:latest
+const LOG_SCAN: &str =
+    "$ trivy image --exit-code 1 --severity CRITICAL registry.example.com/payments/ledger:latest
 Total: 1 (CRITICAL: 1)
 ┌──────────────┬────────────────┬──────────┬───────────────────┐
 │   Library    │ Vulnerability  │ Severity │ Installed Version │
@@ -671,7 +672,11 @@ impl Generator {
             Kind::Ci => {
                 if spec.name == "nightly-e2e" {
                     let head = self.repo(spec.project).main.last().cloned();
-                    ("main".to_owned(), head.into_iter().collect(), "timer".to_owned())
+                    (
+                        "main".to_owned(),
+                        head.into_iter().collect(),
+                        "timer".to_owned(),
+                    )
                 } else if self.rng.random_bool(0.75) {
                     let new = self.rng.random_bool(0.8) || self.repo(spec.project).main.is_empty();
                     let sha = if new {
@@ -679,13 +684,21 @@ impl Generator {
                         self.repo(spec.project).main.push(sha.clone());
                         sha
                     } else {
-                        self.repo(spec.project).main.last().cloned().unwrap_or_default()
+                        self.repo(spec.project)
+                            .main
+                            .last()
+                            .cloned()
+                            .unwrap_or_default()
                     };
                     ("main".to_owned(), vec![sha], format!("push by {person}"))
                 } else {
                     let b = FEATURE_BRANCHES[self.rng.random_range(0..FEATURE_BRANCHES.len())];
                     let sha = hex_id(&mut self.rng, 40);
-                    (b.to_owned(), vec![sha], format!("merge request by {person}"))
+                    (
+                        b.to_owned(),
+                        vec![sha],
+                        format!("merge request by {person}"),
+                    )
                 }
             }
             Kind::Deploy(_) => {
@@ -738,7 +751,8 @@ impl Generator {
                 continue;
             }
             let fails_here = failing_stage == Some(si);
-            let mut stage_ms = (total_ms as f64 * s.share * (0.85 + self.rng.random::<f64>() * 0.3)) as i64;
+            let mut stage_ms =
+                (total_ms as f64 * s.share * (0.85 + self.rng.random::<f64>() * 0.3)) as i64;
             if fails_here {
                 stage_ms = (stage_ms as f64 * (0.4 + self.rng.random::<f64>() * 0.5)) as i64;
             }
@@ -790,12 +804,17 @@ impl Generator {
             Kind::Ci => None,
         };
         let version = format!("1.{}.{}", 4 + build / 200, build);
-        let mut params = vec![json!({"name": "GIT_BRANCH", "value": branch, "type": "StringParameterValue"})];
+        let mut params =
+            vec![json!({"name": "GIT_BRANCH", "value": branch, "type": "StringParameterValue"})];
         let mut artifacts = Vec::new();
         match spec.kind {
             Kind::Deploy(e) => {
-                params.push(json!({"name": "TARGET_ENV", "value": e, "type": "StringParameterValue"}));
-                params.push(json!({"name": "DRY_RUN", "value": false, "type": "BooleanParameterValue"}));
+                params.push(
+                    json!({"name": "TARGET_ENV", "value": e, "type": "StringParameterValue"}),
+                );
+                params.push(
+                    json!({"name": "DRY_RUN", "value": false, "type": "BooleanParameterValue"}),
+                );
                 artifacts.push(json!({"input": true, "output": false, "type": "container", "name": spec.project,
                     "location": format!("registry.example.com/{}/{}", spec.project, spec.project), "qualifier": version}));
             }
@@ -877,7 +896,13 @@ fn working_hours_offset(rng: &mut SmallRng, since_ms: i64, span_ms: i64) -> i64 
     }
 }
 
-fn event(tenant: &Tenant, endpoint: &str, dialect: &str, body: Vec<u8>, at: OffsetDateTime) -> EventRecord {
+fn event(
+    tenant: &Tenant,
+    endpoint: &str,
+    dialect: &str,
+    body: Vec<u8>,
+    at: OffsetDateTime,
+) -> EventRecord {
     EventRecord {
         tenant_id: Some(tenant.id.clone()),
         endpoint: endpoint.to_owned(),
@@ -955,7 +980,7 @@ pub async fn seed_with_progress(
         summary.runs += 1;
         summary.deployments += u64::from(deployment);
         summary.failed += u64::from(failed);
-        if summary.runs % 5_000 == 0 {
+        if summary.runs.is_multiple_of(5_000) {
             progress(summary.runs);
         }
     }
@@ -1019,7 +1044,13 @@ pub async fn seed_with_progress(
             Ok(_) => continue,
             Err(rej) => rej.errors(),
         };
-        let mut ev = event(&tenant, "/v1/custom-cicd", "sei", body.into_bytes(), opts.now - age);
+        let mut ev = event(
+            &tenant,
+            "/v1/custom-cicd",
+            "sei",
+            body.into_bytes(),
+            opts.now - age,
+        );
         ev.status = EventStatus::Rejected;
         ev.http_status = 400;
         ev.errors = errors;
@@ -1058,7 +1089,10 @@ mod tests {
             deploys += usize::from(r.cd);
             failed += usize::from(r.result.is_failed());
             if r.cd {
-                assert!(!r.commits.is_empty() || deploys < 3, "deployments ship commits");
+                assert!(
+                    !r.commits.is_empty() || deploys < 3,
+                    "deployments ship commits"
+                );
                 assert!(r.environment.is_some());
             }
             if r.result.is_failed() {

@@ -42,7 +42,10 @@ pub fn details_list(details: &Value) -> Markup {
 
 async fn build_instances(state: &AppState, session: &Session) -> Result<Response, PageError> {
     let now = OffsetDateTime::now_utc();
-    let list = state.store.list_instances(&session.caller.tenant.id).await?;
+    let list = state
+        .store
+        .list_instances(&session.caller.tenant.id)
+        .await?;
     let body = html! {
         h1 { "Instances" }
         p class="muted" { "The CI/CD systems that report to this tenant, their last run and heartbeat, and the versions their last heartbeat reported." }
@@ -217,7 +220,10 @@ mod tests {
     fn heartbeat_details_are_listed() {
         let html = details_list(&serde_json::json!({"jenkins_version": "2.462.3", "agents": 6}))
             .into_string();
-        assert!(html.contains("jenkins_version: </span><span class=\"mono\">2.462.3</span>"), "{html}");
+        assert!(
+            html.contains("jenkins_version: </span><span class=\"mono\">2.462.3</span>"),
+            "{html}"
+        );
         assert!(html.contains(">6<"));
         assert!(details_list(&Value::Null).into_string().contains('–'));
     }

@@ -38,7 +38,11 @@ pub async fn js() -> Response {
 mod tests {
     #[test]
     fn assets_stay_small() {
-        assert!(super::JS.len() < 4 * 1024, "the script is {} bytes", super::JS.len());
+        assert!(
+            super::JS.len() < 4 * 1024,
+            "the script is {} bytes",
+            super::JS.len()
+        );
         assert!(super::CSS.len() < 16 * 1024);
     }
 }

@@ -32,7 +32,10 @@ pub fn health_by_pipeline(
 ) -> BTreeMap<String, PipelineHealth> {
     let mut groups: BTreeMap<String, Vec<CiRun>> = BTreeMap::new();
     for r in runs {
-        groups.entry(r.pipeline.clone()).or_default().push(r.clone());
+        groups
+            .entry(r.pipeline.clone())
+            .or_default()
+            .push(r.clone());
     }
     groups
         .into_iter()
@@ -80,12 +83,19 @@ pub fn failing_now(runs: &[CiRun]) -> Vec<Failing> {
             if !last.result.is_failed() {
                 return None;
             }
-            let streak: Vec<&&CiRun> = rs.iter().rev().take_while(|r| r.result.is_failed()).collect();
+            let streak: Vec<&&CiRun> = rs
+                .iter()
+                .rev()
+                .take_while(|r| r.result.is_failed())
+                .collect();
             Some(Failing {
                 pipeline: name.to_owned(),
                 result: last.result,
                 streak: streak.len(),
-                since: streak.last().map(|r| r.started_at).unwrap_or(last.started_at),
+                since: streak
+                    .last()
+                    .map(|r| r.started_at)
+                    .unwrap_or(last.started_at),
                 last_at: last.started_at,
             })
         })
@@ -335,7 +345,11 @@ mod tests {
         ];
         let h = health_by_pipeline(&runs, since, until);
         assert_eq!(h["a"].runs, 3);
-        assert_eq!(h["a"].success_rate, Some(0.5), "aborted runs are not judged");
+        assert_eq!(
+            h["a"].success_rate,
+            Some(0.5),
+            "aborted runs are not judged"
+        );
         assert_eq!(h["a"].p50_ms, Some(200.0));
         assert_eq!(h["b"].success_rate, Some(1.0));
     }
@@ -372,7 +386,12 @@ mod tests {
                 vec![stage("compile", Some(1_500), 3_000, vec![])],
             ),
             // No start reported: placed after the previous stage.
-            stage("test", None, 2_000, vec![stage("unit", None, 1_000, vec![])]),
+            stage(
+                "test",
+                None,
+                2_000,
+                vec![stage("unit", None, 1_000, vec![])],
+            ),
         ];
         let (bars, end) = timeline(&run);
         assert_eq!(end, 10_000, "the run's own duration is the axis");

@@ -48,7 +48,11 @@ impl Filters {
             None => None,
             Some(s) => match s.parse::<i64>() {
                 Ok(d) if (1..=3650).contains(&d) => Some(d),
-                _ => return Err(format!("days: must be a whole number from 1 to 3650, got {s:?}")),
+                _ => {
+                    return Err(format!(
+                        "days: must be a whole number from 1 to 3650, got {s:?}"
+                    ))
+                }
             },
         };
         let (since, days) = match (days, p.time("since").map_err(|e| e.detail.clone())?) {

@@ -202,7 +202,10 @@ mod tests {
 
     #[test]
     fn only_http_links_are_made() {
-        assert_eq!(safe_url(" https://ci.example.com/1 "), Some("https://ci.example.com/1"));
+        assert_eq!(
+            safe_url(" https://ci.example.com/1 "),
+            Some("https://ci.example.com/1")
+        );
         assert_eq!(safe_url("HTTP://x"), Some("HTTP://x"));
         assert_eq!(safe_url("javascript:alert(1)"), None);
         assert_eq!(safe_url("data:text/html,x"), None);
@@ -214,8 +217,14 @@ mod tests {
             commit_url(Some("https://gitlab.example.com/pay/ledger/"), "abc123").as_deref(),
             Some("https://gitlab.example.com/pay/ledger/-/commit/abc123")
         );
-        assert_eq!(commit_url(Some("https://github.com/e/s"), "x\"><script>"), None);
-        assert_eq!(commit_url(Some("https://svn.example.com/repo"), "abc"), None);
+        assert_eq!(
+            commit_url(Some("https://github.com/e/s"), "x\"><script>"),
+            None
+        );
+        assert_eq!(
+            commit_url(Some("https://svn.example.com/repo"), "abc"),
+            None
+        );
         assert_eq!(commit_url(None, "abc"), None);
         assert_eq!(short_sha("0123456789abcdef"), "0123456789");
         assert_eq!(short_sha("abc"), "abc");

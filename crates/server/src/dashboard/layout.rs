@@ -198,7 +198,11 @@ pub fn run_head(with_pipeline: bool) -> Markup {
 }
 
 /// The rows of a runs table.
-pub fn run_rows(runs: &[cistern_core::Run], now: time::OffsetDateTime, with_pipeline: bool) -> Markup {
+pub fn run_rows(
+    runs: &[cistern_core::Run],
+    now: time::OffsetDateTime,
+    with_pipeline: bool,
+) -> Markup {
     html! {
         @if runs.is_empty() {
             tr { td colspan=(if with_pipeline { 7 } else { 6 }) class="empty" { "No runs in this window." } }

@@ -124,7 +124,13 @@ pub fn tiles(d: &Dora) -> Markup {
 }
 
 /// A chart in a figure, with its numbers in a table for screen readers and the curious.
-pub fn figure(caption: &str, svg: String, legend: Markup, headers: &[&str], rows: Vec<Vec<String>>) -> Markup {
+pub fn figure(
+    caption: &str,
+    svg: String,
+    legend: Markup,
+    headers: &[&str],
+    rows: Vec<Vec<String>>,
+) -> Markup {
     html! {
         figure {
             figcaption { (caption) }
@@ -216,12 +222,18 @@ fn trend_charts(weekly: &[Dora], ci: &[CiHealth], interval: Interval) -> Markup 
             Series {
                 label: "median".into(),
                 class: "s-1",
-                values: weekly.iter().map(|d| d.lead_time.median_seconds.map(|s| s / 3600.0)).collect(),
+                values: weekly
+                    .iter()
+                    .map(|d| d.lead_time.median_seconds.map(|s| s / 3600.0))
+                    .collect(),
             },
             Series {
                 label: "p90".into(),
                 class: "s-2",
-                values: weekly.iter().map(|d| d.lead_time.p90_seconds.map(|s| s / 3600.0)).collect(),
+                values: weekly
+                    .iter()
+                    .map(|d| d.lead_time.p90_seconds.map(|s| s / 3600.0))
+                    .collect(),
             },
         ],
         y_min: Some(0.0),
@@ -239,7 +251,10 @@ fn trend_charts(weekly: &[Dora], ci: &[CiHealth], interval: Interval) -> Markup 
         series: vec![Series {
             label: "success rate".into(),
             class: "s-ok",
-            values: ci.iter().map(|h| h.success_rate.map(|r| r * 100.0)).collect(),
+            values: ci
+                .iter()
+                .map(|h| h.success_rate.map(|r| r * 100.0))
+                .collect(),
         }],
         y_min: Some(0.0),
         y_max: Some(100.0),
@@ -253,12 +268,18 @@ fn trend_charts(weekly: &[Dora], ci: &[CiHealth], interval: Interval) -> Markup 
             Series {
                 label: "p50".into(),
                 class: "s-1",
-                values: ci.iter().map(|h| h.duration_p50_ms.map(|m| m / 60_000.0)).collect(),
+                values: ci
+                    .iter()
+                    .map(|h| h.duration_p50_ms.map(|m| m / 60_000.0))
+                    .collect(),
             },
             Series {
                 label: "p95".into(),
                 class: "s-2",
-                values: ci.iter().map(|h| h.duration_p95_ms.map(|m| m / 60_000.0)).collect(),
+                values: ci
+                    .iter()
+                    .map(|h| h.duration_p95_ms.map(|m| m / 60_000.0))
+                    .collect(),
             },
         ],
         y_min: Some(0.0),
@@ -294,7 +315,8 @@ async fn build(
     let now = OffsetDateTime::now_utc();
     let f = Filters::parse(q, now).map_err(PageError::Bad)?;
     let tenant = &session.caller.tenant.id;
-    let (dora, weekly) = compute_dora(state, tenant, &f.metrics_query(Some(Interval::Week))).await?;
+    let (dora, weekly) =
+        compute_dora(state, tenant, &f.metrics_query(Some(Interval::Week))).await?;
     let ci = state
         .store
         .ci_runs(tenant, &f.metrics_filter(), f.since, f.until)
@@ -313,7 +335,10 @@ async fn build(
     for fl in failing.iter().take(12) {
         let mut one = f.clone();
         one.pipeline = Some(fl.pipeline.clone());
-        let last: Option<Run> = latest_runs(state, tenant, &one, 1).await?.into_iter().next();
+        let last: Option<Run> = latest_runs(state, tenant, &one, 1)
+            .await?
+            .into_iter()
+            .next();
         let id = pipelines
             .iter()
             .find(|p| p.full_name == fl.pipeline)
@@ -384,12 +409,18 @@ mod tests {
     #[test]
     fn partial_buckets_are_marked() {
         let s = datetime!(2024-03-04 0:00 UTC);
-        assert_eq!(bucket_label(s, s + time::Duration::weeks(1), Interval::Week), "Mar 4");
+        assert_eq!(
+            bucket_label(s, s + time::Duration::weeks(1), Interval::Week),
+            "Mar 4"
+        );
         assert_eq!(
             bucket_label(s, s + time::Duration::days(2), Interval::Week),
             "Mar 4 (part)"
         );
-        assert_eq!(bucket_label(s, s + time::Duration::days(1), Interval::Day), "Mar 4");
+        assert_eq!(
+            bucket_label(s, s + time::Duration::days(1), Interval::Day),
+            "Mar 4"
+        );
     }
 
     #[test]
@@ -404,9 +435,17 @@ mod tests {
             succeeded: ok,
             failed: !ok,
             cfr_status: false,
-            commits: vec![(format!("c{id}"), Some(since + time::Duration::days(day) - time::Duration::hours(2)))],
+            commits: vec![(
+                format!("c{id}"),
+                Some(since + time::Duration::days(day) - time::Duration::hours(2)),
+            )],
         };
-        let d = metrics::dora(&[dep("1", 1, true), dep("2", 2, false), dep("3", 3, true)], &[], since, until);
+        let d = metrics::dora(
+            &[dep("1", 1, true), dep("2", 2, false), dep("3", 3, true)],
+            &[],
+            since,
+            until,
+        );
         let html = tiles(&d).into_string();
         assert!(html.contains(r#"data-metric="deployment_frequency" data-value="0.14285714285714285" data-count="2""#), "{html}");
         assert!(html.contains(r#"data-metric="change_failure_rate" data-value="0.3333333333333333" data-count="3" data-failed="1""#));

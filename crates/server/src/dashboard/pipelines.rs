@@ -144,8 +144,12 @@ pub fn sort_rows(rows: &mut [(PipelineSummary, PipelineHealth)], key: SortKey, a
 }
 
 fn matches_slice(p: &PipelineSummary, f: &Filters) -> bool {
-    f.project.as_ref().is_none_or(|x| p.project.as_ref() == Some(x))
-        && f.pipeline.as_ref().is_none_or(|x| &p.full_name == x || &p.name == x)
+    f.project
+        .as_ref()
+        .is_none_or(|x| p.project.as_ref() == Some(x))
+        && f.pipeline
+            .as_ref()
+            .is_none_or(|x| &p.full_name == x || &p.name == x)
 }
 
 async fn build_list(
@@ -253,7 +257,9 @@ pub fn duration_chart(runs: &[Run], f: &Filters) -> String {
                 shape,
                 title: format!(
                     "#{} {} · {} · {}",
-                    r.build_number.map(|b| b.to_string()).unwrap_or_else(|| r.run_key.clone()),
+                    r.build_number
+                        .map(|b| b.to_string())
+                        .unwrap_or_else(|| r.run_key.clone()),
                     format::result_label(r.result),
                     format::duration_ms(d),
                     format::datetime(r.started_at)
@@ -312,12 +318,29 @@ async fn build_one(
     f.pipeline = Some(p.full_name.clone());
     let runs = data::pipeline_runs(state, tenant, &p.id, &p.full_name, &f, 500).await?;
     let filter = f.metrics_filter();
-    let ci = state.store.ci_runs(tenant, &filter, f.since, f.until).await?;
-    let ci: Vec<_> = ci.into_iter().filter(|r| r.pipeline == p.full_name).collect();
-    let stages = state.store.stage_stats(tenant, &filter, f.since, f.until).await?;
-    let stages: Vec<_> = stages.into_iter().filter(|s| s.pipeline == p.full_name).collect();
+    let ci = state
+        .store
+        .ci_runs(tenant, &filter, f.since, f.until)
+        .await?;
+    let ci: Vec<_> = ci
+        .into_iter()
+        .filter(|r| r.pipeline == p.full_name)
+        .collect();
+    let stages = state
+        .store
+        .stage_stats(tenant, &filter, f.since, f.until)
+        .await?;
+    let stages: Vec<_> = stages
+        .into_iter()
+        .filter(|s| s.pipeline == p.full_name)
+        .collect();
     let health = ci_health(&ci, &stages, f.since, f.until);
-    let slowest: Vec<_> = health.slowest_stages.iter().filter(|s| s.kind == "stage").take(8).collect();
+    let slowest: Vec<_> = health
+        .slowest_stages
+        .iter()
+        .filter(|s| s.kind == "stage")
+        .take(8)
+        .collect();
     let fq = f.without_pipeline().query();
     let stage_bars = svg::BarChart {
         id: "chart-stages",
@@ -455,9 +478,15 @@ mod tests {
     #[test]
     fn sorting_by_each_column_keeps_missing_values_last() {
         let mut rows = vec![
-            (p("b", Some(RunResult::Success), Some(2_000_000_000_000)), h(Some(0.9), Some(10.0))),
+            (
+                p("b", Some(RunResult::Success), Some(2_000_000_000_000)),
+                h(Some(0.9), Some(10.0)),
+            ),
             (p("a", Some(RunResult::Failure), None), h(None, None)),
-            (p("C", Some(RunResult::Error), Some(1_000_000_000_000)), h(Some(0.5), Some(30.0))),
+            (
+                p("C", Some(RunResult::Error), Some(1_000_000_000_000)),
+                h(Some(0.5), Some(30.0)),
+            ),
         ];
         sort_rows(&mut rows, SortKey::Name, true);
         assert_eq!(names(&rows), ["a", "b", "C"]);
@@ -470,7 +499,11 @@ mod tests {
         sort_rows(&mut rows, SortKey::P50, false);
         assert_eq!(names(&rows), ["C", "b", "a"]);
         sort_rows(&mut rows, SortKey::LastResult, true);
-        assert_eq!(names(&rows), ["C", "a", "b"], "failures first, ties by name");
+        assert_eq!(
+            names(&rows),
+            ["C", "a", "b"],
+            "failures first, ties by name"
+        );
         sort_rows(&mut rows, SortKey::LastRun, false);
         assert_eq!(names(&rows), ["b", "C", "a"]);
     }

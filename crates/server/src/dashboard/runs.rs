@@ -214,7 +214,11 @@ async fn build(state: &AppState, session: &Session, id: &str) -> Result<Response
             }
             for (j, st) in s.steps.iter().enumerate() {
                 if has_story(st) {
-                    v.push((format!("stage-{i}-step-{j}"), format!("{} › {}", s.name, st.name), st));
+                    v.push((
+                        format!("stage-{i}-step-{j}"),
+                        format!("{} › {}", s.name, st.name),
+                        st,
+                    ));
                 }
             }
             v
@@ -264,8 +268,12 @@ mod tests {
 
     #[test]
     fn error_lines_are_marked_and_linked() {
-        let html = log_block("s0", "compiling\nerror: boom <b>\nok\ntest FAILED", true).into_string();
-        assert!(html.contains(r##"<a href="#s0-l1">Jump to the first</a>"##), "{html}");
+        let html =
+            log_block("s0", "compiling\nerror: boom <b>\nok\ntest FAILED", true).into_string();
+        assert!(
+            html.contains(r##"<a href="#s0-l1">Jump to the first</a>"##),
+            "{html}"
+        );
         assert!(html.contains(r#"<mark class="l" id="s0-l1">error: boom &lt;b&gt;</mark>"#));
         assert!(html.contains(r#"<mark class="l" id="s0-l3">test FAILED</mark>"#));
         assert!(html.contains(r#"<span class="l">compiling</span>"#));
@@ -298,9 +306,15 @@ mod tests {
             },
         ];
         let html = gantt(&bars, 10_000).into_string();
-        assert!(html.contains(r#"class="r-success" x="0.0" y="1" width="250.0""#), "{html}");
+        assert!(
+            html.contains(r#"class="r-success" x="0.0" y="1" width="250.0""#),
+            "{html}"
+        );
         assert!(html.contains(r#"class="r-failure" x="500.0" y="1" width="500.0""#));
-        assert!(html.contains("Failure"), "the result is written, not only coloured");
+        assert!(
+            html.contains("Failure"),
+            "the result is written, not only coloured"
+        );
         assert!(html.contains("(start not reported)"));
     }
 }

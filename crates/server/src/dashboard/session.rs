@@ -328,7 +328,11 @@ pub struct LogoutForm {
 }
 
 /// `POST /logout`: clears the session cookie.
-pub async fn logout(session: Session, headers: HeaderMap, Form(form): Form<LogoutForm>) -> Response {
+pub async fn logout(
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Response {
     if !session.check_csrf(&form.csrf) {
         return (
             StatusCode::FORBIDDEN,
@@ -356,7 +360,10 @@ mod tests {
     #[test]
     fn cookies_are_found_among_others() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; cistern_session=cst_abc; b=2"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; cistern_session=cst_abc; b=2"),
+        );
         assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("cst_abc"));
         assert_eq!(cookie(&h, "b").as_deref(), Some("2"));
         assert_eq!(cookie(&h, "missing"), None);
@@ -392,7 +399,10 @@ mod tests {
         let h = HeaderMap::new();
         let c = set_cookie(SESSION_COOKIE, "cst_x", None, &h);
         let c = c.to_str().unwrap();
-        assert_eq!(c, "cistern_session=cst_x; HttpOnly; SameSite=Strict; Path=/");
+        assert_eq!(
+            c,
+            "cistern_session=cst_x; HttpOnly; SameSite=Strict; Path=/"
+        );
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let c = set_cookie(SESSION_COOKIE, "", Some(0), &h);

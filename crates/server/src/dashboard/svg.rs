@@ -595,7 +595,13 @@ mod tests {
         let c = LineChart {
             id: "lead",
             title: "Lead <time>",
-            x_labels: vec!["W1".into(), "W2".into(), "W3".into(), "W4".into(), "W5".into()],
+            x_labels: vec![
+                "W1".into(),
+                "W2".into(),
+                "W3".into(),
+                "W4".into(),
+                "W5".into(),
+            ],
             series: vec![Series {
                 label: "median & p90".into(),
                 class: "s-1",
@@ -724,7 +730,11 @@ mod tests {
         .render();
         assert_eq!(count(&c, "<circle"), 1);
         assert_eq!(count(&c, "<path"), 1);
-        assert_eq!(count(&c, "<rect"), 0, "a point without a value is not drawn");
+        assert_eq!(
+            count(&c, "<rect"),
+            0,
+            "a point without a value is not drawn"
+        );
         assert!(c.contains(r#"<a href="/runs/a?x=1&amp;y=2" tabindex="-1">"#));
         assert!(c.contains("<title>#2 failure</title>"));
         assert!(c.contains(">d1</text>") && c.contains(">d3</text>"));
