@@ -14,7 +14,7 @@ out="${1:-docs/overview.png}"
 runs="${SEED_RUNS:-4000}"
 days="${SEED_DAYS:-42}"
 width="${WIDTH:-1280}"
-height="${HEIGHT:-1700}"
+height="${HEIGHT:-1500}"
 chromium_bin="$(command -v chromium || true)"
 for tool in chromedriver curl python3; do
   command -v "$tool" >/dev/null || { echo "screenshot.sh: $tool is not installed" >&2; exit 1; }

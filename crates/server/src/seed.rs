@@ -575,9 +575,9 @@ struct Generator {
     weights_total: u32,
 }
 
-/// One generated run: its raw body and what it is.
+/// One generated run: its SEI payload and what it is.
 struct Generated {
-    body: Vec<u8>,
+    payload: Value,
     finished_ms: i64,
     deployment: bool,
     failed: bool,
@@ -871,7 +871,7 @@ impl Generator {
             payload["cfr_status"] = json!(true);
         }
         Some(Generated {
-            body: serde_json::to_vec(&payload).unwrap_or_default(),
+            payload,
             finished_ms,
             deployment: env.is_some(),
             failed,
@@ -946,37 +946,42 @@ pub async fn seed_with_progress(
         ..SeedSummary::default()
     };
 
+    // The generator's state is sequential, so payloads are made here, in order; serializing,
+    // parsing and writing each one runs as its own task on the runtime's workers, many at once,
+    // so the store's group commit fills its batches.
     let mut gen = Generator::new(opts);
-    let ops = std::iter::from_fn(|| {
+    let tasks = std::iter::from_fn(|| {
         let g = gen.next_run()?;
-        let parsed = match sei::parse(&g.body, &parse_opts) {
-            Ok(items) => items,
-            Err(rej) => return Some(Err(SeedError::Payload(rej.summary()))),
-        };
-        let runs = parsed
-            .into_iter()
-            .filter_map(|i| match i {
-                Inbound::Run(r) => Some(*r),
-                Inbound::RegisterInstance(_) => None,
-            })
-            .collect();
-        let at = cistern_core::from_millis(g.finished_ms + 800);
-        let op = WriteOp::Runs {
-            event: event(&tenant, "/v1/custom-cicd", "sei", g.body, at),
-            tenant: tenant.clone(),
-            runs,
-        };
-        Some(Ok((op, g.deployment, g.failed)))
-    });
-    let mut writes = futures::stream::iter(ops)
-        .map(|item| async move {
-            let (op, deployment, failed) = item?;
+        let store = Arc::clone(store);
+        let tenant = tenant.clone();
+        let parse_opts = parse_opts.clone();
+        Some(tokio::spawn(async move {
+            let body =
+                serde_json::to_vec(&g.payload).map_err(|e| SeedError::Payload(e.to_string()))?;
+            let runs = match sei::parse(&body, &parse_opts) {
+                Ok(items) => items
+                    .into_iter()
+                    .filter_map(|i| match i {
+                        Inbound::Run(r) => Some(*r),
+                        Inbound::RegisterInstance(_) => None,
+                    })
+                    .collect(),
+                Err(rej) => return Err(SeedError::Payload(rej.summary())),
+            };
+            let at = cistern_core::from_millis(g.finished_ms + 800);
+            let op = WriteOp::Runs {
+                event: event(&tenant, "/v1/custom-cicd", "sei", body, at),
+                tenant,
+                runs,
+            };
             store.write(op).await?;
-            Ok::<_, SeedError>((deployment, failed))
-        })
-        .buffer_unordered(opts.concurrency.max(1));
+            Ok::<_, SeedError>((g.deployment, g.failed))
+        }))
+    });
+    let mut writes = futures::stream::iter(tasks).buffer_unordered(opts.concurrency.max(1));
     while let Some(done) = writes.next().await {
-        let (deployment, failed) = done?;
+        let (deployment, failed) =
+            done.map_err(|e| SeedError::Payload(format!("a write task failed: {e}")))??;
         summary.runs += 1;
         summary.deployments += u64::from(deployment);
         summary.failed += u64::from(failed);
@@ -1077,7 +1082,8 @@ mod tests {
         let mut last_start = i64::MIN;
         while let Some(g) = gen.next_run() {
             n += 1;
-            let items = sei::parse(&g.body, &parse_opts).expect("generated payload parses");
+            let body = serde_json::to_vec(&g.payload).unwrap();
+            let items = sei::parse(&body, &parse_opts).expect("generated payload parses");
             let Inbound::Run(r) = &items[0] else {
                 panic!("not a run")
             };
@@ -1116,11 +1122,13 @@ mod tests {
         opts.now = time::macros::datetime!(2024-06-01 12:00 UTC);
         let a: Vec<Vec<u8>> = {
             let mut g = Generator::new(&opts);
-            std::iter::from_fn(|| g.next_run().map(|r| r.body)).collect()
+            std::iter::from_fn(|| g.next_run().map(|r| r.payload.to_string().into_bytes()))
+                .collect()
         };
         let b: Vec<Vec<u8>> = {
             let mut g = Generator::new(&opts);
-            std::iter::from_fn(|| g.next_run().map(|r| r.body)).collect()
+            std::iter::from_fn(|| g.next_run().map(|r| r.payload.to_string().into_bytes()))
+                .collect()
         };
         assert_eq!(a, b);
     }

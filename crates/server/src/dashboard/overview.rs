@@ -352,7 +352,7 @@ async fn build(
         (layout::filter_form("/", &f, &options.projects, &options.pipelines, &options.environments))
         h2 class="sr-only" { "DORA metrics" }
         (tiles(&dora))
-        p class="muted" { "Computed as " code { "GET /api/v1/metrics/dora" } " computes them, over the same window and filters. "
+        p class="muted" { "The same numbers as " code { "GET /api/v1/metrics/dora" } " for this window and these filters. "
             "Bands are DORA 2023's." }
         h2 { "Trends" }
         (trend_charts(&weekly, &trend, f.trend_interval()))

@@ -193,13 +193,25 @@ fn x_labels(out: &mut String, labels: &[String], x: impl Fn(usize) -> f64) {
         }
         let _ = write!(
             out,
-            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="{}">{}</text>"#,
             fmt_num(x(i)),
             fmt_num(HEIGHT - BOTTOM + 18.0),
+            anchor(x(i)),
             esc(l)
         );
     }
     out.push_str("</g>");
+}
+
+/// Labels near either edge are aligned inwards so they are not cut off.
+fn anchor(x: f64) -> &'static str {
+    if x > WIDTH - RIGHT - 36.0 {
+        "end"
+    } else if x < LEFT + 20.0 {
+        "start"
+    } else {
+        "middle"
+    }
 }
 
 /// The y ticks for values, from zero (or below, for negatives) unless bounds are forced.
@@ -518,9 +530,10 @@ impl Scatter<'_> {
         for t in day_ticks(x0, x1, 7) {
             let _ = write!(
                 out,
-                r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+                r#"<text x="{}" y="{}" text-anchor="{}">{}</text>"#,
                 fmt_num(x.map(t)),
                 fmt_num(HEIGHT - BOTTOM + 18.0),
+                anchor(x.map(t)),
                 esc(&(self.x_format)(t))
             );
         }
@@ -621,6 +634,8 @@ mod tests {
         assert!(!c.contains("<time>"));
         // y axis from 0 to 4 with round ticks
         assert!(c.contains(">0 h</text>") && c.contains(">4 h</text>"));
+        // The last category label sits at the right edge: aligned inwards.
+        assert!(c.contains(r#"text-anchor="end">W5</text>"#), "{c}");
     }
 
     #[test]
