@@ -5,8 +5,9 @@
 //!
 //! Every run is an SEI payload parsed by the SEI dialect and written with [`WriteOp::Runs`],
 //! exactly as `POST /v1/custom-cicd` would store it (its raw body is the event's body). Writes are
-//! sent many at a time so the store's group commit batches them. The same options give the same
-//! history (ids aside): seeding twice updates the runs instead of doubling them.
+//! sent many at a time so the store's group commit batches them. The same seed gives the same
+//! runs (the same execution ids, results and commits; their times follow `now`), so seeding
+//! twice updates the runs instead of doubling them.
 
 use std::sync::Arc;
 
@@ -594,14 +595,17 @@ fn hex_id(rng: &mut SmallRng, len: usize) -> String {
 
 impl Generator {
     fn new(opts: &SeedOptions) -> Self {
-        let mut rng = SmallRng::seed_from_u64(opts.seed);
+        let rng = SmallRng::seed_from_u64(opts.seed);
+        // Start times come from their own stream: how many draws they take depends on the
+        // calendar, and the runs themselves (ids, results, commits) must not.
+        let mut times = SmallRng::seed_from_u64(opts.seed ^ 0x5eed_7143);
         let now_ms = cistern_core::to_millis(opts.now);
         // Leave the last hour free so even the longest run has finished by `now`.
         let until_ms = now_ms - 3_600_000;
         let since_ms = now_ms - i64::from(opts.days) * 86_400_000;
         let span_ms = (until_ms - since_ms).max(1);
         let mut starts: Vec<i64> = (0..opts.runs)
-            .map(|_| since_ms + working_hours_offset(&mut rng, since_ms, span_ms))
+            .map(|_| since_ms + working_hours_offset(&mut times, since_ms, span_ms))
             .collect();
         starts.sort_unstable();
         Self {
@@ -1131,5 +1135,24 @@ mod tests {
                 .collect()
         };
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn another_day_makes_the_same_runs_at_other_times() {
+        let ids = |now: OffsetDateTime| -> Vec<(String, String)> {
+            let mut opts = SeedOptions::new(200, 14);
+            opts.now = now;
+            let mut g = Generator::new(&opts);
+            std::iter::from_fn(|| g.next_run())
+                .map(|r| {
+                    (
+                        r.payload["execution_id"].as_str().unwrap().to_owned(),
+                        r.payload["result"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let monday = time::macros::datetime!(2024-06-03 12:00 UTC);
+        assert_eq!(ids(monday), ids(monday + time::Duration::days(5)));
     }
 }
