@@ -66,7 +66,13 @@ async fn dashboard_in_headless_chromium() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true needs the browser tests, but {why}");
         }
-        eprintln!("SKIPPED dashboard_in_headless_chromium: {why}. CI installs them in .ci/run.");
+        // Straight to the process's stderr: the test harness would swallow an eprintln! of a
+        // passing test, and a skip must be seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED dashboard_in_headless_chromium: {why}. CI installs them in .ci/run."
+        );
         return;
     }
     let shots = screenshots();
