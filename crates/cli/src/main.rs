@@ -56,6 +56,28 @@ enum Command {
     Bench(BenchCmd),
     /// Report CI runs to a hub from any CI: wrap a command, or report a job in steps.
     Report(cistern_agent::report::ReportArgs),
+    /// Developer tools: fixture data.
+    #[command(subcommand)]
+    Dev(DevCmd),
+}
+
+#[derive(Subcommand)]
+enum DevCmd {
+    /// Write a realistic history (pipelines, runs with stages and logs, deployments, failures
+    /// and recoveries, heartbeats, rejected posts) into the database, through the store's writer.
+    Seed {
+        /// Runs to write.
+        #[arg(long, default_value_t = 2_000)]
+        runs: usize,
+        /// Days of history, ending now.
+        #[arg(long, default_value_t = 42)]
+        days: u32,
+        /// Seed of the random generator (the same seed makes the same history).
+        #[arg(long, default_value_t = 8)]
+        seed: u64,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -314,6 +336,36 @@ async fn run(cli: Cli) -> Result<()> {
             sources(store.as_ref(), cmd).await?;
         }
         Command::Report(_) => unreachable!("`cistern report` returns from main"),
+        Command::Dev(DevCmd::Seed {
+            runs,
+            days,
+            seed,
+            tenant,
+        }) => {
+            init_logging(&config.log_format, "warn");
+            let store = open_store(&config).await?;
+            let mut opts = cistern_server::seed::SeedOptions::new(runs, days);
+            opts.seed = seed;
+            opts.tenant = tenant.tenant;
+            let started = std::time::Instant::now();
+            let summary = cistern_server::seed::seed_with_progress(&store, &opts, |n| {
+                if n > 0 && n < runs as u64 {
+                    eprintln!("  {n} of {runs} runs written");
+                }
+            })
+            .await?;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "seeded {} runs ({} deployments, {} failed) over {days} days for {} pipelines on {} instances, and {} rejected events, in {secs:.1} s ({:.0} runs/s)",
+                summary.runs,
+                summary.deployments,
+                summary.failed,
+                summary.pipelines,
+                summary.instances,
+                summary.rejected_events,
+                summary.runs as f64 / secs.max(1e-9)
+            );
+        }
         Command::Migrate => {
             init_logging(&config.log_format, "warn");
             open_store(&config).await?;

@@ -4,9 +4,11 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod routes;
 pub mod secrets;
+pub mod seed;
 
 pub use app::{AppState, Application};
 pub use config::Config;

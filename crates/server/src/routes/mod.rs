@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .merge(metrics::router())
         .merge(catalog::router())
         .merge(events::router())
+        .merge(crate::dashboard::router())
         .fallback(fallback)
 }
 

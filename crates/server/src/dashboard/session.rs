@@ -1,0 +1,411 @@
+//! Signing in to the dashboard: an API key with the `read` scope, checked against the store and
+//! then kept in an HttpOnly, SameSite=Strict cookie. Every POST form carries a token only the
+//! holder of the session can compute: an HMAC keyed with the session's secret (the key itself),
+//! which works on every node behind a load balancer and needs no server-side session table. The
+//! sign-in form, which has no session yet, gets its token from a random per-visit cookie.
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use cistern_store::Scope;
+use hmac::{Hmac, Mac};
+use maud::{html, Markup};
+use rand::RngCore;
+use serde::Deserialize;
+use sha2::Sha256;
+
+use super::layout;
+use crate::auth::{authenticate, Caller};
+use crate::AppState;
+
+/// Cookie holding the signed-in key.
+pub const SESSION_COOKIE: &str = "cistern_session";
+/// Cookie holding the sign-in form's nonce.
+pub const LOGIN_COOKIE: &str = "cistern_login";
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// HMAC-SHA256 of `message` under `key`, hex.
+fn hmac_hex(key: &[u8], message: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Constant-time check of `token` against the HMAC of `message` under `key`.
+fn hmac_ok(key: &[u8], message: &[u8], token: &str) -> bool {
+    let Ok(bytes) = hex::decode(token.trim()) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac.verify_slice(&bytes).is_ok()
+}
+
+const CSRF_CONTEXT: &[u8] = b"cistern dashboard form v1";
+const LOGIN_CONTEXT: &[u8] = b"cistern dashboard sign-in v1";
+
+/// The form token of a session.
+pub fn csrf_token(session_secret: &str) -> String {
+    hmac_hex(session_secret.as_bytes(), CSRF_CONTEXT)
+}
+
+/// True when `token` is the session's form token.
+pub fn csrf_ok(session_secret: &str, token: &str) -> bool {
+    hmac_ok(session_secret.as_bytes(), CSRF_CONTEXT, token)
+}
+
+/// A signed-in visitor: the caller the cookie's key authenticates, with its form token.
+pub struct Session {
+    /// Tenant and key.
+    pub caller: Caller,
+    /// The token POST forms must carry.
+    pub csrf: String,
+    secret: String,
+}
+
+impl Session {
+    /// True when a submitted form token belongs to this session.
+    pub fn check_csrf(&self, token: &str) -> bool {
+        csrf_ok(&self.secret, token)
+    }
+}
+
+/// Authenticates a key for the dashboard (the `read` scope is required).
+async fn caller_for(state: &AppState, key: &str) -> Result<Caller, String> {
+    let mut headers = HeaderMap::new();
+    let value = HeaderValue::from_str(key.trim()).map_err(|_| {
+        "the key contains characters no key has; check it was copied whole".to_owned()
+    })?;
+    headers.insert("x-api-key", value);
+    authenticate(state, &headers, Scope::Read)
+        .await
+        .map_err(|f| f.error.detail.clone())
+}
+
+/// Where an unauthenticated page request is sent: the sign-in page, then back.
+fn to_login(parts: &Parts) -> Response {
+    let here = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    if parts.uri.path().starts_with("/fragments/") {
+        // Scripts asking for a fragment get a plain 401 rather than the sign-in page.
+        return (StatusCode::UNAUTHORIZED, "sign in again").into_response();
+    }
+    let target = if here == "/" {
+        "/login".to_owned()
+    } else {
+        format!(
+            "/login?{}",
+            serde_urlencoded::to_string([("next", here)]).unwrap_or_default()
+        )
+    };
+    Redirect::to(&target).into_response()
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(secret) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(to_login(parts));
+        };
+        match caller_for(state, &secret).await {
+            Ok(caller) => Ok(Session {
+                caller,
+                csrf: csrf_token(&secret),
+                secret,
+            }),
+            // A key revoked since sign-in: forget it and sign in again.
+            Err(_) => {
+                let mut resp = to_login(parts);
+                resp.headers_mut()
+                    .append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE, parts));
+                Err(resp)
+            }
+        }
+    }
+}
+
+fn secure(headers: &HeaderMap) -> &'static str {
+    // Behind a TLS-terminating proxy the cookie must not travel over plain HTTP.
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    if https {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+fn set_cookie(name: &str, value: &str, max_age: Option<u32>, headers: &HeaderMap) -> HeaderValue {
+    let age = max_age
+        .map(|a| format!("; Max-Age={a}"))
+        .unwrap_or_default();
+    HeaderValue::from_str(&format!(
+        "{name}={value}; HttpOnly; SameSite=Strict; Path=/{age}{}",
+        secure(headers)
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn clear_cookie(name: &str, parts: &Parts) -> HeaderValue {
+    set_cookie(name, "", Some(0), &parts.headers)
+}
+
+/// A local path to return to after sign-in (never another site).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
+fn login_page(csrf: &str, next: &str, error: Option<&str>, notice: Option<&str>) -> Markup {
+    let body = html! {
+        div class="login" {
+            h1 { "Sign in to Cistern" }
+            p { "Paste an API key with the " code { "read" } " scope. Create one with "
+                code { "cistern keys create --name dashboard --scopes read" } "." }
+            @if let Some(e) = error {
+                div class="alert error" role="alert" id="login-error" {
+                    strong { "Could not sign in: " } (e)
+                }
+            }
+            @if let Some(n) = notice {
+                div class="alert" role="status" { (n) }
+            }
+            form method="post" action="/login" class="stack" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="next" value=(next);
+                label for="key" { "API key" }
+                input id="key" name="key" type="password" required autocomplete="off"
+                    spellcheck="false" autofocus aria-describedby=[error.map(|_| "login-error")];
+                button type="submit" { "Sign in" }
+            }
+        }
+    };
+    layout::bare("Sign in", body)
+}
+
+/// `GET /login`.
+pub async fn login_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let next = safe_next(q.get("next").map(String::as_str));
+    if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
+        if caller_for(&state, &secret).await.is_ok() {
+            return Redirect::to(&next).into_response();
+        }
+    }
+    let notice = q
+        .contains_key("signed_out")
+        .then_some("You are signed out.");
+    fresh_login(&headers, &next, None, notice, StatusCode::OK)
+}
+
+/// The sign-in page with a fresh nonce cookie.
+fn fresh_login(
+    headers: &HeaderMap,
+    next: &str,
+    error: Option<&str>,
+    notice: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let mut nonce = [0u8; 16];
+    rand::rng().fill_bytes(&mut nonce);
+    let nonce = hex::encode(nonce);
+    let token = hmac_hex(nonce.as_bytes(), LOGIN_CONTEXT);
+    let mut resp = (status, login_page(&token, next, error, notice)).into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(LOGIN_COOKIE, &nonce, Some(3600), headers),
+    );
+    resp
+}
+
+/// The sign-in form.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    key: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// `POST /login`: checks the form token and the key, then sets the session cookie.
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let next = safe_next(form.next.as_deref());
+    let nonce_ok = cookie(&headers, LOGIN_COOKIE)
+        .is_some_and(|n| hmac_ok(n.as_bytes(), LOGIN_CONTEXT, &form.csrf));
+    if !nonce_ok {
+        return fresh_login(
+            &headers,
+            &next,
+            Some("the form expired or cookies are blocked; allow cookies for this site and try again"),
+            None,
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let key = form.key.trim();
+    if key.is_empty() {
+        return fresh_login(
+            &headers,
+            &next,
+            Some("enter an API key"),
+            None,
+            StatusCode::UNAUTHORIZED,
+        );
+    }
+    match caller_for(&state, key).await {
+        Ok(caller) => {
+            tracing::info!(tenant = %caller.tenant.slug, key = %caller.key.prefix, "dashboard sign-in");
+            let mut resp = Redirect::to(&next).into_response();
+            let h = resp.headers_mut();
+            h.append(
+                header::SET_COOKIE,
+                set_cookie(SESSION_COOKIE, key, None, &headers),
+            );
+            h.append(
+                header::SET_COOKIE,
+                set_cookie(LOGIN_COOKIE, "", Some(0), &headers),
+            );
+            resp
+        }
+        Err(why) => fresh_login(&headers, &next, Some(&why), None, StatusCode::UNAUTHORIZED),
+    }
+}
+
+/// `GET /logout`: a confirmation with the sign-out button (signing out is a POST).
+pub async fn logout_page(session: Session) -> Markup {
+    layout::page(
+        "Sign out",
+        &session,
+        layout::Nav::None,
+        html! {
+            h1 { "Sign out" }
+            p { "Signed in to tenant " strong { (session.caller.tenant.slug) } " with key "
+                code { (session.caller.key.prefix) "…" } "." }
+            (layout::logout_form(&session))
+        },
+    )
+}
+
+/// The sign-out form.
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /logout`: clears the session cookie.
+pub async fn logout(
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    if !session.check_csrf(&form.csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            layout::page(
+                "Forbidden",
+                &session,
+                layout::Nav::None,
+                html! { h1 { "This form expired" } p { "Reload the page and try again." } },
+            ),
+        )
+            .into_response();
+    }
+    let mut resp = Redirect::to("/login?signed_out=1").into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, "", Some(0), &headers),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; cistern_session=cst_abc; b=2"),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("cst_abc"));
+        assert_eq!(cookie(&h, "b").as_deref(), Some("2"));
+        assert_eq!(cookie(&h, "missing"), None);
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("cistern_session="));
+        assert_eq!(cookie(&h, SESSION_COOKIE), None);
+    }
+
+    #[test]
+    fn form_tokens_belong_to_their_session() {
+        let t = csrf_token("cst_one");
+        assert_eq!(t.len(), 64);
+        assert!(csrf_ok("cst_one", &t));
+        assert!(!csrf_ok("cst_two", &t));
+        assert!(!csrf_ok("cst_one", ""));
+        assert!(!csrf_ok("cst_one", "not hex"));
+        assert!(!csrf_ok("cst_one", &t[..62]));
+        // The token does not reveal the key.
+        assert!(!t.contains("one"));
+    }
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(safe_next(Some("/runs/1?x=2")), "/runs/1?x=2");
+        assert_eq!(safe_next(Some("//evil.example")), "/");
+        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn cookies_are_http_only_and_strict() {
+        let h = HeaderMap::new();
+        let c = set_cookie(SESSION_COOKIE, "cst_x", None, &h);
+        let c = c.to_str().unwrap();
+        assert_eq!(
+            c,
+            "cistern_session=cst_x; HttpOnly; SameSite=Strict; Path=/"
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let c = set_cookie(SESSION_COOKIE, "", Some(0), &h);
+        assert!(c.to_str().unwrap().ends_with("; Max-Age=0; Secure"));
+    }
+}

@@ -1,0 +1,1160 @@
+//! A realistic history, for demos, screenshots and the dashboard's tests: three projects with
+//! eight pipelines on two CI/CD instances, weeks of runs with stages, steps and failure logs,
+//! deployments to staging and prod that ship the commits CI built, broken streaks and their
+//! recoveries, instance heartbeats, and a few rejected posts.
+//!
+//! Every run is an SEI payload parsed by the SEI dialect and written with [`WriteOp::Runs`],
+//! exactly as `POST /v1/custom-cicd` would store it (its raw body is the event's body). Writes are
+//! sent many at a time so the store's group commit batches them. The same seed gives the same
+//! runs (the same execution ids, results and commits; their times follow `now`), so seeding
+//! twice updates the runs instead of doubling them.
+
+use std::sync::Arc;
+
+use cistern_dialects::{sei, Inbound, ParseOptions};
+use cistern_store::{
+    EventRecord, EventStatus, HeartbeatRecord, Store, StoreError, Tenant, WriteOp,
+};
+use futures::StreamExt;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use time::{Duration, OffsetDateTime};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct SeedOptions {
+    /// Runs to write.
+    pub runs: usize,
+    /// Days of history, ending at `now`.
+    pub days: u32,
+    /// Tenant slug (created when missing).
+    pub tenant: String,
+    /// Seed of the random generator.
+    pub seed: u64,
+    /// Writes in flight at once.
+    pub concurrency: usize,
+    /// The end of the history.
+    pub now: OffsetDateTime,
+}
+
+impl SeedOptions {
+    /// `runs` runs over the last `days` days for the `default` tenant.
+    pub fn new(runs: usize, days: u32) -> Self {
+        Self {
+            runs,
+            days,
+            tenant: "default".into(),
+            seed: 8,
+            concurrency: 512,
+            now: OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SeedSummary {
+    /// Runs written.
+    pub runs: u64,
+    /// Of which deployments.
+    pub deployments: u64,
+    /// Runs that failed.
+    pub failed: u64,
+    /// Pipelines.
+    pub pipelines: usize,
+    /// Instances (with a heartbeat each).
+    pub instances: usize,
+    /// Rejected events recorded.
+    pub rejected_events: u64,
+}
+
+/// Why seeding stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    /// The options make no history.
+    #[error("{0}")]
+    Options(String),
+    /// A generated payload did not parse (a bug of the generator).
+    #[error("generated payload refused by the SEI dialect: {0}")]
+    Payload(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct InstanceSpec {
+    guid: &'static str,
+    name: &'static str,
+    kind: &'static str,
+    url: &'static str,
+    details: fn() -> Value,
+    heartbeat_age: Duration,
+}
+
+static INSTANCES: [InstanceSpec; 2] = [
+    InstanceSpec {
+        guid: "6f1c2d3e-4b5a-4c6d-8e7f-a1b2c3d4e5f6",
+        name: "jenkins-main",
+        kind: "jenkins",
+        url: "https://jenkins.example.com",
+        details: || {
+            json!({"jenkins_version": "2.462.3", "plugin_version": "1.2.9", "java_version": "17.0.12",
+                   "agents": 6, "os": "Linux amd64"})
+        },
+        heartbeat_age: Duration::minutes(2),
+    },
+    InstanceSpec {
+        guid: "0b9e8d7c-6a5f-4e3d-9c2b-1a0f9e8d7c6b",
+        name: "gitlab-runners",
+        kind: "custom",
+        url: "https://gitlab.example.com",
+        details: || json!({"gitlab_version": "17.3.1", "runner_version": "17.3.0", "executor": "docker"}),
+        heartbeat_age: Duration::hours(3),
+    },
+];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Ci,
+    Deploy(&'static str),
+}
+
+struct StageSpec {
+    name: &'static str,
+    share: f64,
+    steps: &'static [&'static str],
+    /// Relative chance that a failing run fails here.
+    blame: u32,
+    logs: &'static [&'static str],
+}
+
+struct PipelineSpec {
+    project: &'static str,
+    name: &'static str,
+    instance: usize,
+    kind: Kind,
+    weight: u32,
+    fail_rate: f64,
+    minutes: f64,
+    /// Duration growth over the whole history (0.25 = a quarter slower at the end).
+    drift: f64,
+    stages: &'static [StageSpec],
+}
+
+const LOG_TESTS: &str = "> cargo test --workspace --locked
+   Compiling shop-api v1.4.0 (/builds/shop/api)
+    Finished `test` profile [unoptimized + debuginfo] target(s) in 41.27s
+     Running unittests src/lib.rs (target/debug/deps/shop_api-5c1e0f3d2b)
+running 214 tests
+test orders::tests::checkout_total ... ok
+test orders::tests::refund_rounding ... FAILED
+test orders::tests::vat_by_country ... ok
+
+failures:
+
+---- orders::tests::refund_rounding stdout ----
+thread 'orders::tests::refund_rounding' panicked at src/orders.rs:214:9:
+assertion `left == right` failed
+  left: 1999
+ right: 2000
+
+test result: FAILED. 213 passed; 1 failed; 0 ignored; 0 measured
+error: test failed, to rerun pass `-p shop-api --lib`";
+
+const LOG_JEST: &str = "$ npm test -- --ci
+PASS src/cart/Cart.test.tsx
+FAIL src/checkout/Payment.test.tsx
+  ● Payment › shows the card error from the gateway
+
+    TypeError: Cannot read properties of undefined (reading 'message')
+
+      41 |   const err = response.error;
+    > 42 |   setError(err.message);
+         |                ^
+      43 | }
+
+Tests:       1 failed, 187 passed, 188 total
+npm ERR! Test failed.  See above for more details.";
+
+const LOG_NPM: &str = "$ npm ci
+added 1412 packages in 38s
+$ npm run build
+> shop-web@3.8.0 build
+> vite build
+vite v5.4.2 building for production...
+✓ 812 modules transformed.
+error during build:
+Error: [vite]: Rollup failed to resolve import \"@shop/ui/Badge\" from \"src/cart/CartLine.tsx\".
+npm ERR! code ELIFECYCLE
+npm ERR! errno 1";
+
+const LOG_MVN: &str = "[INFO] --- maven-surefire-plugin:3.2.5:test (default-test) @ ledger ---
+[INFO] Running com.example.ledger.PostingServiceTest
+[ERROR] Tests run: 48, Failures: 1, Errors: 0, Skipped: 0, Time elapsed: 3.912 s <<< FAILURE!
+[ERROR] com.example.ledger.PostingServiceTest.reversalKeepsBalance  Time elapsed: 0.041 s  <<< FAILURE!
+org.opentest4j.AssertionFailedError: expected: <0.00> but was: <0.01>
+	at com.example.ledger.PostingServiceTest.reversalKeepsBalance(PostingServiceTest.java:133)
+[INFO] BUILD FAILURE
+[ERROR] Failed to execute goal org.apache.maven.plugins:maven-surefire-plugin:3.2.5:test";
+
+const LOG_COMPILE: &str = "> cargo build --release --locked
+   Compiling shop-api v1.4.0 (/builds/shop/api)
+error[E0308]: mismatched types
+   --> src/payments/gateway.rs:88:24
+    |
+88  |         let amount: u64 = order.total();
+    |                     ---   ^^^^^^^^^^^^^ expected `u64`, found `Decimal`
+error: could not compile `shop-api` (lib) due to 1 previous error";
+
+const LOG_HELM: &str = "$ helm upgrade --install shop ./chart --namespace shop --wait --timeout 5m
+Release \"shop\" has been upgraded. Happy Helming!
+$ kubectl rollout status deployment/shop-api -n shop --timeout=300s
+Waiting for deployment \"shop-api\" rollout to finish: 1 of 3 updated replicas are available...
+Waiting for deployment \"shop-api\" rollout to finish: 1 of 3 updated replicas are available...
+error: deployment \"shop-api\" exceeded its progress deadline
+Back-off restarting failed container api in pod shop-api-7f9c6d5b8-x2l4q
+Exception in thread \"main\" java.lang.IllegalStateException: DATABASE_URL is not set";
+
+const LOG_SMOKE: &str = "$ ./scripts/smoke.sh https://shop.example.com
+GET /healthz -> 200 (41 ms)
+GET /api/v1/catalog -> 200 (118 ms)
+POST /api/v1/cart -> 502 (30012 ms)
+smoke test failed: POST /api/v1/cart answered 502 Bad Gateway
+ERROR: 1 of 3 checks failed";
+
+const LOG_E2E: &str = "Running 36 tests using 4 workers
+  ✓  checkout › guest can pay with a card (12.4s)
+  ✘  checkout › saved address is offered (30.0s)
+    Error: Timed out 30000ms waiting for expect(locator).toBeVisible()
+    Locator: getByRole('radio', { name: 'Home, 12 Rue des Lilas' })
+  ✓  search › typo tolerance (4.1s)
+  1 failed
+  35 passed (4.2m)";
+
+const LOG_TERRAFORM: &str = "$ terraform plan -input=false -out=tfplan
+module.network.aws_vpc.main: Refreshing state... [id=vpc-0a1b2c3d]
+Error: Error acquiring the state lock
+
+  Lock Info:
+    ID:        4c1f0d2e-9b8a-7c6d-5e4f-3a2b1c0d9e8f
+    Operation: OperationTypeApply
+    Who:       ci@runner-7
+
+Terraform acquires a state lock to protect the state from being written by multiple users.";
+
+const LOG_SCAN: &str =
+    "$ trivy image --exit-code 1 --severity CRITICAL registry.example.com/payments/ledger:latest
+Total: 1 (CRITICAL: 1)
+┌──────────────┬────────────────┬──────────┬───────────────────┐
+│   Library    │ Vulnerability  │ Severity │ Installed Version │
+├──────────────┼────────────────┼──────────┼───────────────────┤
+│ libexpat1    │ CVE-2024-45491 │ CRITICAL │ 2.5.0-1           │
+└──────────────┴────────────────┴──────────┴───────────────────┘
+error: image scan failed: 1 critical vulnerability";
+
+const CHECKOUT: StageSpec = StageSpec {
+    name: "Checkout",
+    share: 0.04,
+    steps: &["git clone"],
+    blame: 0,
+    logs: &[],
+};
+
+static PIPELINES: [PipelineSpec; 8] = [
+    PipelineSpec {
+        project: "shop",
+        name: "web-build",
+        instance: 0,
+        kind: Kind::Ci,
+        weight: 12,
+        fail_rate: 0.07,
+        minutes: 9.0,
+        drift: 0.1,
+        stages: &[
+            CHECKOUT,
+            StageSpec {
+                name: "Build",
+                share: 0.36,
+                steps: &["npm ci", "vite build"],
+                blame: 1,
+                logs: &[LOG_NPM],
+            },
+            StageSpec {
+                name: "Test",
+                share: 0.45,
+                steps: &["unit tests", "lint"],
+                blame: 4,
+                logs: &[LOG_JEST],
+            },
+            StageSpec {
+                name: "Package",
+                share: 0.15,
+                steps: &["docker build", "docker push"],
+                blame: 0,
+                logs: &[],
+            },
+        ],
+    },
+    PipelineSpec {
+        project: "shop",
+        name: "api-build",
+        instance: 0,
+        kind: Kind::Ci,
+        weight: 12,
+        fail_rate: 0.09,
+        minutes: 14.0,
+        drift: 0.35,
+        stages: &[
+            CHECKOUT,
+            StageSpec {
+                name: "Compile",
+                share: 0.32,
+                steps: &["cargo build"],
+                blame: 1,
+                logs: &[LOG_COMPILE],
+            },
+            StageSpec {
+                name: "Test",
+                share: 0.5,
+                steps: &["unit tests", "integration tests"],
+                blame: 4,
+                logs: &[LOG_TESTS],
+            },
+            StageSpec {
+                name: "Package",
+                share: 0.14,
+                steps: &["docker build", "docker push"],
+                blame: 0,
+                logs: &[],
+            },
+        ],
+    },
+    PipelineSpec {
+        project: "shop",
+        name: "deploy-staging",
+        instance: 0,
+        kind: Kind::Deploy("staging"),
+        weight: 6,
+        fail_rate: 0.06,
+        minutes: 6.0,
+        drift: 0.0,
+        stages: &[
+            StageSpec {
+                name: "Fetch artifacts",
+                share: 0.1,
+                steps: &["download images"],
+                blame: 0,
+                logs: &[],
+            },
+            StageSpec {
+                name: "Deploy",
+                share: 0.7,
+                steps: &["helm upgrade", "wait for rollout"],
+                blame: 3,
+                logs: &[LOG_HELM],
+            },
+            StageSpec {
+                name: "Smoke test",
+                share: 0.2,
+                steps: &["smoke.sh"],
+                blame: 2,
+                logs: &[LOG_SMOKE],
+            },
+        ],
+    },
+    PipelineSpec {
+        project: "shop",
+        name: "deploy-prod",
+        instance: 0,
+        kind: Kind::Deploy("prod"),
+        weight: 4,
+        fail_rate: 0.1,
+        minutes: 8.0,
+        drift: 0.0,
+        stages: &[
+            StageSpec {
+                name: "Approval",
+                share: 0.2,
+                steps: &["change ticket"],
+                blame: 0,
+                logs: &[],
+            },
+            StageSpec {
+                name: "Deploy",
+                share: 0.6,
+                steps: &["helm upgrade", "wait for rollout"],
+                blame: 3,
+                logs: &[LOG_HELM],
+            },
+            StageSpec {
+                name: "Verify",
+                share: 0.2,
+                steps: &["smoke.sh"],
+                blame: 2,
+                logs: &[LOG_SMOKE],
+            },
+        ],
+    },
+    PipelineSpec {
+        project: "payments",
+        name: "ledger-ci",
+        instance: 1,
+        kind: Kind::Ci,
+        weight: 8,
+        fail_rate: 0.06,
+        minutes: 18.0,
+        drift: -0.15,
+        stages: &[
+            CHECKOUT,
+            StageSpec {
+                name: "Build",
+                share: 0.3,
+                steps: &["mvn package"],
+                blame: 0,
+                logs: &[],
+            },
+            StageSpec {
+                name: "Test",
+                share: 0.5,
+                steps: &["unit tests", "contract tests"],
+                blame: 4,
+                logs: &[LOG_MVN],
+            },
+            StageSpec {
+                name: "Security scan",
+                share: 0.16,
+                steps: &["trivy"],
+                blame: 1,
+                logs: &[LOG_SCAN],
+            },
+        ],
+    },
+    PipelineSpec {
+        project: "payments",
+        name: "ledger-deploy",
+        instance: 1,
+        kind: Kind::Deploy("prod"),
+        weight: 3,
+        fail_rate: 0.08,
+        minutes: 10.0,
+        drift: 0.0,
+        stages: &[
+            StageSpec {
+                name: "Migrate database",
+                share: 0.3,
+                steps: &["flyway migrate"],
+                blame: 1,
+                logs: &[LOG_MVN],
+            },
+            StageSpec {
+                name: "Deploy",
+                share: 0.55,
+                steps: &["helm upgrade", "wait for rollout"],
+                blame: 3,
+                logs: &[LOG_HELM],
+            },
+            StageSpec {
+                name: "Verify",
+                share: 0.15,
+                steps: &["smoke.sh"],
+                blame: 1,
+                logs: &[LOG_SMOKE],
+            },
+        ],
+    },
+    PipelineSpec {
+        project: "platform",
+        name: "infra-plan",
+        instance: 1,
+        kind: Kind::Ci,
+        weight: 4,
+        fail_rate: 0.05,
+        minutes: 4.0,
+        drift: 0.0,
+        stages: &[
+            StageSpec {
+                name: "Init",
+                share: 0.2,
+                steps: &["terraform init"],
+                blame: 0,
+                logs: &[],
+            },
+            StageSpec {
+                name: "Plan",
+                share: 0.7,
+                steps: &["terraform plan"],
+                blame: 3,
+                logs: &[LOG_TERRAFORM],
+            },
+            StageSpec {
+                name: "Policy check",
+                share: 0.1,
+                steps: &["conftest"],
+                blame: 1,
+                logs: &[LOG_TERRAFORM],
+            },
+        ],
+    },
+    PipelineSpec {
+        project: "shop",
+        name: "nightly-e2e",
+        instance: 0,
+        kind: Kind::Ci,
+        weight: 2,
+        fail_rate: 0.22,
+        minutes: 42.0,
+        drift: 0.2,
+        stages: &[
+            StageSpec {
+                name: "Provision",
+                share: 0.15,
+                steps: &["create namespace", "seed data"],
+                blame: 0,
+                logs: &[],
+            },
+            StageSpec {
+                name: "E2E tests",
+                share: 0.8,
+                steps: &["checkout flow", "search flow", "account flow"],
+                blame: 5,
+                logs: &[LOG_E2E],
+            },
+            StageSpec {
+                name: "Teardown",
+                share: 0.05,
+                steps: &["delete namespace"],
+                blame: 0,
+                logs: &[],
+            },
+        ],
+    },
+];
+
+fn repo_of(project: &str) -> &'static str {
+    match project {
+        "shop" => "https://github.com/example/shop",
+        "payments" => "https://gitlab.example.com/payments/ledger",
+        _ => "https://github.com/example/platform",
+    }
+}
+
+const PEOPLE: [&str; 6] = ["alice", "bob", "chen", "dana", "emeka", "farah"];
+const FEATURE_BRANCHES: [&str; 5] = [
+    "feature/checkout-v2",
+    "fix/refund-rounding",
+    "feature/search-typos",
+    "chore/deps",
+    "feature/ledger-export",
+];
+
+/// Per-project commit stream: commits pushed to main, in order.
+#[derive(Default)]
+struct Repo {
+    main: Vec<String>,
+}
+
+#[derive(Default)]
+struct PipelineState {
+    build: i64,
+    /// Failing runs left in the current broken streak.
+    broken: u32,
+    /// Index into the project's main commits of the next commit not yet deployed.
+    shipped: usize,
+}
+
+/// Generates the history's run payloads in time order.
+struct Generator {
+    rng: SmallRng,
+    starts: Vec<i64>,
+    next: usize,
+    since_ms: i64,
+    span_ms: i64,
+    now_ms: i64,
+    repos: Vec<(&'static str, Repo)>,
+    state: Vec<PipelineState>,
+    weights_total: u32,
+}
+
+/// One generated run: its SEI payload and what it is.
+struct Generated {
+    payload: Value,
+    finished_ms: i64,
+    deployment: bool,
+    failed: bool,
+}
+
+fn hex_id(rng: &mut SmallRng, len: usize) -> String {
+    let mut s = String::with_capacity(len);
+    while s.len() < len {
+        s.push_str(&format!("{:016x}", rng.random::<u64>()));
+    }
+    s.truncate(len);
+    s
+}
+
+impl Generator {
+    fn new(opts: &SeedOptions) -> Self {
+        let rng = SmallRng::seed_from_u64(opts.seed);
+        // Start times come from their own stream: how many draws they take depends on the
+        // calendar, and the runs themselves (ids, results, commits) must not.
+        let mut times = SmallRng::seed_from_u64(opts.seed ^ 0x5eed_7143);
+        let now_ms = cistern_core::to_millis(opts.now);
+        // Leave the last hour free so even the longest run has finished by `now`.
+        let until_ms = now_ms - 3_600_000;
+        let since_ms = now_ms - i64::from(opts.days) * 86_400_000;
+        let span_ms = (until_ms - since_ms).max(1);
+        let mut starts: Vec<i64> = (0..opts.runs)
+            .map(|_| since_ms + working_hours_offset(&mut times, since_ms, span_ms))
+            .collect();
+        starts.sort_unstable();
+        Self {
+            rng,
+            starts,
+            next: 0,
+            since_ms,
+            span_ms,
+            now_ms,
+            repos: vec![
+                ("shop", Repo::default()),
+                ("payments", Repo::default()),
+                ("platform", Repo::default()),
+            ],
+            state: PIPELINES.iter().map(|_| PipelineState::default()).collect(),
+            weights_total: PIPELINES.iter().map(|p| p.weight).sum(),
+        }
+    }
+
+    fn pick_pipeline(&mut self) -> usize {
+        let mut n = self.rng.random_range(0..self.weights_total);
+        for (i, p) in PIPELINES.iter().enumerate() {
+            if n < p.weight {
+                return i;
+            }
+            n -= p.weight;
+        }
+        0
+    }
+
+    fn repo(&mut self, project: &str) -> &mut Repo {
+        let i = self
+            .repos
+            .iter()
+            .position(|(p, _)| *p == project)
+            .unwrap_or(0);
+        &mut self.repos[i].1
+    }
+
+    fn next_run(&mut self) -> Option<Generated> {
+        let start_ms = *self.starts.get(self.next)?;
+        self.next += 1;
+        let pi = self.pick_pipeline();
+        let spec = &PIPELINES[pi];
+        let progress = (start_ms - self.since_ms) as f64 / self.span_ms as f64;
+
+        // Failures come in streaks: a pipeline breaks, stays red a few runs, then recovers.
+        self.state[pi].build += 1;
+        let build = self.state[pi].build;
+        let failed = if self.state[pi].broken > 0 {
+            self.state[pi].broken -= 1;
+            true
+        } else if self.rng.random_bool(spec.fail_rate) {
+            self.state[pi].broken = match self.rng.random_range(0..10) {
+                0..=5 => 0,
+                6..=8 => 1,
+                _ => 3,
+            };
+            true
+        } else {
+            false
+        };
+
+        // Commits: CI on main usually builds a new commit; deployments ship what main built since
+        // the last successful deployment.
+        let person = PEOPLE[self.rng.random_range(0..PEOPLE.len())];
+        let (branch, commits, trigger) = match spec.kind {
+            Kind::Ci => {
+                if spec.name == "nightly-e2e" {
+                    let head = self.repo(spec.project).main.last().cloned();
+                    (
+                        "main".to_owned(),
+                        head.into_iter().collect(),
+                        "timer".to_owned(),
+                    )
+                } else if self.rng.random_bool(0.75) {
+                    let new = self.rng.random_bool(0.8) || self.repo(spec.project).main.is_empty();
+                    let sha = if new {
+                        let sha = hex_id(&mut self.rng, 40);
+                        self.repo(spec.project).main.push(sha.clone());
+                        sha
+                    } else {
+                        self.repo(spec.project)
+                            .main
+                            .last()
+                            .cloned()
+                            .unwrap_or_default()
+                    };
+                    ("main".to_owned(), vec![sha], format!("push by {person}"))
+                } else {
+                    let b = FEATURE_BRANCHES[self.rng.random_range(0..FEATURE_BRANCHES.len())];
+                    let sha = hex_id(&mut self.rng, 40);
+                    (
+                        b.to_owned(),
+                        vec![sha],
+                        format!("merge request by {person}"),
+                    )
+                }
+            }
+            Kind::Deploy(_) => {
+                let shipped = self.state[pi].shipped;
+                let main = &self.repo(spec.project).main;
+                let mut commits: Vec<String> = main.iter().skip(shipped).cloned().collect();
+                if commits.is_empty() {
+                    commits.extend(main.last().cloned());
+                }
+                let end = main.len();
+                if !failed {
+                    self.state[pi].shipped = end;
+                }
+                ("main".to_owned(), commits, person.to_owned())
+            }
+        };
+
+        // Duration: the pipeline's typical length, drifting over the history, with noise.
+        let noise = 0.75 + self.rng.random::<f64>() * 0.6;
+        let total_ms = (spec.minutes * 60_000.0 * (1.0 + spec.drift * progress) * noise) as i64;
+        let result_word = if !failed {
+            "SUCCESS"
+        } else if spec.kind == Kind::Ci && self.rng.random_bool(0.08) {
+            "ERROR"
+        } else {
+            "FAILURE"
+        };
+
+        let blame_total: u32 = spec.stages.iter().map(|s| s.blame).sum();
+        let failing_stage = if failed && blame_total > 0 {
+            let mut n = self.rng.random_range(0..blame_total);
+            spec.stages.iter().position(|s| {
+                if n < s.blame {
+                    true
+                } else {
+                    n -= s.blame;
+                    false
+                }
+            })
+        } else {
+            None
+        };
+
+        let mut stages = Vec::with_capacity(spec.stages.len());
+        let mut t = start_ms + 1_000;
+        let mut stopped = false;
+        for (si, s) in spec.stages.iter().enumerate() {
+            if stopped {
+                stages.push(json!({"displayName": s.name, "result": "NOT_BUILT", "state": "SKIPPED", "steps": []}));
+                continue;
+            }
+            let fails_here = failing_stage == Some(si);
+            let mut stage_ms =
+                (total_ms as f64 * s.share * (0.85 + self.rng.random::<f64>() * 0.3)) as i64;
+            if fails_here {
+                stage_ms = (stage_ms as f64 * (0.4 + self.rng.random::<f64>() * 0.5)) as i64;
+            }
+            let failing_step = if fails_here {
+                Some(self.rng.random_range(0..s.steps.len()))
+            } else {
+                None
+            };
+            let mut steps = Vec::with_capacity(s.steps.len());
+            let mut st_t = t;
+            let per_step = stage_ms / s.steps.len().max(1) as i64;
+            for (k, name) in s.steps.iter().enumerate() {
+                if failing_step.is_some_and(|f| k > f) {
+                    break;
+                }
+                let d = (per_step as f64 * (0.6 + self.rng.random::<f64>() * 0.8)) as i64;
+                let mut step = json!({"displayName": name, "result": "SUCCESS", "state": "FINISHED",
+                    "startTime": st_t, "durationInMillis": d});
+                if failing_step == Some(k) {
+                    step["result"] = json!(result_word);
+                    if !s.logs.is_empty() {
+                        let log = s.logs[self.rng.random_range(0..s.logs.len())];
+                        step["log"] = json!(log);
+                    }
+                }
+                steps.push(step);
+                st_t += d + 200;
+            }
+            let stage_end = st_t.max(t + stage_ms);
+            let mut stage = json!({"displayName": s.name, "result": "SUCCESS", "state": "FINISHED",
+                "startTime": t, "durationInMillis": stage_end - t, "steps": steps});
+            if fails_here {
+                stage["result"] = json!(result_word);
+                stopped = true;
+            }
+            stages.push(stage);
+            t = stage_end + 500;
+        }
+        let mut duration_ms = (t - start_ms).max(1_000);
+        if start_ms + duration_ms > self.now_ms - 60_000 {
+            duration_ms = (self.now_ms - 60_000 - start_ms).max(1_000);
+        }
+        let finished_ms = start_ms + duration_ms;
+
+        let inst = &INSTANCES[spec.instance];
+        let full_name = format!("{}/{}", spec.project, spec.name);
+        let env = match spec.kind {
+            Kind::Deploy(e) => Some(e),
+            Kind::Ci => None,
+        };
+        let version = format!("1.{}.{}", 4 + build / 200, build);
+        let mut params =
+            vec![json!({"name": "GIT_BRANCH", "value": branch, "type": "StringParameterValue"})];
+        let mut artifacts = Vec::new();
+        match spec.kind {
+            Kind::Deploy(e) => {
+                params.push(
+                    json!({"name": "TARGET_ENV", "value": e, "type": "StringParameterValue"}),
+                );
+                params.push(
+                    json!({"name": "DRY_RUN", "value": false, "type": "BooleanParameterValue"}),
+                );
+                artifacts.push(json!({"input": true, "output": false, "type": "container", "name": spec.project,
+                    "location": format!("registry.example.com/{}/{}", spec.project, spec.project), "qualifier": version}));
+            }
+            Kind::Ci => {
+                if !failed && spec.stages.iter().any(|s| s.name == "Package") {
+                    artifacts.push(json!({"input": false, "output": true, "type": "container", "name": spec.name,
+                        "location": format!("registry.example.com/{}/{}", spec.project, spec.name), "qualifier": version,
+                        "hash": format!("sha256:{}", hex_id(&mut self.rng, 64))}));
+                }
+            }
+        }
+        let cfr = env == Some("prod") && !failed && self.rng.random_bool(0.03);
+        let trigger_chain = if trigger == "timer" {
+            json!([{"id": "TimerTrigger", "type": "TimerTriggerCause"}])
+        } else if trigger.starts_with("push") || trigger.starts_with("merge") {
+            json!([{"id": "SCMTrigger", "type": "SCMTriggerCause"}])
+        } else {
+            json!([{"id": person, "type": "UserIdCause"}])
+        };
+        let mut payload = json!({
+            "pipeline": spec.name,
+            "job_full_name": full_name,
+            "qualified_name": full_name,
+            "project_name": spec.project,
+            "instance_name": inst.name,
+            "instance_guid": inst.guid,
+            "instance_url": inst.url,
+            "instance_type": inst.kind,
+            "start_time": start_ms,
+            "duration": duration_ms,
+            "result": result_word,
+            "build_number": build,
+            "execution_id": format!("{}-{}-{}", spec.project, spec.name, hex_id(&mut self.rng, 12)),
+            "user_id": trigger,
+            "branch_name": branch,
+            "repo_url": repo_of(spec.project),
+            "scm_commit_ids": commits,
+            "ci": env.is_none(),
+            "cd": env.is_some(),
+            "job_run_params": params,
+            "artifacts": artifacts,
+            "trigger_chain": trigger_chain,
+            "web_url": if inst.kind == "jenkins" {
+                format!("{}/job/{}/job/{}/{}/", inst.url, spec.project, spec.name, build)
+            } else {
+                format!("{}/{}/{}/-/pipelines/{}", inst.url, spec.project, spec.name, build)
+            },
+            "job_run": {"stages": stages},
+        });
+        if let Some(e) = env {
+            payload["environment"] = json!(e);
+        }
+        if cfr {
+            payload["cfr_status"] = json!(true);
+        }
+        Some(Generated {
+            payload,
+            finished_ms,
+            deployment: env.is_some(),
+            failed,
+        })
+    }
+}
+
+/// An offset into the span, favouring weekdays and working hours (UTC).
+fn working_hours_offset(rng: &mut SmallRng, since_ms: i64, span_ms: i64) -> i64 {
+    loop {
+        let off = rng.random_range(0..span_ms);
+        let t = cistern_core::from_millis(since_ms + off);
+        let weekend = matches!(t.weekday(), time::Weekday::Saturday | time::Weekday::Sunday);
+        let hour = t.hour();
+        let mut keep: f64 = if (8..19).contains(&hour) { 1.0 } else { 0.15 };
+        if weekend {
+            keep *= 0.2;
+        }
+        if rng.random_bool(keep) {
+            return off;
+        }
+    }
+}
+
+fn event(
+    tenant: &Tenant,
+    endpoint: &str,
+    dialect: &str,
+    body: Vec<u8>,
+    at: OffsetDateTime,
+) -> EventRecord {
+    EventRecord {
+        tenant_id: Some(tenant.id.clone()),
+        endpoint: endpoint.to_owned(),
+        dialect: dialect.to_owned(),
+        request_type: None,
+        content_type: Some("application/json".into()),
+        body: Arc::from(body.as_slice()),
+        received_at: at,
+        status: EventStatus::Accepted,
+        http_status: 201,
+        errors: Vec::new(),
+        key_id: None,
+        source_id: None,
+        dedupe_key: None,
+    }
+}
+
+/// Writes the history; see [`seed_with_progress`].
+pub async fn seed(store: &Arc<dyn Store>, opts: &SeedOptions) -> Result<SeedSummary, SeedError> {
+    seed_with_progress(store, opts, |_| {}).await
+}
+
+/// Writes the history, calling `progress` with the runs written so far every few thousand runs.
+pub async fn seed_with_progress(
+    store: &Arc<dyn Store>,
+    opts: &SeedOptions,
+    mut progress: impl FnMut(u64),
+) -> Result<SeedSummary, SeedError> {
+    if opts.days == 0 {
+        return Err(SeedError::Options("--days must be at least 1".into()));
+    }
+    let tenant = match store.tenant_by_slug(&opts.tenant).await? {
+        Some(t) => t,
+        None => store.create_tenant(&opts.tenant, false).await?,
+    };
+    let parse_opts = ParseOptions {
+        max_log_bytes: 1 << 20,
+        now: opts.now,
+    };
+    let mut summary = SeedSummary {
+        pipelines: PIPELINES.len(),
+        instances: INSTANCES.len(),
+        ..SeedSummary::default()
+    };
+
+    // The generator's state is sequential, so payloads are made here, in order; serializing,
+    // parsing and writing each one runs as its own task on the runtime's workers, many at once,
+    // so the store's group commit fills its batches.
+    let mut gen = Generator::new(opts);
+    let tasks = std::iter::from_fn(|| {
+        let g = gen.next_run()?;
+        let store = Arc::clone(store);
+        let tenant = tenant.clone();
+        let parse_opts = parse_opts.clone();
+        Some(tokio::spawn(async move {
+            let body =
+                serde_json::to_vec(&g.payload).map_err(|e| SeedError::Payload(e.to_string()))?;
+            let runs = match sei::parse(&body, &parse_opts) {
+                Ok(items) => items
+                    .into_iter()
+                    .filter_map(|i| match i {
+                        Inbound::Run(r) => Some(*r),
+                        _ => None,
+                    })
+                    .collect(),
+                Err(rej) => return Err(SeedError::Payload(rej.summary())),
+            };
+            let at = cistern_core::from_millis(g.finished_ms + 800);
+            let op = WriteOp::Runs {
+                event: event(&tenant, "/v1/custom-cicd", "sei", body, at),
+                tenant,
+                runs,
+            };
+            store.write(op).await?;
+            Ok::<_, SeedError>((g.deployment, g.failed))
+        }))
+    });
+    let mut writes = futures::stream::iter(tasks).buffer_unordered(opts.concurrency.max(1));
+    while let Some(done) = writes.next().await {
+        let (deployment, failed) =
+            done.map_err(|e| SeedError::Payload(format!("a write task failed: {e}")))??;
+        summary.runs += 1;
+        summary.deployments += u64::from(deployment);
+        summary.failed += u64::from(failed);
+        if summary.runs.is_multiple_of(5_000) {
+            progress(summary.runs);
+        }
+    }
+    drop(writes);
+    progress(summary.runs);
+
+    for inst in &INSTANCES {
+        let at = opts.now - inst.heartbeat_age;
+        let details = (inst.details)();
+        let body = json!({"request_type": "JenkinsHeartbeat", "payload": {"instance_guid": inst.guid,
+            "instance_name": inst.name, "url": inst.url, "details": details}});
+        let mut ev = event(
+            &tenant,
+            "/v1/generic-requests",
+            "propelo",
+            body.to_string().into_bytes(),
+            at,
+        );
+        ev.request_type = Some("JenkinsHeartbeat".into());
+        ev.http_status = 200;
+        store
+            .write(WriteOp::Heartbeat {
+                event: ev,
+                tenant: tenant.clone(),
+                heartbeat: HeartbeatRecord {
+                    instance_guid: inst.guid.into(),
+                    name: Some(inst.name.into()),
+                    url: Some(inst.url.into()),
+                    kind: Some(inst.kind.into()),
+                    at,
+                    details,
+                },
+            })
+            .await?;
+    }
+
+    // Posts a misconfigured sender would make, refused with the dialect's own reasons.
+    let start_s = (cistern_core::to_millis(opts.now) - 7_200_000) / 1000;
+    let bad: [(String, Duration); 3] = [
+        (
+            json!({"pipeline": "release", "job_full_name": "shop/release", "qualified_name": "shop/release",
+                "instance_name": "jenkins-main", "instance_guid": INSTANCES[0].guid,
+                "start_time": start_s, "duration": 61_000, "result": "SUCCESS"})
+            .to_string(),
+            Duration::hours(2),
+        ),
+        (
+            json!({"pipeline": "release", "job_full_name": "shop/release", "qualified_name": "shop/release",
+                "instance_name": "jenkins-main", "instance_guid": INSTANCES[0].guid,
+                "start_time": start_s * 1000, "duration": 61_000, "result": "greenish"})
+            .to_string(),
+            Duration::hours(5),
+        ),
+        (
+            "{\u{201c}pipeline\u{201d}: \u{201c}release\u{201d}}".to_owned(),
+            Duration::days(1),
+        ),
+    ];
+    for (body, age) in bad {
+        let errors = match sei::parse(body.as_bytes(), &parse_opts) {
+            Ok(_) => continue,
+            Err(rej) => rej.errors(),
+        };
+        let mut ev = event(
+            &tenant,
+            "/v1/custom-cicd",
+            "sei",
+            body.into_bytes(),
+            opts.now - age,
+        );
+        ev.status = EventStatus::Rejected;
+        ev.http_status = 400;
+        ev.errors = errors;
+        store.write(WriteOp::Reject { event: ev }).await?;
+        summary.rejected_events += 1;
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_parse_and_tell_a_story() {
+        let mut opts = SeedOptions::new(400, 28);
+        opts.now = time::macros::datetime!(2024-06-01 12:00 UTC);
+        let mut gen = Generator::new(&opts);
+        let parse_opts = ParseOptions {
+            max_log_bytes: 1 << 20,
+            now: opts.now,
+        };
+        let (mut deploys, mut failed, mut logs, mut n) = (0, 0, 0, 0);
+        let mut last_start = i64::MIN;
+        while let Some(g) = gen.next_run() {
+            n += 1;
+            let body = serde_json::to_vec(&g.payload).unwrap();
+            let items = sei::parse(&body, &parse_opts).expect("generated payload parses");
+            let Inbound::Run(r) = &items[0] else {
+                panic!("not a run")
+            };
+            let start = cistern_core::to_millis(r.started_at);
+            assert!(start >= last_start, "runs come in time order");
+            last_start = start;
+            assert!(r.finished_at.unwrap() <= opts.now);
+            assert!(!r.stages.is_empty());
+            deploys += usize::from(r.cd);
+            failed += usize::from(r.result.is_failed());
+            if r.cd {
+                assert!(
+                    !r.commits.is_empty() || deploys < 3,
+                    "deployments ship commits"
+                );
+                assert!(r.environment.is_some());
+            }
+            if r.result.is_failed() {
+                let has_log = r
+                    .stages
+                    .iter()
+                    .flat_map(|s| s.steps.iter())
+                    .any(|s| s.log.is_some());
+                logs += usize::from(has_log);
+            }
+        }
+        assert_eq!(n, 400);
+        assert!(deploys > 40 && deploys < 160, "{deploys} deployments");
+        assert!(failed > 10 && failed < 120, "{failed} failures");
+        assert!(logs * 10 >= failed * 8, "most failures carry a log");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_history() {
+        let mut opts = SeedOptions::new(50, 7);
+        opts.now = time::macros::datetime!(2024-06-01 12:00 UTC);
+        let a: Vec<Vec<u8>> = {
+            let mut g = Generator::new(&opts);
+            std::iter::from_fn(|| g.next_run().map(|r| r.payload.to_string().into_bytes()))
+                .collect()
+        };
+        let b: Vec<Vec<u8>> = {
+            let mut g = Generator::new(&opts);
+            std::iter::from_fn(|| g.next_run().map(|r| r.payload.to_string().into_bytes()))
+                .collect()
+        };
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn another_day_makes_the_same_runs_at_other_times() {
+        let ids = |now: OffsetDateTime| -> Vec<(String, String)> {
+            let mut opts = SeedOptions::new(200, 14);
+            opts.now = now;
+            let mut g = Generator::new(&opts);
+            std::iter::from_fn(|| g.next_run())
+                .map(|r| {
+                    (
+                        r.payload["execution_id"].as_str().unwrap().to_owned(),
+                        r.payload["result"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let monday = time::macros::datetime!(2024-06-03 12:00 UTC);
+        assert_eq!(ids(monday), ids(monday + time::Duration::days(5)));
+    }
+}
