@@ -158,13 +158,44 @@ async fn dora_on_a_hand_built_history() {
             .await;
         assert_eq!(other["change_failure_rate"]["deployments"], 0);
 
+        // Filters partition the counts: prod + staging = all.
+        let mut staging = run(
+            "deploy-staging",
+            "s1",
+            "2024-01-05T09:00:00Z",
+            10,
+            "SUCCESS",
+            true,
+            &["c9"],
+        );
+        staging["environment"] = json!("staging");
+        let (status, _) = app.post(SEI, &staging).await;
+        assert_eq!(status, 201);
+        let count = |q: &'static str| {
+            let app = &app;
+            async move {
+                let (_, d) = app.get(&format!("/api/v1/metrics/dora?{WINDOW}{q}")).await;
+                d["change_failure_rate"]["deployments"].as_u64().unwrap()
+            }
+        };
+        let (all, prod, stg) = (
+            count("").await,
+            count("&environment=prod").await,
+            count("&environment=staging").await,
+        );
+        assert_eq!((all, prod, stg), (5, 4, 1));
+        assert_eq!(all, prod + stg);
+
         // A weekly series splits the window.
         let (_, s) = app
             .get(&format!("/api/v1/metrics/dora?{WINDOW}&interval=week"))
             .await;
         let series = s["series"].as_array().unwrap();
         assert_eq!(series.len(), 2);
-        assert_eq!(series[0]["deployment_frequency"]["deployments"], 2);
+        assert_eq!(
+            series[0]["deployment_frequency"]["deployments"], 3,
+            "d1, d3 and the staging one"
+        );
         assert_eq!(series[1]["deployment_frequency"]["deployments"], 1);
 
         // CSV for spreadsheets.
@@ -186,7 +217,7 @@ async fn dora_on_a_hand_built_history() {
         assert!(lines
             .next()
             .unwrap()
-            .starts_with("2024-01-01T00:00:00Z,2024-01-15T00:00:00Z,3,"));
+            .starts_with("2024-01-01T00:00:00Z,2024-01-15T00:00:00Z,4,"));
     }
 }
 
