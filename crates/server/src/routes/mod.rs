@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod propelo;
 pub mod query;
 pub mod runs;
+pub mod satellites;
 pub mod sei;
 
 use axum::Router;
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .merge(metrics::router())
         .merge(catalog::router())
         .merge(events::router())
+        .merge(satellites::router())
         .fallback(fallback)
 }
 
