@@ -56,10 +56,8 @@ fn drain(spool: &Spool) -> Vec<Value> {
         let e = spool.read(seq).unwrap();
         assert_eq!(e.header.endpoint, "/v1/custom-cicd");
         assert_eq!(e.header.origin, "poller:42");
-        let parsed = cistern_dialects::sei::parse(
-            &e.body,
-            &cistern_dialects::ParseOptions::new(1 << 20),
-        );
+        let parsed =
+            cistern_dialects::sei::parse(&e.body, &cistern_dialects::ParseOptions::new(1 << 20));
         assert!(
             parsed.is_ok(),
             "the hub would refuse {}: {parsed:?}",
@@ -115,7 +113,10 @@ fn jenkins_build(job_url: &str, b: &Build) -> Value {
 
 /// `allBuilds[…]{from,to}` out of the query.
 fn range(query: &str) -> (usize, usize) {
-    let q = query.replace("%7B", "{").replace("%7D", "}").replace("%2C", ",");
+    let q = query
+        .replace("%7B", "{")
+        .replace("%7D", "}")
+        .replace("%2C", ",");
     let Some(open) = q.rfind('{') else {
         return (0, usize::MAX);
     };
@@ -202,9 +203,9 @@ async fn jenkins_builds_are_reported_once_each_across_polls_and_restarts() {
         f.nightly = finished(1, 3);
     }
     let st = fake.clone();
-    let base = serve(axum::Router::new().fallback(move |uri: Uri, h: HeaderMap| {
-        jenkins(st.clone(), uri, h)
-    }))
+    let base = serve(
+        axum::Router::new().fallback(move |uri: Uri, h: HeaderMap| jenkins(st.clone(), uri, h)),
+    )
     .await;
     let dir = tempfile::tempdir().unwrap();
     let spool = Arc::new(Spool::open(dir.path(), 1 << 30).unwrap());
@@ -218,7 +219,11 @@ async fn jenkins_builds_are_reported_once_each_across_polls_and_restarts() {
     assert_eq!(poller.poll(&ctx).await.unwrap(), 62);
     let runs = drain(&spool);
     assert_eq!(runs.len(), 62);
-    assert_eq!(fake.lock().unwrap().build_pages, 3, "two pages of api, one of nightly");
+    assert_eq!(
+        fake.lock().unwrap().build_pages,
+        3,
+        "two pages of api, one of nightly"
+    );
     assert!(fake
         .lock()
         .unwrap()
@@ -234,8 +239,14 @@ async fn jenkins_builds_are_reported_once_each_across_polls_and_restarts() {
     assert_eq!(api_7["result"], "FAILURE");
     assert_eq!(api_7["start_time"], T0 + 7 * 3_600_000);
     assert_eq!(api_7["duration"], 61_000);
-    assert_eq!(api_7["scm_commit_ids"], json!([sha(7)]), "svn revisions left out");
-    let stages = api_7["job_run"]["stages"].as_array().expect("Blue Ocean stages");
+    assert_eq!(
+        api_7["scm_commit_ids"],
+        json!([sha(7)]),
+        "svn revisions left out"
+    );
+    let stages = api_7["job_run"]["stages"]
+        .as_array()
+        .expect("Blue Ocean stages");
     assert_eq!(stages.len(), 3);
     assert_eq!(stages[1]["displayName"], "Test");
     assert_eq!(stages[1]["result"], "FAILURE");
@@ -243,7 +254,10 @@ async fn jenkins_builds_are_reported_once_each_across_polls_and_restarts() {
         .iter()
         .find(|r| r["execution_id"] == "nightly#2")
         .expect("nightly 2");
-    assert!(nightly.get("job_run").is_none(), "freestyle jobs have no stages");
+    assert!(
+        nightly.get("job_run").is_none(),
+        "freestyle jobs have no stages"
+    );
     let mut ids: HashSet<String> = runs
         .iter()
         .map(|r| r["execution_id"].as_str().unwrap().to_owned())
@@ -269,7 +283,10 @@ async fn jenkins_builds_are_reported_once_each_across_polls_and_restarts() {
     let ctx = context(&i, &spool, dir.path());
     assert_eq!(poller.poll(&ctx).await.unwrap(), 2);
     let runs = drain(&spool);
-    let got: Vec<&str> = runs.iter().map(|r| r["execution_id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = runs
+        .iter()
+        .map(|r| r["execution_id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, vec!["team/api#60", "team/api#62"]);
     assert_eq!(fake.lock().unwrap().build_pages, 2, "one page per job");
 
@@ -321,7 +338,9 @@ fn query(uri: &Uri) -> std::collections::HashMap<String, String> {
         .map(|(k, v)| {
             (
                 k.to_owned(),
-                v.replace("%3A", ":").replace("%2B", "+").replace("%2F", "/"),
+                v.replace("%3A", ":")
+                    .replace("%2B", "+")
+                    .replace("%2F", "/"),
             )
         })
         .collect()
@@ -342,7 +361,10 @@ fn paged(items: Vec<Value>, q: &std::collections::HashMap<String, String>) -> Re
     let h = resp.headers_mut();
     h.insert("x-next-page", HeaderValue::from_str(&next).unwrap());
     h.insert("x-page", HeaderValue::from_str(&page.to_string()).unwrap());
-    h.insert("x-total", HeaderValue::from_str(&total.to_string()).unwrap());
+    h.insert(
+        "x-total",
+        HeaderValue::from_str(&total.to_string()).unwrap(),
+    );
     resp
 }
 
@@ -362,11 +384,18 @@ async fn gitlab(state: Arc<Mutex<FakeGitlab>>, uri: Uri, headers: HeaderMap) -> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !s.tokens.contains(token) {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"message": "401 Unauthorized"})))
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"message": "401 Unauthorized"})),
+        )
             .into_response();
     }
     let q = query(&uri);
-    let parts: Vec<&str> = uri.path().trim_start_matches("/api/v4/").split('/').collect();
+    let parts: Vec<&str> = uri
+        .path()
+        .trim_start_matches("/api/v4/")
+        .split('/')
+        .collect();
     match parts.as_slice() {
         ["projects"] => paged(
             vec![
@@ -424,7 +453,11 @@ async fn gitlab(state: Arc<Mutex<FakeGitlab>>, uri: Uri, headers: HeaderMap) -> 
             ];
             paged(jobs, &q)
         }
-        _ => (StatusCode::NOT_FOUND, Json(json!({"message": "404 Not found"}))).into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "404 Not found"})),
+        )
+            .into_response(),
     }
 }
 
@@ -460,9 +493,9 @@ async fn gitlab_pipelines_are_reported_once_each_across_polls_and_restarts() {
         }
     }
     let st = fake.clone();
-    let base = serve(axum::Router::new().fallback(move |uri: Uri, h: HeaderMap| {
-        gitlab(st.clone(), uri, h)
-    }))
+    let base = serve(
+        axum::Router::new().fallback(move |uri: Uri, h: HeaderMap| gitlab(st.clone(), uri, h)),
+    )
     .await;
     let dir = tempfile::tempdir().unwrap();
     let spool = Arc::new(Spool::open(dir.path(), 1 << 30).unwrap());
@@ -494,7 +527,11 @@ async fn gitlab_pipelines_are_reported_once_each_across_polls_and_restarts() {
         .iter()
         .map(|s| s["displayName"].as_str().unwrap())
         .collect();
-    assert_eq!(names, vec!["build", "test"], "stages in the order their jobs ran");
+    assert_eq!(
+        names,
+        vec!["build", "test"],
+        "stages in the order their jobs ran"
+    );
     assert_eq!(stages[1]["result"], "failed");
 
     // A restart with nothing new: nothing repeated, though GitLab hands the boundary back.

@@ -84,12 +84,7 @@ struct Front {
     held: Notify,
 }
 
-async fn front(
-    State(f): State<Arc<Front>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn front(State(f): State<Arc<Front>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut index = None;
     if path == "/v1/custom-cicd" {
@@ -98,7 +93,10 @@ async fn front(
         seen.push(v["build_number"].as_u64().unwrap_or(0));
         index = Some(seen.len());
     }
-    let mut req = f.client.post(format!("{}{path}", f.hub)).body(body.to_vec());
+    let mut req = f
+        .client
+        .post(format!("{}{path}", f.hub))
+        .body(body.to_vec());
     for (k, v) in &headers {
         if k != "host" && k != "content-length" {
             req = req.header(k, v);
@@ -375,7 +373,10 @@ async fn a_satellite_killed_mid_forward_resumes_without_duplicates() {
     // Killed while waiting for the hub's answer: runs 3, 4 and 5 are still in the spool.
     sat.kill();
     *front.hold.lock().unwrap() = None;
-    assert_eq!(build_numbers(&runs_at(&hub.base, &key).await), vec![1, 2, 3]);
+    assert_eq!(
+        build_numbers(&runs_at(&hub.base, &key).await),
+        vec![1, 2, 3]
+    );
 
     let sat = Satellite::start(&config, &spool, &log, &[]).await;
     eventually(20, "all runs at the hub and an empty spool", || async {
@@ -434,7 +435,10 @@ async fn heartbeats_show_at_the_hub_and_go_stale_when_they_stop() {
             .unwrap();
         v["satellites"].as_array().cloned().unwrap_or_default()
     };
-    eventually(10, "a heartbeat at the hub", || async { !list().await.is_empty() }).await;
+    eventually(10, "a heartbeat at the hub", || async {
+        !list().await.is_empty()
+    })
+    .await;
     // The relay works too.
     assert_eq!(sat.post_run(1).await.0, 202);
     eventually(10, "a heartbeat after a forward", || async {
@@ -650,7 +654,11 @@ fn encrypted_configs_round_trip_and_match_an_independent_implementation() {
         .arg(&enc_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), plain);
     // …and the binary decrypts what Python encrypted.
     let out = Command::new(python)
@@ -659,7 +667,11 @@ fn encrypted_configs_round_trip_and_match_an_independent_implementation() {
         .arg(&plain_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let py_path = dir.path().join("python.enc");
     std::fs::write(&py_path, &out.stdout).unwrap();
     let (code, decrypted, err) =

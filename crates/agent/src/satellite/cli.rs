@@ -30,11 +30,19 @@ pub enum SatelliteCommand {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Address the relay listens on (the hub's ingestion endpoints, served locally).
-    #[arg(long, env = "CISTERN_SATELLITE_LISTEN", default_value = "127.0.0.1:8090")]
+    #[arg(
+        long,
+        env = "CISTERN_SATELLITE_LISTEN",
+        default_value = "127.0.0.1:8090"
+    )]
     pub listen: String,
     /// Spool directory: accepted requests wait here until the hub has them; pollers keep their
     /// positions under it. Put it on a persistent volume.
-    #[arg(long, env = "CISTERN_SATELLITE_SPOOL", default_value = "satellite-spool")]
+    #[arg(
+        long,
+        env = "CISTERN_SATELLITE_SPOOL",
+        default_value = "satellite-spool"
+    )]
     pub spool: PathBuf,
     /// Most disk the spool may use, in MiB; the satellite warns from 80 % and refuses new
     /// requests (503, Retry-After) when full.

@@ -190,11 +190,12 @@ pub fn load(
     })?;
     let mut warnings = Vec::new();
     let text = if crypto::looks_encrypted(&text) {
-        let password = password
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| ConfigError::NeedPassword {
-                path: shown.clone(),
-            })?;
+        let password =
+            password
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| ConfigError::NeedPassword {
+                    path: shown.clone(),
+                })?;
         crypto::decrypt_text(&text, password).map_err(|source| ConfigError::Decrypt {
             path: shown.clone(),
             source,
@@ -355,7 +356,12 @@ impl Reader {
         });
     }
 
-    fn unknown(&mut self, map: &marked_yaml::types::MarkedMappingNode, prefix: &str, known: &[&str]) {
+    fn unknown(
+        &mut self,
+        map: &marked_yaml::types::MarkedMappingNode,
+        prefix: &str,
+        known: &[&str],
+    ) {
         for (k, _) in map.iter() {
             if !known.contains(&k.as_str()) {
                 let key = if prefix.is_empty() {
@@ -404,9 +410,18 @@ impl Reader {
         what: &str,
     ) -> Option<String> {
         let v = self.opt_str(map, prefix, key);
-        if v.is_none() && !matches!(map.get_node(key), Some(Node::Sequence(_) | Node::Mapping(_))) {
+        if v.is_none()
+            && !matches!(
+                map.get_node(key),
+                Some(Node::Sequence(_) | Node::Mapping(_))
+            )
+        {
             let at = map.get_node(key).unwrap_or(at);
-            self.problem(at, &format!("{prefix}.{key}"), &format!("is required ({what})"));
+            self.problem(
+                at,
+                &format!("{prefix}.{key}"),
+                &format!("is required ({what})"),
+            );
         }
         v
     }
@@ -440,13 +455,24 @@ impl Reader {
         self.unknown(
             map,
             name,
-            &["url", "api_key", "tenant", "id", "scheduling_interval", "proxy"],
+            &[
+                "url",
+                "api_key",
+                "tenant",
+                "id",
+                "scheduling_interval",
+                "proxy",
+            ],
         );
         let url = self
             .opt_str(map, name, "url")
             .or_else(|| env("CISTERN_URL").filter(|v| !v.trim().is_empty()));
         let url = match url {
-            Some(u) => self.url(map.get_node("url").or(Some(node)), &format!("{name}.url"), Some(u)),
+            Some(u) => self.url(
+                map.get_node("url").or(Some(node)),
+                &format!("{name}.url"),
+                Some(u),
+            ),
             None => {
                 self.problem(
                     node,
@@ -522,7 +548,11 @@ impl Reader {
             Some(n) => match n.as_scalar().and_then(|s| s.as_u16()).filter(|p| *p > 0) {
                 Some(p) => Some(p),
                 None => {
-                    self.problem(n, &format!("{prefix}.port"), "must be a port number (1-65535)");
+                    self.problem(
+                        n,
+                        &format!("{prefix}.port"),
+                        "must be a port number (1-65535)",
+                    );
                     None
                 }
             },
@@ -558,7 +588,15 @@ impl Reader {
         self.unknown(
             map,
             prefix,
-            &["id", "application", "url", "username", "api_key", "metadata", "satellite"],
+            &[
+                "id",
+                "application",
+                "url",
+                "username",
+                "api_key",
+                "metadata",
+                "satellite",
+            ],
         );
         let id = self.req_str(map, node, prefix, "id", "the integration's id");
         let application = self
@@ -580,7 +618,9 @@ impl Reader {
         let username = self.opt_str(map, prefix, "username");
         let api_key = self.opt_str(map, prefix, "api_key");
         match &application {
-            Some(Application::Jenkins | Application::Gitlab) if url.is_none() && url_node.is_none() => {
+            Some(Application::Jenkins | Application::Gitlab)
+                if url.is_none() && url_node.is_none() =>
+            {
                 self.problem(
                     node,
                     &format!("{prefix}.url"),
@@ -763,7 +803,10 @@ integrations:
         let problems = parse("satellite:\n  url: [unclosed\n", &no_env).unwrap_err();
         assert_eq!(problems.len(), 1);
         assert!(problems[0].line.is_some(), "{problems:?}");
-        assert!(problems[0].message.starts_with("not valid YAML"), "{problems:?}");
+        assert!(
+            problems[0].message.starts_with("not valid YAML"),
+            "{problems:?}"
+        );
 
         let c = parse(
             "satellite:\n  url: http://h\n  api_key: k\n  ur: typo\n",

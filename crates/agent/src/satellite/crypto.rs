@@ -27,7 +27,9 @@ pub enum CryptoError {
     #[error("the encrypted text is not base64 ({0})")]
     NotBase64(String),
     /// Too short to hold salt, IV and one block.
-    #[error("the encrypted text is too short ({0} bytes; salt, IV and at least one block take 48)")]
+    #[error(
+        "the encrypted text is too short ({0} bytes; salt, IV and at least one block take 48)"
+    )]
     TooShort(usize),
     /// Padding or text check failed: almost always a wrong password.
     #[error("wrong password (or the file was not encrypted with `cistern satellite encrypt` or the Ingestion Satellite's Encrypt)")]
@@ -79,7 +81,9 @@ pub fn decrypt(text: &str, password: &str) -> Result<Vec<u8>, CryptoError> {
     let (salt, rest) = raw.split_at(SALT_LEN);
     let (iv, ct) = rest.split_at(IV_LEN);
     let key = key(password, salt);
-    let iv: [u8; IV_LEN] = iv.try_into().map_err(|_| CryptoError::TooShort(raw.len()))?;
+    let iv: [u8; IV_LEN] = iv
+        .try_into()
+        .map_err(|_| CryptoError::TooShort(raw.len()))?;
     Decryptor::new(&key.into(), &iv.into())
         .decrypt_padded_vec_mut::<Pkcs7>(ct)
         .map_err(|_| CryptoError::WrongPassword)
@@ -138,10 +142,7 @@ mod tests {
             "levelops:\n  tenant: acme\n  api_key: k\n".as_bytes(),
             "right",
         );
-        assert_eq!(
-            decrypt_text(&enc, "wrong"),
-            Err(CryptoError::WrongPassword)
-        );
+        assert_eq!(decrypt_text(&enc, "wrong"), Err(CryptoError::WrongPassword));
         assert!(matches!(
             decrypt("not base64!", "pw"),
             Err(CryptoError::NotBase64(_))

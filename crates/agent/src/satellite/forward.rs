@@ -79,7 +79,12 @@ impl HubClient {
 
     /// Posts `body` to `endpoint` with the satellite's key (signed sources carry their own
     /// signature headers and get no key).
-    pub async fn post(&self, endpoint: &str, headers: &[(String, String)], body: Vec<u8>) -> Answer {
+    pub async fn post(
+        &self,
+        endpoint: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Answer {
         let url = format!("{}{endpoint}", self.base);
         let mut req = self.client.post(&url).body(body);
         for (k, v) in headers {
@@ -102,11 +107,7 @@ impl HubClient {
     /// Posts JSON to a native API path with `Authorization: Bearer`.
     pub async fn post_json(&self, path: &str, value: &serde_json::Value) -> Answer {
         let url = format!("{}{path}", self.base);
-        let req = self
-            .client
-            .post(&url)
-            .bearer_auth(&self.key)
-            .json(value);
+        let req = self.client.post(&url).bearer_auth(&self.key).json(value);
         answer(&url, req.send().await).await
     }
 }
@@ -122,8 +123,8 @@ pub fn http_client(settings: &HubSettings, to_hub: bool) -> Result<reqwest::Clie
         .user_agent(concat!("cistern-satellite/", env!("CARGO_PKG_VERSION")));
     match &settings.proxy {
         Some(p) if to_hub || p.all_traffic => {
-            let mut proxy = reqwest::Proxy::all(p.url())
-                .map_err(|e| format!("proxy {}: {e}", p.url()))?;
+            let mut proxy =
+                reqwest::Proxy::all(p.url()).map_err(|e| format!("proxy {}: {e}", p.url()))?;
             if let Some(user) = &p.username {
                 proxy = proxy.basic_auth(user, p.password.as_deref().unwrap_or(""));
             }
@@ -133,7 +134,8 @@ pub fn http_client(settings: &HubSettings, to_hub: bool) -> Result<reqwest::Clie
         // should be what its file says.
         _ => b = b.no_proxy(),
     }
-    b.build().map_err(|e| format!("cannot set up the HTTP client: {e}"))
+    b.build()
+        .map_err(|e| format!("cannot set up the HTTP client: {e}"))
 }
 
 async fn answer(url: &str, sent: Result<reqwest::Response, reqwest::Error>) -> Answer {
@@ -161,7 +163,10 @@ async fn answer(url: &str, sent: Result<reqwest::Response, reqwest::Error>) -> A
         .map(str::to_owned);
     let text = resp.text().await.unwrap_or_default();
     if status.is_success() {
-        return Answer::Taken { status: code, body: text };
+        return Answer::Taken {
+            status: code,
+            body: text,
+        };
     }
     let said = hub_message(code, &text);
     match code {
@@ -302,10 +307,7 @@ pub async fn run(
             }
         };
         let endpoint = entry.header.endpoint.clone();
-        match hub
-            .post(&endpoint, &entry.header.headers, entry.body)
-            .await
-        {
+        match hub.post(&endpoint, &entry.header.headers, entry.body).await {
             Answer::Taken { status: code, .. } => {
                 let s = spool.clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.remove(seq)).await {
@@ -314,9 +316,18 @@ pub async fn run(
                 }
                 status.forwarded();
                 backoff.reset();
-                tracing::debug!(seq, endpoint, code, origin = entry.header.origin, "forwarded");
+                tracing::debug!(
+                    seq,
+                    endpoint,
+                    code,
+                    origin = entry.header.origin,
+                    "forwarded"
+                );
             }
-            Answer::Refused { status: code, message } => {
+            Answer::Refused {
+                status: code,
+                message,
+            } => {
                 let s = spool.clone();
                 let reason = message.clone();
                 let kept = tokio::task::spawn_blocking(move || s.reject(seq, &reason)).await;
@@ -325,7 +336,9 @@ pub async fn run(
                     _ => "(could not be moved)".into(),
                 };
                 tracing::error!(seq, endpoint, code, reason = %message, kept = %place, "the hub refused a request; it is kept in rejected/");
-                status.rejected(format!("the hub refused a request to {endpoint}: {message}"));
+                status.rejected(format!(
+                    "the hub refused a request to {endpoint}: {message}"
+                ));
             }
             Answer::Later {
                 reason,

@@ -389,7 +389,10 @@ fn password(confirm: bool, stdin_is_input: bool) -> Result<String, String> {
         .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
     let p = line.trim_end_matches(['\n', '\r']).to_owned();
     if p.is_empty() {
-        return Err("no password: set ENCRYPTION_PASSWORD, or type it (it is not echoed on a terminal)".into());
+        return Err(
+            "no password: set ENCRYPTION_PASSWORD, or type it (it is not echoed on a terminal)"
+                .into(),
+        );
     }
     Ok(p)
 }

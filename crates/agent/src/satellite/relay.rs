@@ -66,7 +66,9 @@ pub fn router(state: RelayState) -> Router {
     ] {
         r = r.route(
             path,
-            post(|s: State<RelayState>, u: Uri, h: HeaderMap, b: Bytes| accept(s, u, h, b, Dialect::Sei)),
+            post(|s: State<RelayState>, u: Uri, h: HeaderMap, b: Bytes| {
+                accept(s, u, h, b, Dialect::Sei)
+            }),
         );
     }
     r.route(
@@ -175,7 +177,11 @@ async fn accept(
     match dialect {
         Dialect::Sei => match sei::parse(&body, &opts) {
             Err(rej) => return refused(rej),
-            Ok(items) if items.iter().any(|i| matches!(i, Inbound::RegisterInstance(_))) => {
+            Ok(items)
+                if items
+                    .iter()
+                    .any(|i| matches!(i, Inbound::RegisterInstance(_))) =>
+            {
                 return register(&st, &uri, &headers, body).await;
             }
             Ok(_) => {}
@@ -218,7 +224,10 @@ async fn accept(
             );
             resp.headers_mut().insert(
                 header::RETRY_AFTER,
-                FULL_RETRY_AFTER_SECONDS.to_string().parse().expect("digits"),
+                FULL_RETRY_AFTER_SECONDS
+                    .to_string()
+                    .parse()
+                    .expect("digits"),
             );
             return resp;
         }

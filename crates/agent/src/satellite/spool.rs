@@ -376,7 +376,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), 1 << 20).unwrap();
         let a = spool.put(&header("/v1/custom-cicd"), b"{\"n\":1}").unwrap();
-        let b = spool.put(&header("/v1/generic-requests"), b"\x00bin\n").unwrap();
+        let b = spool
+            .put(&header("/v1/generic-requests"), b"\x00bin\n")
+            .unwrap();
         assert!(a < b);
         assert_eq!(spool.first(), Some(a));
         assert_eq!(spool.usage().depth, 2);
@@ -401,7 +403,10 @@ mod tests {
         drop(spool);
         let spool = Spool::open(dir.path(), 1 << 20).unwrap();
         let d = spool.put(&header("/x"), b"{}").unwrap();
-        assert!(d > b, "above the rejected ones after a reopen, so a name never collides");
+        assert!(
+            d > b,
+            "above the rejected ones after a reopen, so a name never collides"
+        );
     }
 
     #[test]

@@ -92,15 +92,19 @@ impl Gitlab {
             .api_key
             .clone()
             .ok_or_else(|| format!("integration {}: gitlab needs an api_key", i.id))?;
-        let projects = i.metadata.get("projects").and_then(Value::as_array).map(|a| {
-            a.iter()
-                .filter_map(|p| match p {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                })
-                .collect()
-        });
+        let projects = i
+            .metadata
+            .get("projects")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| match p {
+                        Value::String(s) => Some(s.clone()),
+                        Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .collect()
+            });
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             token,
@@ -191,10 +195,7 @@ impl Gitlab {
             .iter()
             .filter_map(|p| {
                 let id = p["id"].as_u64()?.to_string();
-                let path = p["path_with_namespace"]
-                    .as_str()
-                    .unwrap_or(&id)
-                    .to_owned();
+                let path = p["path_with_namespace"].as_str().unwrap_or(&id).to_owned();
                 Some(Project {
                     name: p["name"].as_str().unwrap_or(&path).to_owned(),
                     web_url: p["web_url"].as_str().map(str::to_owned),
@@ -357,7 +358,10 @@ fn stages(jobs: &[Value]) -> Vec<Value> {
                 "success"
             };
             let start = js.iter().filter_map(|j| parse_time(&j["started_at"])).min();
-            let end = js.iter().filter_map(|j| parse_time(&j["finished_at"])).max();
+            let end = js
+                .iter()
+                .filter_map(|j| parse_time(&j["finished_at"]))
+                .max();
             let steps: Vec<Value> = js
                 .iter()
                 .map(|j| {

@@ -143,7 +143,10 @@ impl Jenkins {
         // (segments, inside a multibranch project)
         let mut todo: Vec<(Vec<String>, bool)> = vec![(Vec::new(), false)];
         while let Some((segments, multibranch)) = todo.pop() {
-            let path: String = segments.iter().map(|s| format!("/job/{}", enc(s))).collect();
+            let path: String = segments
+                .iter()
+                .map(|s| format!("/job/{}", enc(s)))
+                .collect();
             let url = format!("{}{path}/api/json?tree=jobs[name,_class]", self.base);
             let Some(v) = self.get(&url).await? else {
                 continue;
@@ -215,7 +218,8 @@ impl Jenkins {
             }
             builds.sort_by_key(|b| b["number"].as_u64().unwrap_or(0));
             let mut c = cursor.unwrap_or_default();
-            let fetched: BTreeSet<u64> = builds.iter().filter_map(|b| b["number"].as_u64()).collect();
+            let fetched: BTreeSet<u64> =
+                builds.iter().filter_map(|b| b["number"].as_u64()).collect();
             for b in &builds {
                 let n = b["number"].as_u64().unwrap_or(0);
                 if n <= c.seen && !c.running.contains(&n) {
@@ -347,7 +351,14 @@ mod tests {
             running: [7, 9].into_iter().collect(),
         };
         assert_eq!(c.floor(), 6);
-        assert_eq!(JobCursor { seen: 10, running: BTreeSet::new() }.floor(), 10);
+        assert_eq!(
+            JobCursor {
+                seen: 10,
+                running: BTreeSet::new()
+            }
+            .floor(),
+            10
+        );
         assert_eq!(enc("my job/é"), "my%20job%2F%C3%A9");
     }
 }

@@ -244,10 +244,14 @@ pub fn is_commit_sha(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Turns a reqwest failure into a poll error naming the URL.
+/// Turns a reqwest failure into a poll error naming the URL once, then the causes
+/// (`…: client error (Connect): dns error: …`).
 pub fn tool_error(url: &str, e: &reqwest::Error) -> PollError {
-    let mut s = format!("{url}: {e}");
+    let mut s = format!("cannot reach {url}");
     let mut cur = std::error::Error::source(e);
+    if cur.is_none() {
+        s.push_str(&format!(": {e}"));
+    }
     while let Some(c) = cur {
         let m = c.to_string();
         if !s.contains(&m) {
