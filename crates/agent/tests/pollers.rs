@@ -134,7 +134,7 @@ async fn jenkins(state: Arc<Mutex<FakeJenkins>>, uri: Uri, headers: HeaderMap) -
     let query = uri.query().unwrap_or("");
     let page = |builds: &[Build], url: &str, from: usize, to: usize| -> Value {
         let mut newest_first = builds.to_vec();
-        newest_first.sort_by(|a, b| b.number.cmp(&a.number));
+        newest_first.sort_by_key(|b| std::cmp::Reverse(b.number));
         let items: Vec<Value> = newest_first
             .iter()
             .skip(from)
