@@ -307,7 +307,12 @@ pub async fn run(
             }
         };
         let endpoint = entry.header.endpoint.clone();
-        match hub.post(&endpoint, &entry.header.headers, entry.body).await {
+        // A stop does not wait for a slow hub: the entry stays and goes after the next start.
+        let answer = tokio::select! {
+            a = hub.post(&endpoint, &entry.header.headers, entry.body) => a,
+            _ = stop.changed() => return,
+        };
+        match answer {
             Answer::Taken { status: code, .. } => {
                 let s = spool.clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.remove(seq)).await {

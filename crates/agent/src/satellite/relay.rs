@@ -257,7 +257,13 @@ async fn accept(
         // The Jenkins plugin reads its envelope; run ids come when the hub has the run.
         Dialect::Propelo | Dialect::PropeloMultipart => {
             let rt = request_type.unwrap_or_else(|| "JenkinsPluginJobRunComplete".into());
-            let payload = json!({"run_ids": [], "queued": true, "spool_id": spool_id});
+            let payload = if rt == "JenkinsHeartbeat" {
+                // What the hub answers a heartbeat, so the plugin keeps its schedule.
+                json!({"success": true, "server_version": env!("CARGO_PKG_VERSION"),
+                       "configuration": {"heartbeat_duration": 60}, "queued": true})
+            } else {
+                json!({"run_ids": [], "queued": true, "spool_id": spool_id})
+            };
             (
                 StatusCode::OK,
                 Json(json!({"response_type": rt, "payload": payload.to_string()})),
