@@ -148,3 +148,39 @@ async fn the_relay_answers_like_the_hub_and_keeps_what_it_accepted() {
     assert_eq!(sat.spool().usage().depth, depth);
     sat.stop().await;
 }
+
+#[tokio::test]
+async fn with_a_relay_key_only_senders_that_show_it_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), 1 << 20);
+    opts.config.hub.relay_key = Some("rk_local".into());
+    let sat = satellite::start(opts).await.unwrap();
+    let base = format!("http://{}", sat.addr());
+    let client = reqwest::Client::new();
+    let post = |auth: Option<&'static str>| {
+        let mut r = client
+            .post(format!("{base}/v1/custom-cicd"))
+            .body(sei_run(1).to_string());
+        if let Some(a) = auth {
+            r = r.header("Authorization", a);
+        }
+        r.send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), 401);
+    assert_eq!(post(Some("ApiKey nope")).await.unwrap().status(), 401);
+    assert_eq!(post(Some("ApiKey rk_local")).await.unwrap().status(), 202);
+    assert_eq!(post(Some("Bearer rk_local")).await.unwrap().status(), 202);
+    // Signed sources are checked by the hub, with their signature.
+    let r = client
+        .post(format!("{base}/v1/hooks/src_1"))
+        .header("X-Hub-Signature-256", "sha256=00")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let e = sat.spool().read(sat.spool().first().unwrap()).unwrap();
+    assert_eq!(e.header.endpoint, "/v1/custom-cicd");
+    assert_eq!(sat.spool().usage().depth, 3);
+    sat.stop().await;
+}

@@ -164,6 +164,7 @@ impl Satellite {
             .env_remove("ENCRYPTION_PASSWORD")
             .env_remove("CISTERN_URL")
             .env_remove("CISTERN_API_KEY")
+            .env_remove("CISTERN_SATELLITE_RELAY_KEY")
             .env("CISTERN_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(err));

@@ -7,6 +7,7 @@
 //!   tenant: acme
 //!   scheduling_interval: 60  # seconds between polls and heartbeats
 //!   proxy: {host: proxy.local, port: 3128, username: u, password: p, all_traffic: false}
+//!   relay_key: …             # optional: senders must present it to the relay
 //! integrations:
 //!   - id: '1'
 //!     application: jenkins
@@ -132,6 +133,9 @@ pub struct HubSettings {
     pub scheduling_interval: Duration,
     /// Outbound proxy.
     pub proxy: Option<Proxy>,
+    /// When set, senders must present this key to the relay (`Authorization: ApiKey|Bearer …`
+    /// or `X-Api-Key`); unset, the relay takes any request (it listens on loopback by default).
+    pub relay_key: Option<String>,
 }
 
 /// What an integration is.
@@ -519,7 +523,11 @@ impl Reader {
             Some(Node::Scalar(s)) if s.as_str().trim().is_empty() || s.as_str() == "null" => None,
             Some(n) => self.proxy(&format!("{name}.proxy"), n),
         };
+        let relay_key = self
+            .opt_str(map, name, "relay_key")
+            .or_else(|| env("CISTERN_SATELLITE_RELAY_KEY").filter(|v| !v.trim().is_empty()));
         Some(HubSettings {
+            relay_key,
             url: url?,
             api_key: api_key?,
             tenant,

@@ -212,6 +212,7 @@ pub async fn start(opts: Options) -> Result<Running, String> {
         wake: wake.clone(),
         hub: hub.clone(),
         status: status.clone(),
+        relay_key: config.hub.relay_key.clone(),
     });
     let mut tasks = Vec::new();
     let mut rx = stop_rx.clone();

@@ -43,6 +43,8 @@ pub struct RelayState {
     pub hub: Arc<HubClient>,
     /// Health, for `/status`.
     pub status: Arc<Status>,
+    /// The key senders must present, when set.
+    pub relay_key: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -165,6 +167,25 @@ fn kept_headers(h: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The key a sender presents: `Authorization: ApiKey|Apikey|Bearer|Token <key>`, a bare
+/// `Authorization: <key>`, or `X-Api-Key`.
+fn presented_key(h: &HeaderMap) -> Option<String> {
+    if let Some(k) = h.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(k.trim().to_owned());
+    }
+    let auth = h.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    Some(match auth.split_once(char::is_whitespace) {
+        Some((_, key)) => key.trim().to_owned(),
+        None => auth.to_owned(),
+    })
+}
+
+/// Compares digests, so the time taken says nothing about the key.
+fn same_key(a: &str, b: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes())
+}
+
 async fn accept(
     State(st): State<RelayState>,
     uri: Uri,
@@ -172,6 +193,18 @@ async fn accept(
     body: Bytes,
     dialect: Dialect,
 ) -> Response {
+    // Signed sources prove themselves to the hub with their signature; everything else must
+    // show the relay key when one is set.
+    if let (Some(want), false) = (&st.relay_key, matches!(dialect, Dialect::Signed)) {
+        if !presented_key(&headers).is_some_and(|k| same_key(&k, want)) {
+            return problem(
+                StatusCode::UNAUTHORIZED,
+                "Authentication required",
+                "this satellite takes requests with its relay key (satellite.relay_key): send `Authorization: ApiKey <key>` (or Bearer, or X-Api-Key)".into(),
+                Vec::new(),
+            );
+        }
+    }
     let opts = ParseOptions::new(CHECK_LOG_BYTES);
     let mut request_type = None;
     match dialect {
