@@ -1,10 +1,10 @@
 //! Forwarding the spool to the hub: oldest first, one at a time, each until the hub answers.
 //!
 //! Order is kept by never passing an entry that may still go through: a hub that is down, busy
-//! (408, 425, 429, 5xx) or refusing the satellite's own key or path (401, 403, 404, 405: fixed
-//! by an operator, not by the request) holds the queue, and the entry is tried again with
-//! backoff. Only a refusal of the request itself (any other 4xx) moves it to `rejected/` so the
-//! queue goes on.
+//! (408, 425, 429, 5xx) or refusing the satellite's own key or address (401, 403, 405, a 404
+//! "no route": fixed by an operator, not by the request) holds the queue, and the entry is
+//! tried again with backoff. Only a refusal of the request itself (any other 4xx, including the
+//! hub's 404 for an unknown source or company) moves it to `rejected/` so the queue goes on.
 //!
 //! An entry is removed only after the hub's 2xx. If the satellite dies between the hub's commit
 //! and the removal, the entry is posted again after the restart; the hub identifies runs
@@ -148,8 +148,7 @@ async fn answer(url: &str, sent: Result<reqwest::Response, reqwest::Error>) -> A
             }
         }
     };
-    let status = resp.status();
-    let code = status.as_u16();
+    let code = resp.status().as_u16();
     let retry_after = resp
         .headers()
         .get(reqwest::header::RETRY_AFTER)
@@ -162,13 +161,42 @@ async fn answer(url: &str, sent: Result<reqwest::Response, reqwest::Error>) -> A
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let text = resp.text().await.unwrap_or_default();
-    if status.is_success() {
+    classify(url, code, retry_after, location, text)
+}
+
+/// What an answer of the hub means for the entry.
+fn classify(
+    url: &str,
+    code: u16,
+    retry_after: Option<Duration>,
+    location: Option<String>,
+    text: String,
+) -> Answer {
+    if (200..300).contains(&code) {
         return Answer::Taken {
             status: code,
             body: text,
         };
     }
     let said = hub_message(code, &text);
+    let problem: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let kind = problem["type"].as_str().unwrap_or_default();
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    // A delivery the hub already has (signed sources deduplicate on their delivery id).
+    if code == 409 && kind.ends_with("duplicate") {
+        return Answer::Taken {
+            status: code,
+            body: text,
+        };
+    }
+    // The hub's own 404 about the request (an unknown source or company) refuses that request;
+    // any other 404 (no such route: a wrong satellite.url) holds the queue.
+    if code == 404 && !detail.is_empty() && !detail.starts_with("no route for") {
+        return Answer::Refused {
+            status: code,
+            message: said,
+        };
+    }
     match code {
         401 | 403 => Answer::Later {
             reason: format!("{url} refused the satellite's API key ({said}); fix satellite.api_key — requests wait in the spool"),
@@ -381,6 +409,48 @@ mod tests {
         assert!(p[3] <= 350 && p[4] <= 350, "{p:?}");
         b.reset();
         assert!(b.next_pause() <= Duration::from_millis(125));
+    }
+
+    #[test]
+    fn what_holds_the_queue_and_what_is_refused() {
+        let c = |code: u16, body: &str| classify("http://hub/x", code, None, None, body.into());
+        assert!(matches!(c(201, "{}"), Answer::Taken { .. }));
+        assert!(matches!(c(503, ""), Answer::Later { .. }));
+        assert!(matches!(c(429, ""), Answer::Later { .. }));
+        assert!(
+            matches!(c(401, "{}"), Answer::Later { .. }),
+            "a bad key is the operator's to fix"
+        );
+        assert!(matches!(
+            c(400, r#"{"detail":"pipeline is required"}"#),
+            Answer::Refused { status: 400, .. }
+        ));
+        assert!(matches!(c(413, ""), Answer::Refused { .. }));
+        assert!(
+            matches!(
+                c(404, r#"{"detail":"no route for POST /v1/custom-cicd"}"#),
+                Answer::Later { .. }
+            ),
+            "a wrong satellite.url"
+        );
+        assert!(matches!(
+            c(404, "<html>Not Found</html>"),
+            Answer::Later { .. }
+        ));
+        assert!(
+            matches!(
+                c(404, r#"{"detail":"no company \"x\" for this API key"}"#),
+                Answer::Refused { .. }
+            ),
+            "the hub's 404 about the request itself"
+        );
+        assert!(matches!(
+            c(
+                409,
+                r#"{"type":"https://cistern.dev/problems/duplicate","detail":"already received"}"#
+            ),
+            Answer::Taken { .. }
+        ));
     }
 
     #[test]
