@@ -48,6 +48,9 @@ pub enum SpoolError {
         /// Bytes the refused request needed.
         needed: u64,
     },
+    /// Another satellite holds the spool.
+    #[error("another satellite is using the spool {} (one satellite per spool directory: give each its own --spool)", .0.display())]
+    Busy(PathBuf),
     /// A file in the spool is not an entry.
     #[error("{} is not a spool entry: {reason}", path.display())]
     Corrupt {
@@ -124,6 +127,9 @@ pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     index: Mutex<Index>,
+    /// Held while the spool is open: two satellites forwarding one spool would break its order.
+    #[cfg(unix)]
+    _lock: nix::fcntl::Flock<fs::File>,
 }
 
 impl Spool {
@@ -131,6 +137,18 @@ impl Spool {
     /// run are picked up; temporary files of a write that was cut short are removed.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
         create_private_dir(dir).map_err(io_err("creating the spool directory", dir))?;
+        #[cfg(unix)]
+        let lock = {
+            let path = dir.join(".lock");
+            let f = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io_err("opening", &path))?;
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                .map_err(|_| SpoolError::Busy(dir.to_owned()))?
+        };
         let mut index = Index::default();
         for e in fs::read_dir(dir)
             .map_err(io_err("reading", dir))?
@@ -175,6 +193,8 @@ impl Spool {
             dir: dir.to_owned(),
             max_bytes,
             index: Mutex::new(index),
+            #[cfg(unix)]
+            _lock: lock,
         })
     }
 
@@ -387,6 +407,10 @@ mod tests {
         drop(spool);
 
         let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(
+            matches!(Spool::open(dir.path(), 1 << 20), Err(SpoolError::Busy(_))),
+            "one satellite per spool"
+        );
         assert_eq!(spool.usage().depth, 2);
         assert!(!dir.path().join(".tmp-00000000000000000009").exists());
         let e = spool.read(b).unwrap();
