@@ -680,3 +680,105 @@ fn encrypted_configs_round_trip_and_match_an_independent_implementation() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(decrypted, plain);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A poller end to end: fake Jenkins → satellite → hub, across a restart of the satellite.
+
+/// One freestyle job, `deploy`, with the builds in `builds` (number, result or running).
+async fn fake_jenkins(builds: Arc<Mutex<Vec<(u64, Option<&'static str>)>>>) -> String {
+    let app = axum::Router::new().fallback(move |uri: Uri| {
+        let builds = builds.clone();
+        async move {
+            match uri.path() {
+                "/api/json" => axum::Json(json!({"_class": "hudson.model.Hudson",
+                    "jobs": [{"_class": "hudson.model.FreeStyleProject", "name": "deploy"}]}))
+                .into_response(),
+                "/job/deploy/api/json" => {
+                    let mut items: Vec<Value> = builds
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .map(|(n, r)| {
+                            json!({"_class": "hudson.model.FreeStyleBuild", "number": n,
+                                   "building": r.is_none(), "result": r,
+                                   "timestamp": 1_711_603_545_000u64 + n * 60_000,
+                                   "duration": 30_000, "url": format!("http://jenkins.local/job/deploy/{n}/"),
+                                   "changeSet": {"_class": "hudson.scm.EmptyChangeLogSet", "items": []}})
+                        })
+                        .collect();
+                    items.reverse();
+                    axum::Json(json!({"allBuilds": items})).into_response()
+                }
+                _ => (StatusCode::NOT_FOUND, "Not Found").into_response(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+async fn events_at(hub: &str, key: &str) -> usize {
+    let v: Value = reqwest::Client::new()
+        .get(format!("{hub}/api/v1/events?limit=500"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["events"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polled_jenkins_builds_reach_the_hub_once_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let key = make_key(&db).await;
+    let hub = start_hub(&db, dir.path()).await;
+    let builds = Arc::new(Mutex::new(vec![
+        (1, Some("SUCCESS")),
+        (2, Some("FAILURE")),
+        (3, None),
+    ]));
+    let jenkins = fake_jenkins(builds.clone()).await;
+    let config = dir.path().join("satellite.yml");
+    std::fs::write(
+        &config,
+        format!("satellite:\n  url: {}\n  api_key: {key}\n  scheduling_interval: 1\nintegrations:\n  - id: '9'\n    application: jenkins\n    url: {jenkins}\n    username: bot\n    api_key: t\n", hub.base),
+    )
+    .unwrap();
+    let spool = dir.path().join("spool");
+    let log = dir.path().join("sat.log");
+    let mut sat = Satellite::start(&config, &spool, &log, &[]).await;
+    eventually(15, "builds 1 and 2 at the hub", || async {
+        runs_at(&hub.base, &key).await.len() == 2
+    })
+    .await;
+    sat.kill();
+
+    // While the satellite is down, 3 finishes and 4 runs.
+    builds.lock().unwrap()[2].1 = Some("SUCCESS");
+    builds.lock().unwrap().push((4, Some("SUCCESS")));
+    let sat = Satellite::start(&config, &spool, &log, &[]).await;
+    eventually(15, "builds 3 and 4 at the hub", || async {
+        runs_at(&hub.base, &key).await.len() == 4
+    })
+    .await;
+    // A few more polls find nothing new.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let runs = runs_at(&hub.base, &key).await;
+    assert_eq!(build_numbers(&runs), vec![1, 2, 3, 4]);
+    assert_eq!(
+        events_at(&hub.base, &key).await,
+        4,
+        "one post per build: nothing repeated across the restart"
+    );
+    let r2 = runs.iter().find(|r| r["build_number"] == 2).unwrap();
+    assert_eq!(r2["result"], "failure");
+    assert_eq!(sat.status().await["spool_depth"], 0);
+}
