@@ -684,8 +684,11 @@ fn encrypted_configs_round_trip_and_match_an_independent_implementation() {
 // ---------------------------------------------------------------------------------------------
 // A poller end to end: fake Jenkins → satellite → hub, across a restart of the satellite.
 
-/// One freestyle job, `deploy`, with the builds in `builds` (number, result or running).
-async fn fake_jenkins(builds: Arc<Mutex<Vec<(u64, Option<&'static str>)>>>) -> String {
+/// Builds of the fake Jenkins job: number, and result (`None` while running).
+type Builds = Arc<Mutex<Vec<(u64, Option<&'static str>)>>>;
+
+/// One freestyle job, `deploy`, with the builds in `builds`.
+async fn fake_jenkins(builds: Builds) -> String {
     let app = axum::Router::new().fallback(move |uri: Uri| {
         let builds = builds.clone();
         async move {
