@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use cistern_server::{auth, Application, Config};
 use cistern_store::{NewApiKey, Scope, Store};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +56,9 @@ enum Command {
     Bench(BenchCmd),
     /// Report CI runs to a hub from any CI: wrap a command, or report a job in steps.
     Report(cistern_agent::report::ReportArgs),
+    /// The on-premise relay: serve the hub's ingestion endpoints locally, spool and forward,
+    /// poll Jenkins and GitLab, send heartbeats; encrypt and decrypt its config.
+    Satellite(cistern_agent::satellite::SatelliteArgs),
     /// Developer tools: fixture data.
     #[command(subcommand)]
     Dev(DevCmd),
@@ -227,7 +230,18 @@ enum TenantsCmd {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Satellite(args) = cli.command {
+        // `--config` names the satellite's file; CISTERN_CONFIG (the hub's) does not.
+        let given = matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
+        init_logging(
+            &std::env::var("CISTERN_LOG_FORMAT").unwrap_or_default(),
+            "info",
+        );
+        let code = cistern_agent::satellite::main(args, cli.config.filter(|_| given));
+        std::process::exit(code);
+    }
     // The reporter runs before any runtime or configuration: it must start the wrapped command
     // at once, and a hub's cistern.toml in the job's workspace is none of its business.
     if let Command::Report(args) = cli.command {
@@ -366,6 +380,7 @@ async fn run(cli: Cli) -> Result<()> {
                 summary.runs as f64 / secs.max(1e-9)
             );
         }
+        Command::Satellite(_) => unreachable!("`cistern satellite` returns from main"),
         Command::Migrate => {
             init_logging(&config.log_format, "warn");
             open_store(&config).await?;

@@ -119,6 +119,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a source; false when the tenant has none with this id.
     async fn delete_source(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError>;
 
+    /// Records a satellite's heartbeat (the latest replaces the one before).
+    async fn put_satellite_heartbeat(
+        &self,
+        tenant_id: &str,
+        heartbeat: &SatelliteHeartbeat,
+    ) -> Result<(), StoreError>;
+    /// The tenant's satellites with their last heartbeat, by id.
+    async fn list_satellites(&self, tenant_id: &str) -> Result<Vec<SatelliteInfo>, StoreError>;
+
     /// Incidents detected or resolved in `[since, until)` (from 90 days before `since`).
     async fn incidents(
         &self,

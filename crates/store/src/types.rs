@@ -595,3 +595,37 @@ pub struct Source {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
+
+/// A heartbeat of a satellite (`cistern satellite`, the on-premise relay).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SatelliteHeartbeat {
+    /// The satellite's id, unique within its tenant.
+    pub satellite_id: String,
+    /// Its version.
+    pub version: String,
+    /// Hash of its configuration, to tell which configuration runs where.
+    pub config_hash: Option<String>,
+    /// When the satellite sent it (its clock).
+    pub sent_at: OffsetDateTime,
+    /// When the hub received it (the hub's clock: staleness is measured on it).
+    pub received_at: OffsetDateTime,
+    /// Seconds between heartbeats.
+    pub interval_seconds: i64,
+    /// Requests waiting in its spool.
+    pub spool_depth: i64,
+    /// When it last delivered something to the hub.
+    pub last_forward_at: Option<OffsetDateTime>,
+    /// Its last error, if any.
+    pub last_error: Option<String>,
+    /// Everything else it reported (spool bytes and bound, integrations, …), as sent.
+    pub details: serde_json::Value,
+}
+
+/// A satellite as the hub knows it: its last heartbeat and when it was first seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SatelliteInfo {
+    /// The last heartbeat.
+    pub heartbeat: SatelliteHeartbeat,
+    /// The first heartbeat's arrival.
+    pub first_seen_at: OffsetDateTime,
+}

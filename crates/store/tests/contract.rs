@@ -458,7 +458,7 @@ async fn reopening_keeps_data_and_one_default_tenant() {
                 .fetch_all(&mut conn)
                 .await
                 .expect("versions");
-        assert_eq!(versions, vec![1, 2, 3, 4], "each migration applied once");
+        assert_eq!(versions, vec![1, 2, 3, 4, 5], "each migration applied once");
         let _ = conn.close().await;
     })
     .await;
@@ -1872,4 +1872,56 @@ async fn an_unreachable_postgres_fails_fast_and_names_the_server_not_the_passwor
         Err(e) => panic!("expected Invalid, got {e}"),
         Ok(_) => panic!("a malformed URL opened"),
     }
+}
+
+#[tokio::test]
+async fn satellite_heartbeats_replace_the_last_and_stay_in_their_tenant() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let other = s.create_tenant("other", false).await.expect("tenant");
+            assert!(s.list_satellites(&t.id).await.expect("list").is_empty());
+            let first = SatelliteHeartbeat {
+                satellite_id: "plant-1".into(),
+                version: "0.1.0".into(),
+                config_hash: Some("ab12".into()),
+                sent_at: from_millis(1_711_603_545_000),
+                received_at: from_millis(1_711_603_546_000),
+                interval_seconds: 60,
+                spool_depth: 3,
+                last_forward_at: None,
+                last_error: Some("hub unreachable".into()),
+                details: json!({"spool_bytes": 1024}),
+            };
+            s.put_satellite_heartbeat(&t.id, &first).await.expect("put");
+            let second = SatelliteHeartbeat {
+                version: "0.2.0".into(),
+                sent_at: from_millis(1_711_603_605_000),
+                received_at: from_millis(1_711_603_606_000),
+                spool_depth: 0,
+                last_forward_at: Some(from_millis(1_711_603_600_000)),
+                last_error: None,
+                details: json!({"spool_bytes": 0}),
+                ..first.clone()
+            };
+            s.put_satellite_heartbeat(&t.id, &second)
+                .await
+                .expect("put");
+            let mut elsewhere = first.clone();
+            elsewhere.satellite_id = "plant-2".into();
+            s.put_satellite_heartbeat(&other.id, &elsewhere)
+                .await
+                .expect("put other");
+
+            let got = s.list_satellites(&t.id).await.expect("list");
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert_eq!(got[0].heartbeat, second);
+            assert_eq!(got[0].first_seen_at, first.received_at);
+            let theirs = s.list_satellites(&other.id).await.expect("list other");
+            assert_eq!(theirs.len(), 1);
+            assert_eq!(theirs[0].heartbeat.satellite_id, "plant-2");
+        }
+        .boxed()
+    })
+    .await;
 }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod propelo;
 pub mod query;
 pub mod runs;
+pub mod satellites;
 pub mod sei;
 
 use axum::Router;
@@ -31,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .merge(catalog::router())
         .merge(events::router())
         .merge(crate::dashboard::router())
+        .merge(satellites::router())
         .fallback(fallback)
 }
 

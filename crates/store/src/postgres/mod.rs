@@ -7,6 +7,7 @@
 mod admin;
 mod metrics;
 mod read;
+mod satellites;
 mod writer;
 
 use std::sync::Arc;
@@ -33,6 +34,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../migrations/postgres/0004_secrets_sources.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_satellites.sql"),
     ),
 ];
 
@@ -483,6 +488,18 @@ impl Store for PgStore {
 
     async fn delete_source(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
         admin::delete_source(&self.pool, tenant_id, id).await
+    }
+
+    async fn put_satellite_heartbeat(
+        &self,
+        tenant_id: &str,
+        heartbeat: &SatelliteHeartbeat,
+    ) -> Result<(), StoreError> {
+        satellites::put_heartbeat(&self.pool, tenant_id, heartbeat).await
+    }
+
+    async fn list_satellites(&self, tenant_id: &str) -> Result<Vec<SatelliteInfo>, StoreError> {
+        satellites::list(&self.pool, tenant_id).await
     }
 
     async fn incidents(

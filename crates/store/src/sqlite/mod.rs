@@ -4,6 +4,7 @@
 mod admin;
 mod metrics;
 mod read;
+mod satellites;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_heartbeats.sql"),
     include_str!("../../migrations/sqlite/0003_metrics_index.sql"),
     include_str!("../../migrations/sqlite/0004_secrets_sources.sql"),
+    include_str!("../../migrations/sqlite/0005_satellites.sql"),
 ];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).
@@ -516,6 +518,21 @@ impl Store for SqliteStore {
         let (t, i) = (tenant_id.to_owned(), id.to_owned());
         self.with_conn(move |c| admin::delete_source(c, &t, &i))
             .await
+    }
+
+    async fn put_satellite_heartbeat(
+        &self,
+        tenant_id: &str,
+        heartbeat: &SatelliteHeartbeat,
+    ) -> Result<(), StoreError> {
+        let (t, hb) = (tenant_id.to_owned(), heartbeat.clone());
+        self.with_conn(move |c| satellites::put_heartbeat(c, &t, &hb))
+            .await
+    }
+
+    async fn list_satellites(&self, tenant_id: &str) -> Result<Vec<SatelliteInfo>, StoreError> {
+        let t = tenant_id.to_owned();
+        self.with_conn(move |c| satellites::list(c, &t)).await
     }
 
     async fn incidents(

@@ -1,0 +1,68 @@
+//! The command line of `cistern satellite`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+/// `cistern satellite …`.
+#[derive(Debug, Args)]
+pub struct SatelliteArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: SatelliteCommand,
+}
+
+/// The satellite's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SatelliteCommand {
+    /// Run the relay, the pollers and the heartbeats (config from --config, else CONFIG_FILE,
+    /// else ./satellite.yml, /cistern/config.yml or /levelops/config.yml). An encrypted config is
+    /// read with ENCRYPTION_PASSWORD.
+    Run(RunArgs),
+    /// Encrypt a config file (prints base64 on stdout). Password: ENCRYPTION_PASSWORD, else asked
+    /// on the terminal without echo, else the first line of stdin.
+    Encrypt(CryptArgs),
+    /// Decrypt an encrypted config file (prints YAML on stdout). Password as for `encrypt`.
+    Decrypt(CryptArgs),
+}
+
+/// `cistern satellite run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address the relay listens on (the hub's ingestion endpoints, served locally).
+    #[arg(
+        long,
+        env = "CISTERN_SATELLITE_LISTEN",
+        default_value = "127.0.0.1:8090"
+    )]
+    pub listen: String,
+    /// Spool directory: accepted requests wait here until the hub has them; pollers keep their
+    /// positions under it. Put it on a persistent volume.
+    #[arg(
+        long,
+        env = "CISTERN_SATELLITE_SPOOL",
+        default_value = "satellite-spool"
+    )]
+    pub spool: PathBuf,
+    /// Most disk the spool may use, in MiB; the satellite warns from 80 % and refuses new
+    /// requests (503, Retry-After) when full.
+    #[arg(long, env = "CISTERN_SATELLITE_SPOOL_MAX_MB", default_value_t = 1024)]
+    pub spool_max_mb: u64,
+    /// First pause before retrying the hub, in milliseconds (it doubles up to --retry-max-ms).
+    #[arg(long, default_value_t = 1000, hide = true)]
+    pub retry_first_ms: u64,
+    /// Longest pause between tries of the hub, in milliseconds.
+    #[arg(long, default_value_t = 60_000, hide = true)]
+    pub retry_max_ms: u64,
+}
+
+/// `cistern satellite encrypt|decrypt`.
+#[derive(Debug, Args)]
+pub struct CryptArgs {
+    /// The file to read (`-`: standard input).
+    #[arg(default_value = "-")]
+    pub input: String,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
