@@ -11,6 +11,7 @@ pub mod propelo;
 pub mod query;
 pub mod runs;
 pub mod sei;
+pub mod subscriptions;
 
 use axum::Router;
 
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .merge(metrics::router())
         .merge(catalog::router())
         .merge(events::router())
+        .merge(subscriptions::router())
         .fallback(fallback)
 }
 

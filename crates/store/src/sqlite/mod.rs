@@ -3,6 +3,7 @@
 
 mod admin;
 mod metrics;
+mod outbound;
 mod read;
 mod writer;
 
@@ -20,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_heartbeats.sql"),
     include_str!("../../migrations/sqlite/0003_metrics_index.sql"),
     include_str!("../../migrations/sqlite/0004_secrets_sources.sql"),
+    include_str!("../../migrations/sqlite/0005_outbound.sql"),
 ];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).
@@ -52,6 +54,7 @@ struct Job {
 pub struct SqliteStore {
     reads: Arc<ReadPool>,
     writer: mpsc::Sender<Job>,
+    signal: Arc<tokio::sync::Notify>,
 }
 
 struct ReadPool {
@@ -124,11 +127,17 @@ impl SqliteStore {
         // `max(1)`: a zero-sized channel panics, and a batch holds at least one write.
         let (tx, rx) = mpsc::channel::<Job>(settings.max_batch.max(1) * 8);
         let wsettings = settings.clone();
+        let signal = Arc::new(tokio::sync::Notify::new());
+        let wsignal = signal.clone();
         std::thread::Builder::new()
             .name("cistern-sqlite-writer".into())
-            .spawn(move || writer::run(wconn, rx, wsettings))
+            .spawn(move || writer::run(wconn, rx, wsettings, wsignal))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(Self { reads, writer: tx })
+        Ok(Self {
+            reads,
+            writer: tx,
+            signal,
+        })
     }
 
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -528,5 +537,148 @@ impl Store for SqliteStore {
         let (t, f) = (tenant_id.to_owned(), filter.clone());
         self.with_conn(move |c| admin::incidents(c, &t, &f, since, until))
             .await
+    }
+
+    async fn create_subscription(&self, s: &Subscription) -> Result<(), StoreError> {
+        let s = s.clone();
+        self.with_conn(move |c| outbound::create_subscription(c, &s))
+            .await
+    }
+
+    async fn list_subscriptions(&self, tenant_id: &str) -> Result<Vec<Subscription>, StoreError> {
+        let t = tenant_id.to_owned();
+        self.with_conn(move |c| outbound::list_subscriptions(c, &t))
+            .await
+    }
+
+    async fn get_subscription(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let (t, i) = (tenant_id.to_owned(), id.to_owned());
+        self.with_conn(move |c| outbound::get_subscription(c, &t, &i))
+            .await
+    }
+
+    async fn update_subscription(&self, s: &Subscription) -> Result<bool, StoreError> {
+        let s = s.clone();
+        self.with_conn(move |c| outbound::update_subscription(c, &s))
+            .await
+    }
+
+    async fn set_subscription_enabled(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        enabled: bool,
+        reason: Option<&str>,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (t, i, r) = (
+            tenant_id.to_owned(),
+            id.to_owned(),
+            reason.map(str::to_owned),
+        );
+        let out = self
+            .with_conn(move |c| {
+                outbound::set_subscription_enabled(c, &t, &i, enabled, r.as_deref(), now)
+            })
+            .await?;
+        if enabled {
+            self.signal.notify_one();
+        }
+        Ok(out)
+    }
+
+    async fn delete_subscription(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
+        let (t, i) = (tenant_id.to_owned(), id.to_owned());
+        self.with_conn(move |c| outbound::delete_subscription(c, &t, &i))
+            .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+        filter: &DeliveryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Delivery>, StoreError> {
+        let (t, s, f, p) = (
+            tenant_id.to_owned(),
+            subscription_id.to_owned(),
+            filter.clone(),
+            page.clone(),
+        );
+        self.with_conn(move |c| outbound::list_deliveries(c, &t, &s, &f, &p))
+            .await
+    }
+
+    async fn get_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<DeliveryDetail>, StoreError> {
+        let (t, i) = (tenant_id.to_owned(), id.to_owned());
+        self.with_conn(move |c| outbound::get_delivery(c, &t, &i))
+            .await
+    }
+
+    async fn redeliver(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (t, i) = (tenant_id.to_owned(), id.to_owned());
+        let out = self
+            .with_conn(move |c| outbound::redeliver(c, &t, &i, now))
+            .await?;
+        self.signal.notify_one();
+        Ok(out)
+    }
+
+    async fn replay(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let (t, s) = (tenant_id.to_owned(), subscription_id.to_owned());
+        let out = self
+            .with_conn(move |c| outbound::replay(c, &t, &s, since, until, now))
+            .await?;
+        self.signal.notify_one();
+        Ok(out)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        req: &ClaimRequest,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let req = req.clone();
+        self.with_conn(move |c| outbound::claim(c, &req)).await
+    }
+
+    async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<SubscriptionHealth>, StoreError> {
+        let records = records.to_vec();
+        self.with_conn(move |c| outbound::record_attempts(c, &records, now))
+            .await
+    }
+
+    async fn release_deliveries(&self, token: &str, ids: &[String]) -> Result<(), StoreError> {
+        let (t, ids) = (token.to_owned(), ids.to_vec());
+        self.with_conn(move |c| outbound::release(c, &t, &ids))
+            .await
+    }
+
+    fn delivery_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.signal.clone()
     }
 }

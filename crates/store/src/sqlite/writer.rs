@@ -9,7 +9,12 @@ use tokio::sync::mpsc;
 use super::Job;
 use crate::*;
 
-pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, settings: StoreSettings) {
+pub(super) fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    settings: StoreSettings,
+    signal: std::sync::Arc<tokio::sync::Notify>,
+) {
     let max_batch = settings.max_batch.max(1);
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -20,6 +25,13 @@ pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, settings: S
             }
         }
         let results = apply_batch(&mut conn, &batch, &settings);
+        if results
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|o| o.deliveries > 0))
+        {
+            // Committed: wake the delivery worker.
+            signal.notify_one();
+        }
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.reply.send(result);
         }
@@ -102,6 +114,7 @@ fn apply(
                 event_id: id,
                 runs: vec![],
                 instance: None,
+                deliveries: 0,
             })
         }
         WriteOp::Runs {
@@ -159,6 +172,7 @@ fn apply(
                 event_id,
                 runs: vec![],
                 instance: Some(inst),
+                deliveries: 0,
             })
         }
     }
@@ -183,20 +197,28 @@ fn apply_runs(
         }
     }
     let event_id = new_id();
+    // The outbox rows go in this same transaction: an acknowledged run always has them.
+    let subs = super::outbound::enabled_subscriptions(conn, &tenant.id)?;
+    let mut queued = 0;
     let mut written = Vec::with_capacity(runs.len());
     for (i, r) in runs.iter().enumerate() {
-        written.push(upsert_run(
-            conn,
-            tenant,
-            &event_id,
-            event.received_at,
-            r,
-            i,
-            runs.len(),
-        )?);
+        let (w, facts) = upsert_run(conn, tenant, &event_id, event.received_at, r, i, runs.len())?;
+        if !subs.is_empty() {
+            queued +=
+                super::outbound::enqueue_run(conn, &tenant.id, &subs, &facts, event.received_at)?;
+        }
+        written.push(w);
     }
     let now = to_millis(event.received_at);
     for inc in incidents {
+        // First sight of this incident (the upsert below cannot tell a new row from an update).
+        let opened = conn
+            .prepare_cached(
+                "SELECT 1 FROM incidents WHERE tenant_id = ?1 AND source = ?2 AND incident_id = ?3",
+            )?
+            .query_row(params![tenant.id, inc.source, inc.id], |_| Ok(()))
+            .optional()?
+            .is_none();
         conn.prepare_cached(
             "INSERT INTO incidents (tenant_id, source, incident_id, service, environment, detected_at, resolved_at, description, url, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -220,6 +242,10 @@ fn apply_runs(
             inc.url,
             now
         ])?;
+        if opened && !subs.is_empty() {
+            queued +=
+                super::outbound::enqueue_incident(conn, &tenant.id, &subs, inc, event.received_at)?;
+        }
     }
     for (sha, at, repo) in commit_times {
         conn.prepare_cached(
@@ -235,6 +261,7 @@ fn apply_runs(
         event_id,
         runs: written,
         instance: None,
+        deliveries: queued,
     })
 }
 
@@ -364,7 +391,7 @@ fn upsert_run(
     r: &RunReport,
     index: usize,
     count: usize,
-) -> Result<RunWritten, StoreError> {
+) -> Result<(RunWritten, crate::outbox::RunFacts), StoreError> {
     let now = to_millis(received_at);
     let prefix = if count > 1 {
         format!("runs[{index}].")
@@ -420,6 +447,9 @@ fn upsert_run(
         }
         None => r,
     };
+    let previous = existing.as_ref().map(|e| {
+        cistern_core::RunResult::from_normalized(&e.1).unwrap_or(cistern_core::RunResult::Error)
+    });
     let existing = existing.map(|e| e.0);
     let detail =
         serde_json::to_string(&RunDetail::of(r)).map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -490,7 +520,18 @@ fn upsert_run(
     for c in unique_commits(r) {
         cst.execute(params![id, c.sha, tenant.id, c.committed_at.map(to_millis)])?;
     }
-    Ok(RunWritten { id, created })
+    let facts = crate::outbox::RunFacts {
+        run_id: id.clone(),
+        created,
+        previous,
+        result: r.result,
+        cd: r.cd,
+        pipeline_full_name: r.pipeline.full_name.clone(),
+        pipeline_name: r.pipeline.name.clone(),
+        project: r.pipeline.project.clone(),
+        branch: r.branch.clone(),
+    };
+    Ok((RunWritten { id, created }, facts))
 }
 
 fn apply_heartbeat(
@@ -549,5 +590,6 @@ fn apply_heartbeat(
         event_id,
         runs: vec![],
         instance: None,
+        deliveries: 0,
     })
 }
