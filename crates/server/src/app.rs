@@ -81,6 +81,15 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let mut delivery = delivery;
+        if config
+            .public_url
+            .as_deref()
+            .is_none_or(|u| u.trim().is_empty())
+        {
+            // Links in payloads point at the address actually bound (`:0` picks a port).
+            delivery.public_url = format!("http://{addr}");
+        }
         let state = AppState {
             store,
             config: Arc::new(config),

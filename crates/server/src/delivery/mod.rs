@@ -426,10 +426,12 @@ async fn send(ctx: &Ctx, d: &ClaimedDelivery) -> Result<Answer, String> {
     .await
     {
         Ok(Some((current, previous))) => SigningKeys { current, previous },
-        Ok(None) => return Err(format!(
+        Ok(None) => {
+            return Err(format!(
             "the subscription's secret {:?} does not exist; set it (`cistern secrets set {}=…`)",
             sub.secret_name, sub.secret_name
-        )),
+        ))
+        }
         Err(e) => return Err(format!("cannot read the secret {:?}: {e}", sub.secret_name)),
     };
     let msg = format::Message {
