@@ -281,3 +281,117 @@ fn cdevents(msg: &Message<'_>, data: Value, base: &str) -> Result<Value, String>
         "data": event,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_json(result: &str) -> String {
+        json!({
+            "id": "run-1", "pipeline": {"id": "p", "full_name": "team/build", "name": "build", "qualified_name": null, "project": null, "module": null},
+            "instance": {"guid": "g", "name": null, "url": null, "kind": null},
+            "run_key": "67", "build_number": 67, "execution_id": null, "result": result, "source_result": result.to_uppercase(),
+            "started_at": "2021-07-26T18:10:33Z", "finished_at": "2021-07-26T18:19:24Z", "duration_ms": 531000,
+            "triggered_by": null, "branch": "devel", "repo_url": null, "repo": null, "commits": [], "ci": true, "cd": false,
+            "environment": null, "cfr_status": null, "params": [], "artifacts": [], "trigger_chain": [], "themes": [],
+            "web_url": "https://ci.example/builds/67", "job_type": null, "custom_fields": [], "stages": [], "log": null,
+            "log_truncated": false, "source": "sei", "event_id": null,
+            "received_at": "2021-07-26T18:19:25Z", "updated_at": "2021-07-26T18:19:25Z"
+        })
+        .to_string()
+    }
+
+    fn msg<'a>(event: EventType, snapshot: &'a str) -> Message<'a> {
+        Message {
+            id: "m1",
+            event,
+            at: time::macros::datetime!(2021-07-26 18:19:25 UTC),
+            snapshot,
+        }
+    }
+
+    #[test]
+    fn jobserv_body_has_the_seed_fields() {
+        let snap = run_json("success");
+        let out = render(
+            DeliveryFormat::Jobserv,
+            &msg(EventType::RunCompleted, &snap),
+            "https://hub.example/",
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "build_id": 67,
+                "url": "https://hub.example/api/v1/runs/run-1",
+                "status": "PASSED",
+                "runs": [{
+                    "name": "build", "url": "https://hub.example/api/v1/runs/run-1", "status": "PASSED", "log_url": null,
+                    "web_url": "https://ci.example/builds/67", "created": "2021-07-26T18:10:33+00:00",
+                    "completed": "2021-07-26T18:19:24+00:00", "host_tag": null
+                }],
+                "web_url": "https://ci.example/builds/67",
+                "trigger_name": "team/build",
+                "created": "2021-07-26T18:10:33+00:00",
+                "completed": "2021-07-26T18:19:24+00:00"
+            })
+        );
+        let again = render(
+            DeliveryFormat::Jobserv,
+            &msg(EventType::RunCompleted, &snap),
+            "https://hub.example/",
+        )
+        .unwrap();
+        assert_eq!(out, again, "the same bytes on every attempt");
+        assert!(render(
+            DeliveryFormat::Jobserv,
+            &msg(EventType::IncidentOpened, "{}"),
+            ""
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn cdevents_pipelinerun_finished() {
+        let snap = run_json("failure");
+        let out = render(
+            DeliveryFormat::Cdevents,
+            &msg(EventType::RunCompleted, &snap),
+            "https://hub.example",
+        )
+        .unwrap();
+        assert_eq!(out.content_type, "application/cloudevents+json");
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "specversion": "1.0", "id": "m1", "source": "https://hub.example",
+                "type": "dev.cdevents.pipelinerun.finished.0.2.0", "time": "2021-07-26T18:19:25Z",
+                "datacontenttype": "application/json",
+                "data": {
+                    "context": {"version": "0.4.1", "id": "m1", "source": "https://hub.example",
+                                "type": "dev.cdevents.pipelinerun.finished.0.2.0", "timestamp": "2021-07-26T18:19:25Z"},
+                    "subject": {"id": "run-1", "source": "https://hub.example", "type": "pipelineRun",
+                                "content": {"pipelineName": "team/build", "url": "https://ci.example/builds/67",
+                                            "outcome": "failure", "errors": "failure (FAILURE)"}}
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn native_wraps_the_snapshot() {
+        let snap = run_json("running");
+        let out = render(
+            DeliveryFormat::Native,
+            &msg(EventType::RunStarted, &snap),
+            "",
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(v["type"], "run.started");
+        assert_eq!(v["timestamp"], "2021-07-26T18:19:25Z");
+        assert_eq!(v["data"]["id"], "run-1");
+    }
+}
