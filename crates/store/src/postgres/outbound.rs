@@ -2,6 +2,8 @@
 //! the run's transaction), delivery claims shared by every node (`FOR UPDATE SKIP LOCKED` plus a
 //! lease), and the attempt log.
 
+use std::collections::HashMap;
+
 use cistern_core::{from_millis, to_millis, IncidentReport};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
@@ -77,18 +79,26 @@ fn delivery_row(r: &PgRow) -> Result<Delivery, sqlx::Error> {
 
 // ---- inside the writer's transaction -------------------------------------------------------
 
-/// The tenant's enabled subscriptions (read by the writer once per write).
+/// The enabled subscriptions of these tenants, by tenant (read by the writer once per batch).
 pub(super) async fn enabled_subscriptions(
     conn: &mut PgConnection,
-    tenant_id: &str,
-) -> Result<Vec<Subscription>, sqlx::Error> {
+    tenant_ids: &[&str],
+) -> Result<HashMap<String, Vec<Subscription>>, sqlx::Error> {
+    let mut out: HashMap<String, Vec<Subscription>> = HashMap::new();
+    if tenant_ids.is_empty() {
+        return Ok(out);
+    }
     let rows = sqlx::query(&format!(
-        "SELECT {SUB_COLS} FROM subscriptions WHERE tenant_id = $1 AND enabled"
+        "SELECT {SUB_COLS} FROM subscriptions WHERE tenant_id = ANY($1) AND enabled"
     ))
-    .bind(tenant_id)
+    .bind(tenant_ids)
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter().map(sub_row).collect()
+    for row in &rows {
+        let s = sub_row(row)?;
+        out.entry(s.tenant_id.clone()).or_default().push(s);
+    }
+    Ok(out)
 }
 
 /// Why queueing failed: the database (possibly worth replaying the batch), or the store.

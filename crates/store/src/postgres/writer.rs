@@ -19,6 +19,9 @@ use tokio::sync::{mpsc, Mutex};
 use super::Job;
 use crate::*;
 
+/// Enabled subscriptions by tenant id.
+type Subscriptions = std::collections::HashMap<String, Vec<Subscription>>;
+
 /// Attempts of a batch that keeps losing deadlocks or serialization checks.
 const MAX_ATTEMPTS: u32 = 5;
 
@@ -183,10 +186,22 @@ async fn apply_jobs(
     settings: &StoreSettings,
 ) -> Result<Vec<Result<WriteOutcome, StoreError>>, Fail> {
     lock_instances(tx, batch).await?;
+    // Every tenant's enabled subscriptions in one round trip for the whole batch: the outbox
+    // rows of each write are decided from them.
+    let tenants: Vec<&str> = batch
+        .iter()
+        .filter_map(|job| match &job.op {
+            WriteOp::Runs { tenant, .. } | WriteOp::Signals { tenant, .. } => {
+                Some(tenant.id.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    let subs = super::outbound::enabled_subscriptions(tx, &tenants).await?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         exec(tx, "SAVEPOINT w").await?;
-        match apply(tx, &job.op, settings).await {
+        match apply(tx, &job.op, &subs, settings).await {
             Ok(out) => {
                 exec(tx, "RELEASE SAVEPOINT w").await?;
                 results.push(Ok(out));
@@ -283,6 +298,7 @@ async fn lock_instances(conn: &mut PgConnection, batch: &[Job]) -> Result<(), Fa
 async fn apply(
     conn: &mut PgConnection,
     op: &WriteOp,
+    subs: &Subscriptions,
     settings: &StoreSettings,
 ) -> Result<WriteOutcome, Fail> {
     match op {
@@ -300,14 +316,26 @@ async fn apply(
             event,
             tenant,
             runs,
-        } => apply_runs(conn, event, tenant, runs, &[], &[], settings).await,
+        } => apply_runs(conn, event, tenant, runs, &[], &[], subs, settings).await,
         WriteOp::Signals {
             event,
             tenant,
             runs,
             incidents,
             commit_times,
-        } => apply_runs(conn, event, tenant, runs, incidents, commit_times, settings).await,
+        } => {
+            apply_runs(
+                conn,
+                event,
+                tenant,
+                runs,
+                incidents,
+                commit_times,
+                subs,
+                settings,
+            )
+            .await
+        }
         WriteOp::Heartbeat {
             event,
             tenant,
@@ -374,6 +402,7 @@ async fn apply_runs(
     runs: &[RunReport],
     incidents: &[cistern_core::IncidentReport],
     commit_times: &[(String, OffsetDateTime, Option<String>)],
+    subs: &Subscriptions,
     settings: &StoreSettings,
 ) -> Result<WriteOutcome, Fail> {
     if let Some(key) = &event.dedupe_key {
@@ -389,7 +418,7 @@ async fn apply_runs(
     }
     let event_id = new_id();
     // The outbox rows go in this same transaction: an acknowledged run always has them.
-    let subs = super::outbound::enabled_subscriptions(conn, &tenant.id).await?;
+    let subs: &[Subscription] = subs.get(&tenant.id).map(Vec::as_slice).unwrap_or(&[]);
     let mut queued = 0;
     let mut written = Vec::with_capacity(runs.len());
     for (i, r) in runs.iter().enumerate() {
@@ -397,7 +426,7 @@ async fn apply_runs(
             upsert_run(conn, tenant, &event_id, event.received_at, r, i, runs.len()).await?;
         if !subs.is_empty() {
             queued +=
-                super::outbound::enqueue_run(conn, &tenant.id, &subs, &facts, event.received_at)
+                super::outbound::enqueue_run(conn, &tenant.id, subs, &facts, event.received_at)
                     .await?;
         }
         written.push(w);
@@ -430,7 +459,7 @@ async fn apply_runs(
                 queued += super::outbound::enqueue_incident(
                     conn,
                     &tenant.id,
-                    &subs,
+                    subs,
                     inc,
                     event.received_at,
                 )
