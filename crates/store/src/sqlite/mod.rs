@@ -44,10 +44,15 @@ pub fn path_from_url(url: &str) -> Result<PathBuf, StoreError> {
     Ok(PathBuf::from(rest))
 }
 
-/// A job for the writer thread.
-struct Job {
-    op: WriteOp,
-    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+/// A job for the writer thread: a write, or a task run in the same group-commit transaction.
+// Not boxed: writes are the hot path, and each is moved once through the channel.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Write {
+        op: WriteOp,
+        reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    },
+    Task(Box<dyn writer::Task>),
 }
 
 /// The SQLite implementation of [`Store`].
@@ -140,6 +145,22 @@ impl SqliteStore {
         })
     }
 
+    /// Runs `f` on the writer thread, inside its next group-commit transaction; answers after
+    /// the commit.
+    async fn in_writer<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Job::Task(Box::new(writer::FnTask::new(f, reply))))
+            .await
+            .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("the writer dropped the request".into()))?
+    }
+
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -204,7 +225,7 @@ impl Store for SqliteStore {
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer
-            .send(Job { op, reply })
+            .send(Job::Write { op, reply })
             .await
             .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
         rx.await
@@ -541,7 +562,7 @@ impl Store for SqliteStore {
 
     async fn create_subscription(&self, s: &Subscription) -> Result<(), StoreError> {
         let s = s.clone();
-        self.with_conn(move |c| outbound::create_subscription(c, &s))
+        self.in_writer(move |c| outbound::create_subscription(c, &s))
             .await
     }
 
@@ -563,7 +584,7 @@ impl Store for SqliteStore {
 
     async fn update_subscription(&self, s: &Subscription) -> Result<bool, StoreError> {
         let s = s.clone();
-        self.with_conn(move |c| outbound::update_subscription(c, &s))
+        self.in_writer(move |c| outbound::update_subscription(c, &s))
             .await
     }
 
@@ -581,7 +602,7 @@ impl Store for SqliteStore {
             reason.map(str::to_owned),
         );
         let out = self
-            .with_conn(move |c| {
+            .in_writer(move |c| {
                 outbound::set_subscription_enabled(c, &t, &i, enabled, r.as_deref(), now)
             })
             .await?;
@@ -593,7 +614,7 @@ impl Store for SqliteStore {
 
     async fn delete_subscription(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
         let (t, i) = (tenant_id.to_owned(), id.to_owned());
-        self.with_conn(move |c| outbound::delete_subscription(c, &t, &i))
+        self.in_writer(move |c| outbound::delete_subscription(c, &t, &i))
             .await
     }
 
@@ -632,7 +653,7 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (t, i) = (tenant_id.to_owned(), id.to_owned());
         let out = self
-            .with_conn(move |c| outbound::redeliver(c, &t, &i, now))
+            .in_writer(move |c| outbound::redeliver(c, &t, &i, now))
             .await?;
         self.signal.notify_one();
         Ok(out)
@@ -648,7 +669,7 @@ impl Store for SqliteStore {
     ) -> Result<u64, StoreError> {
         let (t, s) = (tenant_id.to_owned(), subscription_id.to_owned());
         let out = self
-            .with_conn(move |c| outbound::replay(c, &t, &s, since, until, now))
+            .in_writer(move |c| outbound::replay(c, &t, &s, since, until, now))
             .await?;
         self.signal.notify_one();
         Ok(out)
@@ -659,7 +680,7 @@ impl Store for SqliteStore {
         req: &ClaimRequest,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let req = req.clone();
-        self.with_conn(move |c| outbound::claim(c, &req)).await
+        self.in_writer(move |c| outbound::claim(c, &req)).await
     }
 
     async fn record_attempts(
@@ -668,13 +689,13 @@ impl Store for SqliteStore {
         now: time::OffsetDateTime,
     ) -> Result<Vec<SubscriptionHealth>, StoreError> {
         let records = records.to_vec();
-        self.with_conn(move |c| outbound::record_attempts(c, &records, now))
+        self.in_writer(move |c| outbound::record_attempts(c, &records, now))
             .await
     }
 
     async fn release_deliveries(&self, token: &str, ids: &[String]) -> Result<(), StoreError> {
         let (t, ids) = (token.to_owned(), ids.to_vec());
-        self.with_conn(move |c| outbound::release(c, &t, &ids))
+        self.in_writer(move |c| outbound::release(c, &t, &ids))
             .await
     }
 

@@ -1,5 +1,6 @@
 //! Outbound notifications on SQLite: subscriptions, the outbox (queued by the writer inside the
-//! run's transaction), delivery claims with a lease, and the attempt log.
+//! run's transaction), delivery claims with a lease, and the attempt log. Every write here runs on
+//! the writer thread, inside its group-commit transaction.
 
 use cistern_core::{from_millis, to_millis, IncidentReport};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -63,27 +64,6 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
         last_error: r.get(11)?,
         delivered_at: r.get::<_, Option<i64>>(12)?.map(from_millis),
     })
-}
-
-/// Runs `f` in an immediate (write-locked from the start) transaction on a pooled connection.
-fn immediate<T>(
-    c: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    c.execute_batch("BEGIN IMMEDIATE")?;
-    match f(c) {
-        Ok(v) => {
-            if let Err(e) = c.execute_batch("COMMIT") {
-                let _ = c.execute_batch("ROLLBACK");
-                return Err(e.into());
-            }
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = c.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
 }
 
 // ---- inside the writer's transaction -------------------------------------------------------
@@ -288,31 +268,29 @@ pub(super) fn set_subscription_enabled(
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
     let at = to_millis(now);
-    immediate(c, |c| {
-        let n = if enabled {
-            c.execute(
-                "UPDATE subscriptions SET enabled = 1, disabled_reason = NULL, disabled_at = NULL, failing_since = NULL, updated_at = ?3
-                 WHERE tenant_id = ?1 AND id = ?2",
-                params![tenant_id, id, at],
-            )?
-        } else {
-            // Keeps the first reason when it is already disabled.
-            c.execute(
-                "UPDATE subscriptions SET disabled_reason = CASE WHEN enabled = 1 THEN ?3 ELSE disabled_reason END,
-                   disabled_at = CASE WHEN enabled = 1 THEN ?4 ELSE disabled_at END, enabled = 0, updated_at = ?4
-                 WHERE tenant_id = ?1 AND id = ?2",
-                params![tenant_id, id, reason, at],
-            )?
-        };
-        if n > 0 && enabled {
-            // Resume the queue: what waited while disabled is due now, on a fresh schedule.
-            c.execute(
-                "UPDATE deliveries SET next_attempt_at = ?2, tries = 0 WHERE subscription_id = ?1 AND status = 'pending'",
-                params![id, at],
-            )?;
-        }
-        Ok(n > 0)
-    })
+    let n = if enabled {
+        c.execute(
+            "UPDATE subscriptions SET enabled = 1, disabled_reason = NULL, disabled_at = NULL, failing_since = NULL, updated_at = ?3
+             WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant_id, id, at],
+        )?
+    } else {
+        // Keeps the first reason when it is already disabled.
+        c.execute(
+            "UPDATE subscriptions SET disabled_reason = CASE WHEN enabled = 1 THEN ?3 ELSE disabled_reason END,
+               disabled_at = CASE WHEN enabled = 1 THEN ?4 ELSE disabled_at END, enabled = 0, updated_at = ?4
+             WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant_id, id, reason, at],
+        )?
+    };
+    if n > 0 && enabled {
+        // Resume the queue: what waited while disabled is due now, on a fresh schedule.
+        c.execute(
+            "UPDATE deliveries SET next_attempt_at = ?2, tries = 0 WHERE subscription_id = ?1 AND status = 'pending'",
+            params![id, at],
+        )?;
+    }
+    Ok(n > 0)
 }
 
 pub(super) fn delete_subscription(
@@ -320,25 +298,23 @@ pub(super) fn delete_subscription(
     tenant_id: &str,
     id: &str,
 ) -> Result<bool, StoreError> {
-    immediate(c, |c| {
-        let n = c.execute(
-            "DELETE FROM subscriptions WHERE tenant_id = ?1 AND id = ?2",
-            params![tenant_id, id],
-        )?;
-        if n == 0 {
-            return Ok(false);
-        }
-        c.execute(
-            "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE subscription_id = ?1)",
-            [id],
-        )?;
-        c.execute("DELETE FROM deliveries WHERE subscription_id = ?1", [id])?;
-        c.execute(
-            "DELETE FROM outbound_messages WHERE tenant_id = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = outbound_messages.id)",
-            [tenant_id],
-        )?;
-        Ok(true)
-    })
+    let n = c.execute(
+        "DELETE FROM subscriptions WHERE tenant_id = ?1 AND id = ?2",
+        params![tenant_id, id],
+    )?;
+    if n == 0 {
+        return Ok(false);
+    }
+    c.execute(
+        "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE subscription_id = ?1)",
+        [id],
+    )?;
+    c.execute("DELETE FROM deliveries WHERE subscription_id = ?1", [id])?;
+    c.execute(
+        "DELETE FROM outbound_messages WHERE tenant_id = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = outbound_messages.id)",
+        [tenant_id],
+    )?;
+    Ok(true)
 }
 
 // ---- deliveries ----------------------------------------------------------------------------
@@ -465,74 +441,70 @@ pub(super) fn claim(
     req: &ClaimRequest,
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
     let now = to_millis(req.now);
-    immediate(c, |c| {
-        // Each enabled subscription with due work, and how many of its deliveries are leased.
-        let mut st = c.prepare_cached(
-            "SELECT s.id, (SELECT COUNT(*) FROM deliveries x WHERE x.subscription_id = s.id AND x.locked_until > ?1 AND x.status = 'pending')
-             FROM subscriptions s
-             WHERE s.enabled = 1 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.subscription_id = s.id AND d.status = 'pending'
-               AND d.next_attempt_at <= ?1 AND (d.locked_until IS NULL OR d.locked_until <= ?1))",
-        )?;
-        let mut subs: Vec<(String, i64)> = st
-            .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+    // Each enabled subscription with due work, and how many of its deliveries are leased.
+    let mut st = c.prepare_cached(
+        "SELECT s.id, (SELECT COUNT(*) FROM deliveries x WHERE x.subscription_id = s.id AND x.locked_until > ?1 AND x.status = 'pending')
+         FROM subscriptions s
+         WHERE s.enabled = 1 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.subscription_id = s.id AND d.status = 'pending'
+           AND d.next_attempt_at <= ?1 AND (d.locked_until IS NULL OR d.locked_until <= ?1))",
+    )?;
+    let mut subs: Vec<(String, i64)> = st
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    outbox::fair_order(&mut subs);
+    let mut ids: Vec<String> = Vec::new();
+    let mut pick = c.prepare_cached(
+        "SELECT id FROM deliveries WHERE subscription_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2
+           AND (locked_until IS NULL OR locked_until <= ?2)
+         ORDER BY next_attempt_at, id LIMIT ?3",
+    )?;
+    for (sub, in_flight) in subs {
+        let room = (req.per_subscription as i64 - in_flight).min((req.limit - ids.len()) as i64);
+        if room <= 0 {
+            continue;
+        }
+        let found: Vec<String> = pick
+            .query_map(params![sub, now, room], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        outbox::fair_order(&mut subs);
-        let mut ids: Vec<String> = Vec::new();
-        let mut pick = c.prepare_cached(
-            "SELECT id FROM deliveries WHERE subscription_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2
-               AND (locked_until IS NULL OR locked_until <= ?2)
-             ORDER BY next_attempt_at, id LIMIT ?3",
-        )?;
-        for (sub, in_flight) in subs {
-            let room =
-                (req.per_subscription as i64 - in_flight).min((req.limit - ids.len()) as i64);
-            if room <= 0 {
-                continue;
-            }
-            let found: Vec<String> = pick
-                .query_map(params![sub, now, room], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            ids.extend(found);
-            if ids.len() >= req.limit {
-                break;
-            }
+        ids.extend(found);
+        if ids.len() >= req.limit {
+            break;
         }
-        let mut lease = c.prepare_cached(
-            "UPDATE deliveries SET locked_until = ?2, lock_token = ?3 WHERE id = ?1",
-        )?;
-        let mut load = c.prepare_cached(&format!(
-            "SELECT d.id, d.tenant_id, d.message_id, m.event_type, m.body, m.created_at, d.tries, d.attempt_count, {}
-             FROM deliveries d JOIN outbound_messages m ON m.id = d.message_id JOIN subscriptions s ON s.id = d.subscription_id
-             WHERE d.id = ?1",
-            SUB_COLS
-                .split(',')
-                .map(|c| format!("s.{}", c.trim()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            lease.execute(params![id, to_millis(req.lease_until), req.token])?;
-            let claimed = load.query_row([&id], |r| {
-                let event: String = r.get(3)?;
-                let subscription = sub_row_at(r, 8)?;
-                Ok(ClaimedDelivery {
-                    id: r.get(0)?,
-                    tenant_id: r.get(1)?,
-                    message_id: r.get(2)?,
-                    event_type: EventType::parse(&event).unwrap_or(EventType::RunCompleted),
-                    message: r.get(4)?,
-                    created_at: from_millis(r.get(5)?),
-                    tries: r.get(6)?,
-                    attempts: r.get(7)?,
-                    subscription,
-                    token: req.token.clone(),
-                })
-            })?;
-            out.push(claimed);
-        }
-        Ok(out)
-    })
+    }
+    let mut lease =
+        c.prepare_cached("UPDATE deliveries SET locked_until = ?2, lock_token = ?3 WHERE id = ?1")?;
+    let mut load = c.prepare_cached(&format!(
+        "SELECT d.id, d.tenant_id, d.message_id, m.event_type, m.body, m.created_at, d.tries, d.attempt_count, {}
+         FROM deliveries d JOIN outbound_messages m ON m.id = d.message_id JOIN subscriptions s ON s.id = d.subscription_id
+         WHERE d.id = ?1",
+        SUB_COLS
+            .split(',')
+            .map(|c| format!("s.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        lease.execute(params![id, to_millis(req.lease_until), req.token])?;
+        let claimed = load.query_row([&id], |r| {
+            let event: String = r.get(3)?;
+            let subscription = sub_row_at(r, 8)?;
+            Ok(ClaimedDelivery {
+                id: r.get(0)?,
+                tenant_id: r.get(1)?,
+                message_id: r.get(2)?,
+                event_type: EventType::parse(&event).unwrap_or(EventType::RunCompleted),
+                message: r.get(4)?,
+                created_at: from_millis(r.get(5)?),
+                tries: r.get(6)?,
+                attempts: r.get(7)?,
+                subscription,
+                token: req.token.clone(),
+            })
+        })?;
+        out.push(claimed);
+    }
+    Ok(out)
 }
 
 /// [`sub_row`] for columns starting at `at`.
@@ -565,86 +537,82 @@ pub(super) fn record_attempts(
     now: OffsetDateTime,
 ) -> Result<Vec<SubscriptionHealth>, StoreError> {
     let at = to_millis(now);
-    immediate(c, |c| {
-        let mut log = c.prepare_cached(
-            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, response_body, error, node)
-             VALUES (?1, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM delivery_attempts WHERE delivery_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        let mut count = c.prepare_cached(
-            "UPDATE deliveries SET attempt_count = attempt_count + 1, last_attempt_at = ?2, last_status_code = ?3, last_error = ?4
-             WHERE id = ?1",
-        )?;
-        // Only the lease holder moves the delivery on: a worker that lost its lease (and whose
-        // delivery another took) must not overwrite the other's outcome.
-        let mut step = c.prepare_cached(
-            "UPDATE deliveries SET status = ?3, tries = tries + 1, next_attempt_at = ?4, delivered_at = ?5,
-               locked_until = NULL, lock_token = NULL
-             WHERE id = ?1 AND lock_token = ?2",
-        )?;
-        let mut health_ok =
-            c.prepare_cached("UPDATE subscriptions SET failing_since = NULL WHERE id = ?1")?;
-        let mut health_bad = c.prepare_cached(
-            "UPDATE subscriptions SET failing_since = COALESCE(failing_since, ?2) WHERE id = ?1",
-        )?;
-        let mut disable = c.prepare_cached(
-            "UPDATE subscriptions SET enabled = 0, disabled_reason = ?2, disabled_at = ?3, updated_at = ?3 WHERE id = ?1 AND enabled = 1",
-        )?;
-        let mut health =
-            c.prepare_cached("SELECT failing_since, enabled FROM subscriptions WHERE id = ?1")?;
-        let mut out = Vec::with_capacity(records.len());
-        for rec in records {
-            let a = &rec.attempt;
-            let started = to_millis(a.started_at);
-            log.execute(params![
-                rec.delivery_id,
-                started,
-                a.duration_ms,
-                a.status_code,
-                a.response_body,
-                a.error,
-                a.node
-            ])?;
-            count.execute(params![rec.delivery_id, started, a.status_code, a.error])?;
-            let (status, next, delivered) = match &rec.next {
-                NextStep::Delivered => ("delivered", None, Some(at)),
-                NextStep::RetryAt(t) => ("pending", Some(to_millis(*t)), None),
-                NextStep::GiveUp => ("failed", None, None),
-            };
-            step.execute(params![rec.delivery_id, rec.token, status, next, delivered])?;
-            if rec.next == NextStep::Delivered {
-                health_ok.execute([&rec.subscription_id])?;
-            } else {
-                health_bad.execute(params![rec.subscription_id, started])?;
-            }
-            if let Some(reason) = &rec.disable {
-                disable.execute(params![rec.subscription_id, reason, at])?;
-            }
-            let h = health
-                .query_row([&rec.subscription_id], |r| {
-                    Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, bool>(1)?))
-                })
-                .optional()?;
-            if let Some((failing, enabled)) = h {
-                out.push(SubscriptionHealth {
-                    tenant_id: rec.tenant_id.clone(),
-                    subscription_id: rec.subscription_id.clone(),
-                    failing_since: failing.map(from_millis),
-                    enabled,
-                });
-            }
+    let mut log = c.prepare_cached(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, response_body, error, node)
+         VALUES (?1, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM delivery_attempts WHERE delivery_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut count = c.prepare_cached(
+        "UPDATE deliveries SET attempt_count = attempt_count + 1, last_attempt_at = ?2, last_status_code = ?3, last_error = ?4
+         WHERE id = ?1",
+    )?;
+    // Only the lease holder moves the delivery on: a worker that lost its lease (and whose
+    // delivery another took) must not overwrite the other's outcome.
+    let mut step = c.prepare_cached(
+        "UPDATE deliveries SET status = ?3, tries = tries + 1, next_attempt_at = ?4, delivered_at = ?5,
+           locked_until = NULL, lock_token = NULL
+         WHERE id = ?1 AND lock_token = ?2",
+    )?;
+    let mut health_ok =
+        c.prepare_cached("UPDATE subscriptions SET failing_since = NULL WHERE id = ?1")?;
+    let mut health_bad = c.prepare_cached(
+        "UPDATE subscriptions SET failing_since = COALESCE(failing_since, ?2) WHERE id = ?1",
+    )?;
+    let mut disable = c.prepare_cached(
+        "UPDATE subscriptions SET enabled = 0, disabled_reason = ?2, disabled_at = ?3, updated_at = ?3 WHERE id = ?1 AND enabled = 1",
+    )?;
+    let mut health =
+        c.prepare_cached("SELECT failing_since, enabled FROM subscriptions WHERE id = ?1")?;
+    let mut out = Vec::with_capacity(records.len());
+    for rec in records {
+        let a = &rec.attempt;
+        let started = to_millis(a.started_at);
+        log.execute(params![
+            rec.delivery_id,
+            started,
+            a.duration_ms,
+            a.status_code,
+            a.response_body,
+            a.error,
+            a.node
+        ])?;
+        count.execute(params![rec.delivery_id, started, a.status_code, a.error])?;
+        let (status, next, delivered) = match &rec.next {
+            NextStep::Delivered => ("delivered", None, Some(at)),
+            NextStep::RetryAt(t) => ("pending", Some(to_millis(*t)), None),
+            NextStep::GiveUp => ("failed", None, None),
+        };
+        step.execute(params![rec.delivery_id, rec.token, status, next, delivered])?;
+        if rec.next == NextStep::Delivered {
+            health_ok.execute([&rec.subscription_id])?;
+        } else {
+            health_bad.execute(params![rec.subscription_id, started])?;
         }
-        Ok(out)
-    })
+        if let Some(reason) = &rec.disable {
+            disable.execute(params![rec.subscription_id, reason, at])?;
+        }
+        let h = health
+            .query_row([&rec.subscription_id], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, bool>(1)?))
+            })
+            .optional()?;
+        if let Some((failing, enabled)) = h {
+            out.push(SubscriptionHealth {
+                tenant_id: rec.tenant_id.clone(),
+                subscription_id: rec.subscription_id.clone(),
+                failing_since: failing.map(from_millis),
+                enabled,
+            });
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn release(c: &Connection, token: &str, ids: &[String]) -> Result<(), StoreError> {
-    immediate(c, |c| {
-        let mut st = c.prepare_cached(
-            "UPDATE deliveries SET locked_until = NULL, lock_token = NULL WHERE id = ?1 AND lock_token = ?2",
-        )?;
-        for id in ids {
-            st.execute(params![id, token])?;
-        }
-        Ok(())
-    })
+    let mut st = c.prepare_cached(
+        "UPDATE deliveries SET locked_until = NULL, lock_token = NULL WHERE id = ?1 AND lock_token = ?2",
+    )?;
+    for id in ids {
+        st.execute(params![id, token])?;
+    }
+    Ok(())
 }

@@ -9,6 +9,59 @@ use tokio::sync::mpsc;
 use super::Job;
 use crate::*;
 
+/// Work run inside the writer's group-commit transaction besides the writes (the delivery
+/// worker's claims and records): on SQLite, the writer thread is the only writer that never
+/// waits for the database lock, so work queued here is never starved by heavy ingestion.
+pub(super) trait Task: Send {
+    /// Runs in its own savepoint; `false` rolls the savepoint back.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers once the batch has committed (`Ok`) or failed.
+    fn answer(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+/// A [`Task`] made of a closure and the channel its result goes back on.
+pub(super) struct FnTask<T, F> {
+    f: Option<F>,
+    out: Option<Result<T, StoreError>>,
+    reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> FnTask<T, F> {
+    pub(super) fn new(f: F, reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>) -> Self {
+        Self {
+            f: Some(f),
+            out: None,
+            reply,
+        }
+    }
+}
+
+impl<T, F> Task for FnTask<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let out = match self.f.take() {
+            Some(f) => f(conn),
+            None => Err(StoreError::Backend("a writer task ran twice".into())),
+        };
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), StoreError>) {
+        let result = match committed {
+            Ok(()) => self
+                .out
+                .unwrap_or_else(|| Err(StoreError::Backend("a writer task never ran".into()))),
+            Err(e) => Err(e),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
 pub(super) fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Job>,
@@ -24,47 +77,76 @@ pub(super) fn run(
                 Err(_) => break,
             }
         }
-        let results = apply_batch(&mut conn, &batch, &settings);
-        if results
-            .iter()
-            .any(|r| r.as_ref().is_ok_and(|o| o.deliveries > 0))
-        {
-            // Committed: wake the delivery worker.
-            signal.notify_one();
-        }
-        for (job, result) in batch.into_iter().zip(results) {
-            let _ = job.reply.send(result);
-        }
+        apply_batch(&mut conn, batch, &settings, &signal);
     }
     tracing::debug!("SQLite writer stopped: all senders gone");
 }
 
+/// A job done, waiting for the commit to be answered.
+// Not boxed: writes are the hot path, and each is moved only once.
+#[allow(clippy::large_enum_variant)]
+enum Done {
+    Write(
+        tokio::sync::oneshot::Sender<Result<WriteOutcome, StoreError>>,
+        Result<WriteOutcome, StoreError>,
+    ),
+    Task(Box<dyn Task>),
+}
+
 fn apply_batch(
     conn: &mut Connection,
-    batch: &[Job],
+    batch: Vec<Job>,
     settings: &StoreSettings,
-) -> Vec<Result<WriteOutcome, StoreError>> {
-    let fail_all = |e: StoreError| {
+    signal: &tokio::sync::Notify,
+) {
+    let fail_all = |done: Vec<Done>, e: StoreError| {
         // Keep the message as is: re-wrapping a `Backend` error's Display would say
         // "database error: database error: …".
         let msg = match e {
             StoreError::Backend(m) => m,
             other => other.to_string(),
         };
-        batch
-            .iter()
-            .map(|_| Err(StoreError::Backend(msg.clone())))
-            .collect()
+        for d in done {
+            match d {
+                Done::Write(reply, _) => {
+                    let _ = reply.send(Err(StoreError::Backend(msg.clone())));
+                }
+                Done::Task(t) => t.answer(Err(StoreError::Backend(msg.clone()))),
+            }
+        }
     };
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        return fail_all(e.into());
+        let done = batch
+            .into_iter()
+            .map(|job| match job {
+                Job::Write { reply, .. } => Done::Write(reply, Ok(WriteOutcome::default())),
+                Job::Task(t) => Done::Task(t),
+            })
+            .collect();
+        return fail_all(done, e.into());
     }
-    let mut results = Vec::with_capacity(batch.len());
+    let mut done = Vec::with_capacity(batch.len());
     for job in batch {
+        let (op, reply) = match job {
+            Job::Write { op, reply } => (op, reply),
+            Job::Task(mut t) => {
+                let kept = conn.execute_batch("SAVEPOINT w").is_ok() && t.run(conn);
+                let released = if kept {
+                    conn.execute_batch("RELEASE w").is_ok()
+                } else {
+                    conn.execute_batch("ROLLBACK TO w; RELEASE w").is_ok()
+                };
+                if !released {
+                    tracing::error!("a writer task's savepoint failed");
+                }
+                done.push(Done::Task(t));
+                continue;
+            }
+        };
         let r = conn
             .execute_batch("SAVEPOINT w")
             .map_err(StoreError::from)
-            .and_then(|_| apply(conn, &job.op, settings));
+            .and_then(|_| apply(conn, &op, settings));
         let r = match r {
             Ok(out) => conn
                 .execute_batch("RELEASE w")
@@ -72,7 +154,7 @@ fn apply_batch(
                 .map_err(StoreError::from),
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK TO w; RELEASE w");
-                let refused_event = match &job.op {
+                let refused_event = match &op {
                     WriteOp::Runs { event, .. }
                     | WriteOp::Signals { event, .. }
                     | WriteOp::Heartbeat { event, .. } => Some(event),
@@ -91,14 +173,28 @@ fn apply_batch(
                 Err(e)
             }
         };
-        results.push(r);
+        done.push(Done::Write(reply, r));
     }
     if let Err(e) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
         tracing::error!(error = %e, "group commit failed");
-        return fail_all(e.into());
+        return fail_all(done, e.into());
     }
-    results
+    let queued = done
+        .iter()
+        .any(|d| matches!(d, Done::Write(_, Ok(o)) if o.deliveries > 0));
+    if queued {
+        // Committed: wake the delivery worker.
+        signal.notify_one();
+    }
+    for d in done {
+        match d {
+            Done::Write(reply, r) => {
+                let _ = reply.send(r);
+            }
+            Done::Task(t) => t.answer(Ok(())),
+        }
+    }
 }
 
 fn apply(
