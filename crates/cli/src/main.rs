@@ -1,6 +1,7 @@
 //! `cistern`: the hub server, its admin commands and the job reporter.
 
 mod bench;
+mod bench_deliver;
 
 use std::path::PathBuf;
 
@@ -51,6 +52,9 @@ enum Command {
     /// Manage signed webhook sources.
     #[command(subcommand)]
     Sources(SourcesCmd),
+    /// Manage outbound webhook subscriptions (notifications of runs, deployments, incidents).
+    #[command(subcommand)]
+    Subscriptions(SubscriptionsCmd),
     /// Measure the hub: an HTTP load generator.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -87,6 +91,8 @@ enum DevCmd {
 enum BenchCmd {
     /// Post realistic runs at a hub and report throughput, latency and errors.
     Ingest(bench::IngestArgs),
+    /// Measure outbound delivery: deliveries per second from an in-process hub to a local sink.
+    Deliver(bench_deliver::DeliverArgs),
 }
 
 #[derive(Args)]
@@ -201,6 +207,65 @@ enum SourcesCmd {
     /// Delete a source.
     Delete {
         /// Source id.
+        id: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum SubscriptionsCmd {
+    /// Create a subscription and print its id, alone on stdout.
+    Create {
+        /// Where to POST (http or https).
+        #[arg(long)]
+        url: String,
+        /// The named secret that signs each delivery.
+        #[arg(long)]
+        secret: String,
+        /// Body format: jobserv (the JobServ build webhook), cdevents or native.
+        #[arg(long, default_value = "jobserv")]
+        format: String,
+        /// Only failed runs (failure or error), and incidents.
+        #[arg(long)]
+        only_failures: bool,
+        /// Only pipelines whose full name or name matches this glob (`*`, `?`, `[a-z]`).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only branches matching this glob.
+        #[arg(long)]
+        branch: Option<String>,
+        /// Only pipelines of this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// Comma-separated: run.completed, run.started, deployment.completed, incident.opened.
+        #[arg(long, default_value = "run.completed")]
+        events: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// List subscriptions.
+    List {
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// Enable a subscription: its waiting deliveries are sent again at once.
+    Enable {
+        /// Subscription id.
+        id: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// Disable a subscription: nothing is sent or queued for it until it is enabled.
+    Disable {
+        /// Subscription id.
+        id: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// Delete a subscription with its deliveries.
+    Delete {
+        /// Subscription id.
         id: String,
         #[command(flatten)]
         tenant: TenantArg,
@@ -334,6 +399,12 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(&config.log_format, "warn");
             let store = open_store(&config).await?;
             dora_table(store.as_ref(), args).await?;
+        }
+        Command::Bench(BenchCmd::Deliver(args)) => bench_deliver::deliver(args).await?,
+        Command::Subscriptions(cmd) => {
+            init_logging(&config.log_format, "warn");
+            let store = open_store(&config).await?;
+            subscriptions(store.as_ref(), &config, cmd).await?;
         }
         Command::Secrets(cmd) => {
             init_logging(&config.log_format, "warn");
@@ -690,5 +761,110 @@ async fn dora_table(store: &dyn Store, a: MetricsArgs) -> Result<()> {
         band(d.time_to_restore.band),
         d.time_to_restore.count
     );
+    Ok(())
+}
+
+async fn subscriptions(store: &dyn Store, config: &Config, cmd: SubscriptionsCmd) -> Result<()> {
+    use cistern_server::routes::subscriptions::{build_subscription, SubscriptionInput};
+    let now = time::OffsetDateTime::now_utc();
+    match cmd {
+        SubscriptionsCmd::Create {
+            url,
+            secret,
+            format,
+            only_failures,
+            pipeline,
+            branch,
+            project,
+            events,
+            tenant: t,
+        } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            let input = SubscriptionInput {
+                url,
+                secret,
+                format: Some(format),
+                events: Some(events.split(',').map(str::to_owned).collect()),
+                only_failures,
+                pipeline,
+                branch,
+                project,
+            };
+            let sub =
+                build_subscription(store, &tenant.id, input, config.allow_private_targets, None)
+                    .await
+                    .map_err(api)?;
+            store.create_subscription(&sub).await?;
+            println!("{}", sub.id);
+        }
+        SubscriptionsCmd::List { tenant: t } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            println!("ID\tURL\tFORMAT\tEVENTS\tFILTERS\tSTATE");
+            for s in store.list_subscriptions(&tenant.id).await? {
+                let mut filters = Vec::new();
+                if s.only_failures {
+                    filters.push("only-failures".to_owned());
+                }
+                for (name, v) in [
+                    ("pipeline", &s.pipeline),
+                    ("branch", &s.branch),
+                    ("project", &s.project),
+                ] {
+                    if let Some(v) = v {
+                        filters.push(format!("{name}={v}"));
+                    }
+                }
+                let state = if s.enabled {
+                    "enabled".to_owned()
+                } else {
+                    format!("disabled: {}", s.disabled_reason.as_deref().unwrap_or("-"))
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    s.id,
+                    s.url,
+                    s.format.as_str(),
+                    s.events
+                        .iter()
+                        .map(|e| e.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    if filters.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        filters.join(" ")
+                    },
+                    state
+                );
+            }
+        }
+        SubscriptionsCmd::Enable { id, tenant: t } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            if !store
+                .set_subscription_enabled(&tenant.id, &id, true, None, now)
+                .await?
+            {
+                bail!("no subscription {id:?}");
+            }
+            eprintln!("subscription {id} enabled; its waiting deliveries are due now");
+        }
+        SubscriptionsCmd::Disable { id, tenant: t } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            if !store
+                .set_subscription_enabled(&tenant.id, &id, false, Some("disabled by a user"), now)
+                .await?
+            {
+                bail!("no subscription {id:?}");
+            }
+            eprintln!("subscription {id} disabled");
+        }
+        SubscriptionsCmd::Delete { id, tenant: t } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            if !store.delete_subscription(&tenant.id, &id).await? {
+                bail!("no subscription {id:?}");
+            }
+            eprintln!("subscription {id} deleted");
+        }
+    }
     Ok(())
 }

@@ -408,3 +408,84 @@ fn secrets_and_sources_from_the_shell() {
         assert!(!b.windows(20).any(|w| w == b"UseSomethingGoodHere"));
     }
 }
+
+#[test]
+fn subscriptions_create_prints_the_id_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let url = "https://93.184.216.34/ci-webhook";
+    let (ok, _, err) = cistern(
+        &db,
+        &["subscriptions", "create", "--url", url, "--secret", "hook"],
+    );
+    assert!(!ok && err.contains("cistern secrets set hook="), "{err}");
+    let (ok, _, err) = cistern(&db, &["secrets", "set", "hook=UseSomethingGoodHere"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cistern(
+        &db,
+        &[
+            "subscriptions",
+            "create",
+            "--url",
+            url,
+            "--secret",
+            "hook",
+            "--only-failures",
+            "--pipeline",
+            "team/*",
+            "--events",
+            "run.completed,deployment.completed",
+        ],
+    );
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout must hold the id only: {out:?}");
+    let id = lines[0];
+    assert!(id.starts_with("sub_"), "{out}");
+    let (ok, out, _) = cistern(&db, &["subscriptions", "list"]);
+    assert!(ok);
+    assert!(
+        out.contains(id)
+            && out.contains("jobserv")
+            && out.contains("run.completed,deployment.completed")
+            && out.contains("only-failures pipeline=team/*")
+            && out.contains("enabled"),
+        "{out}"
+    );
+    let (ok, _, err) = cistern(&db, &["subscriptions", "disable", id]);
+    assert!(ok, "{err}");
+    let (_, out, _) = cistern(&db, &["subscriptions", "list"]);
+    assert!(out.contains("disabled: disabled by a user"), "{out}");
+    let (ok, _, err) = cistern(&db, &["subscriptions", "enable", id]);
+    assert!(ok && err.contains("enabled"), "{err}");
+    let (ok, _, err) = cistern(
+        &db,
+        &[
+            "subscriptions",
+            "create",
+            "--url",
+            "http://127.0.0.1:8080/x",
+            "--secret",
+            "hook",
+        ],
+    );
+    assert!(!ok && err.contains("allow_private_targets"), "{err}");
+    let (ok, _, err) = cistern(
+        &db,
+        &[
+            "subscriptions",
+            "create",
+            "--url",
+            url,
+            "--secret",
+            "hook",
+            "--events",
+            "incident.opened",
+        ],
+    );
+    assert!(!ok && err.contains("native or cdevents"), "{err}");
+    let (ok, _, _) = cistern(&db, &["subscriptions", "delete", id]);
+    assert!(ok);
+    let (ok, _, err) = cistern(&db, &["subscriptions", "delete", id]);
+    assert!(!ok && err.contains("no subscription"), "{err}");
+}

@@ -2,6 +2,7 @@
 //! field-level validation error every inbound format reports. Pure data and functions, no I/O.
 
 pub mod error;
+pub mod glob;
 pub mod metrics;
 pub mod model;
 pub mod result;

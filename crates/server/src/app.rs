@@ -24,6 +24,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The master key of the named secrets.
     pub master: Arc<crate::secrets::MasterKey>,
+    /// The outbound delivery settings, checked.
+    pub delivery: Arc<crate::delivery::DeliverySettings>,
 }
 
 /// A built hub: the listener is bound, the store open and migrated.
@@ -69,6 +71,8 @@ impl Application {
 
     /// Binds the listener for an already opened store.
     pub async fn with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        let delivery =
+            crate::delivery::DeliverySettings::from_config(&config).map_err(anyhow::Error::msg)?;
         let master = config
             .master_key(store.as_ref())
             .await
@@ -77,10 +81,20 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let mut delivery = delivery;
+        if config
+            .public_url
+            .as_deref()
+            .is_none_or(|u| u.trim().is_empty())
+        {
+            // Links in payloads point at the address actually bound (`:0` picks a port).
+            delivery.public_url = format!("http://{addr}");
+        }
         let state = AppState {
             store,
             config: Arc::new(config),
             master: Arc::new(master),
+            delivery: Arc::new(delivery),
         };
         Ok(Self {
             listener,
@@ -110,14 +124,31 @@ impl Application {
         self.run_with_shutdown(shutdown_signal()).await
     }
 
-    /// Serves until `signal` completes, then drains in-flight requests.
+    /// Serves until `signal` completes, then drains in-flight requests. The delivery worker
+    /// (unless `delivery_worker = false`) runs alongside and stops with the server, after the
+    /// attempts it has in flight.
     pub async fn run_with_shutdown(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
+        let worker = if self.state.delivery.worker {
+            let w = crate::delivery::Worker::start(
+                self.state.store.clone(),
+                self.state.master.clone(),
+                (*self.state.delivery).clone(),
+            )
+            .map_err(std::io::Error::other)?;
+            Some(w)
+        } else {
+            None
+        };
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(signal)
-            .await
+            .await;
+        if let Some(w) = worker {
+            w.stop().await;
+        }
+        served
     }
 }
 

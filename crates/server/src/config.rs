@@ -35,6 +35,108 @@ pub struct Config {
     pub master_key_file: Option<String>,
     /// Hours a rotated secret's previous value still verifies and signs (`CISTERN_SECRET_GRACE_HOURS`).
     pub secret_grace_hours: u64,
+    /// This hub's base URL as receivers reach it, for the links in outbound payloads
+    /// (`CISTERN_PUBLIC_URL`); default `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Deliver (webhooks, trigger targets) to loopback, link-local and private addresses
+    /// (`CISTERN_ALLOW_PRIVATE_TARGETS`). Off by default: a subscription URL must not become a
+    /// way into the hub's own network.
+    pub allow_private_targets: bool,
+    /// Run the delivery worker on this node (`CISTERN_DELIVERY_WORKER`).
+    pub delivery_worker: bool,
+    /// Time allowed for one delivery attempt, answer included (`CISTERN_DELIVERY_TIMEOUT`).
+    #[serde(deserialize_with = "duration_text::one")]
+    pub delivery_timeout: String,
+    /// Delay before each attempt, comma-separated; after the last, the delivery fails
+    /// (`CISTERN_DELIVERY_SCHEDULE`). Each delay gets ±20 % jitter.
+    #[serde(deserialize_with = "duration_text::list")]
+    pub delivery_schedule: String,
+    /// A subscription whose every attempt failed for this long is disabled
+    /// (`CISTERN_DELIVERY_DISABLE_AFTER`).
+    #[serde(deserialize_with = "duration_text::one")]
+    pub delivery_disable_after: String,
+    /// Most attempts in flight on this node (`CISTERN_DELIVERY_CONCURRENCY`).
+    pub delivery_concurrency: usize,
+    /// Most attempts in flight for one subscription, across nodes
+    /// (`CISTERN_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION`).
+    pub delivery_concurrency_per_subscription: usize,
+    /// How often the worker looks for due deliveries it was not told about: retries coming due,
+    /// other nodes' runs (`CISTERN_DELIVERY_POLL_INTERVAL`).
+    #[serde(deserialize_with = "duration_text::one")]
+    pub delivery_poll_interval: String,
+}
+
+/// Duration settings are text (`15s`, `500ms`, `5m`, `2h`, `5d`); a bare number is seconds.
+mod duration_text {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum One {
+        Text(String),
+        Int(u64),
+        Float(f64),
+    }
+
+    impl One {
+        fn text(self) -> String {
+            match self {
+                One::Text(s) => s,
+                One::Int(n) => format!("{n}s"),
+                One::Float(f) => format!("{f}s"),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Many {
+        List(Vec<One>),
+        One(One),
+    }
+
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        One::deserialize(d).map(One::text)
+    }
+
+    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(match Many::deserialize(d)? {
+            Many::List(items) => items
+                .into_iter()
+                .map(One::text)
+                .collect::<Vec<_>>()
+                .join(","),
+            Many::One(one) => one.text(),
+        })
+    }
+}
+
+/// Parses a duration: `500ms`, `15s`, `5m`, `2h`, `5d`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let s = text.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; use e.g. 500ms, 15s, 5m, 2h or 5d"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86_400.0,
+        u => {
+            return Err(format!(
+                "{text:?}: unknown unit {u:?}; use ms, s, m, h or d"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{text:?} is not a duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// The settings that `CISTERN_<NAME>` environment variables set.
@@ -50,6 +152,15 @@ const ENV_KEYS: &[&str] = &[
     "master_key",
     "master_key_file",
     "secret_grace_hours",
+    "public_url",
+    "allow_private_targets",
+    "delivery_worker",
+    "delivery_timeout",
+    "delivery_schedule",
+    "delivery_disable_after",
+    "delivery_concurrency",
+    "delivery_concurrency_per_subscription",
+    "delivery_poll_interval",
 ];
 
 impl Default for Config {
@@ -66,6 +177,15 @@ impl Default for Config {
             master_key: None,
             master_key_file: None,
             secret_grace_hours: 24,
+            public_url: None,
+            allow_private_targets: false,
+            delivery_worker: true,
+            delivery_timeout: "15s".into(),
+            delivery_schedule: "0s,5s,5m,30m,2h,5h,10h,10h".into(),
+            delivery_disable_after: "5d".into(),
+            delivery_concurrency: 32,
+            delivery_concurrency_per_subscription: 4,
+            delivery_poll_interval: "1s".into(),
         }
     }
 }

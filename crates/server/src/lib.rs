@@ -5,6 +5,8 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod dashboard;
+
+pub mod delivery;
 pub mod error;
 pub mod routes;
 pub mod secrets;

@@ -6,6 +6,7 @@
 pub mod cursor;
 pub mod merge;
 pub mod metrics_sql;
+pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 mod types;
@@ -163,6 +164,80 @@ pub trait Store: Send + Sync + 'static {
         since: time::OffsetDateTime,
         until: time::OffsetDateTime,
     ) -> Result<Vec<cistern_core::metrics::StageStat>, StoreError>;
+
+    /// Creates a webhook subscription.
+    async fn create_subscription(&self, s: &Subscription) -> Result<(), StoreError>;
+    /// The tenant's subscriptions, oldest first.
+    async fn list_subscriptions(&self, tenant_id: &str) -> Result<Vec<Subscription>, StoreError>;
+    /// One subscription of the tenant.
+    async fn get_subscription(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<Subscription>, StoreError>;
+    /// Saves a subscription's settings (URL, secret, format, events, filters, `updated_at`);
+    /// false when the tenant has none with this id.
+    async fn update_subscription(&self, s: &Subscription) -> Result<bool, StoreError>;
+    /// Enables a subscription (its pending deliveries become due at `now`, on a fresh schedule)
+    /// or disables it with a reason; false when the tenant has none with this id.
+    async fn set_subscription_enabled(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        enabled: bool,
+        reason: Option<&str>,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Deletes a subscription with its deliveries and their attempt log.
+    async fn delete_subscription(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError>;
+    /// A subscription's deliveries, newest first.
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+        filter: &DeliveryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Delivery>, StoreError>;
+    /// One delivery with its message and attempt log.
+    async fn get_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<DeliveryDetail>, StoreError>;
+    /// Queues a delivery again, due at `now` on a fresh schedule; false when unknown.
+    async fn redeliver(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Queues again every delivery of a subscription created in `[since, until)`; returns how
+    /// many.
+    async fn replay(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+    ) -> Result<u64, StoreError>;
+    /// Leases due deliveries of enabled subscriptions to one worker (of any node): at most
+    /// `limit`, and never more than `per_subscription` leased at once for one subscription.
+    async fn claim_deliveries(
+        &self,
+        req: &ClaimRequest,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Records attempts (log, delivery state, subscription health) in one transaction.
+    async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<SubscriptionHealth>, StoreError>;
+    /// Gives back leases that were not used.
+    async fn release_deliveries(&self, token: &str, ids: &[String]) -> Result<(), StoreError>;
+    /// Notified when a write of this process queued deliveries (other nodes' writes are found
+    /// by polling).
+    fn delivery_signal(&self) -> Arc<tokio::sync::Notify>;
 }
 
 /// Opens the store named by a database URL: `sqlite://path`, `sqlite:path`, a bare path, or

@@ -293,7 +293,7 @@ pub struct RunWritten {
 }
 
 /// What a write did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct WriteOutcome {
     /// Id of the event row.
     pub event_id: String,
@@ -301,6 +301,8 @@ pub struct WriteOutcome {
     pub runs: Vec<RunWritten>,
     /// The instance registered.
     pub instance: Option<Instance>,
+    /// Deliveries queued in the outbox by this write (same transaction).
+    pub deliveries: usize,
 }
 
 /// Filters of the run list.
@@ -628,4 +630,313 @@ pub struct SatelliteInfo {
     pub heartbeat: SatelliteHeartbeat,
     /// The first heartbeat's arrival.
     pub first_seen_at: OffsetDateTime,
+}
+
+/// What a subscription can be told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub enum EventType {
+    /// A run reached a finished result (created finished, or updated into one).
+    #[serde(rename = "run.completed")]
+    RunCompleted,
+    /// A run was created queued or running.
+    #[serde(rename = "run.started")]
+    RunStarted,
+    /// A deployment (a run with `cd = true`) finished.
+    #[serde(rename = "deployment.completed")]
+    DeploymentCompleted,
+    /// An incident was recorded for the first time.
+    #[serde(rename = "incident.opened")]
+    IncidentOpened,
+}
+
+/// Every event type, in documentation order.
+pub const ALL_EVENT_TYPES: [EventType; 4] = [
+    EventType::RunCompleted,
+    EventType::RunStarted,
+    EventType::DeploymentCompleted,
+    EventType::IncidentOpened,
+];
+
+impl EventType {
+    /// The dotted name (`run.completed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::RunCompleted => "run.completed",
+            EventType::RunStarted => "run.started",
+            EventType::DeploymentCompleted => "deployment.completed",
+            EventType::IncidentOpened => "incident.opened",
+        }
+    }
+    /// Parses a dotted name.
+    pub fn parse(s: &str) -> Option<Self> {
+        ALL_EVENT_TYPES
+            .iter()
+            .copied()
+            .find(|e| e.as_str() == s.trim())
+    }
+}
+
+/// The body format of a subscription's deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryFormat {
+    /// The Foundries JobServ build webhook body (seed 004), signed also with `X-JobServ-Sig`.
+    Jobserv,
+    /// A CDEvent in a structured-mode CloudEvent.
+    Cdevents,
+    /// The run (or incident) as the API shows it, with the event type.
+    Native,
+}
+
+impl DeliveryFormat {
+    /// The word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryFormat::Jobserv => "jobserv",
+            DeliveryFormat::Cdevents => "cdevents",
+            DeliveryFormat::Native => "native",
+        }
+    }
+    /// Parses the word.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "jobserv" => Some(DeliveryFormat::Jobserv),
+            "cdevents" => Some(DeliveryFormat::Cdevents),
+            "native" => Some(DeliveryFormat::Native),
+            _ => None,
+        }
+    }
+}
+
+/// A webhook subscription: where to send which events, signed with which named secret.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Subscription {
+    /// Id.
+    pub id: String,
+    /// Owning tenant.
+    #[serde(skip)]
+    pub tenant_id: String,
+    /// Target URL (http or https).
+    pub url: String,
+    /// The named secret that signs the deliveries.
+    pub secret_name: String,
+    /// Body format.
+    pub format: DeliveryFormat,
+    /// Events delivered.
+    pub events: Vec<EventType>,
+    /// Only failed runs (and incidents).
+    pub only_failures: bool,
+    /// Glob on the pipeline's full name or name.
+    pub pipeline: Option<String>,
+    /// Glob on the branch.
+    pub branch: Option<String>,
+    /// The pipeline's project, exactly.
+    pub project: Option<String>,
+    /// False once disabled (by a user, a 410 answer or sustained failure).
+    pub enabled: bool,
+    /// Why it was disabled.
+    pub disabled_reason: Option<String>,
+    /// When it was disabled.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub disabled_at: Option<OffsetDateTime>,
+    /// Start of the current run of failed attempts (none since the last success).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub failing_since: Option<OffsetDateTime>,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt (or for its subscription to be enabled again).
+    Pending,
+    /// A 2xx answer was received.
+    Delivered,
+    /// Every attempt of the schedule failed.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// The word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+    /// Parses the word.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "pending" => Some(DeliveryStatus::Pending),
+            "delivered" => Some(DeliveryStatus::Delivered),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One delivery: a message for one subscription.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    /// Id; also the `webhook-id` header, the same on every attempt.
+    pub id: String,
+    /// The subscription.
+    pub subscription_id: String,
+    /// The message (one per event, shared by the subscriptions it matched).
+    pub message_id: String,
+    /// Event type.
+    pub event_type: EventType,
+    /// The run concerned, for run events.
+    pub run_id: Option<String>,
+    /// Pending, delivered or failed.
+    pub status: DeliveryStatus,
+    /// Attempts made so far (all of them, redeliveries included).
+    pub attempts: i64,
+    /// When the next attempt is due (pending only).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// Created (the time of the event).
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last attempt.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_attempt_at: Option<OffsetDateTime>,
+    /// HTTP status of the last attempt, when one came back.
+    pub last_status_code: Option<u16>,
+    /// Error of the last attempt (timeout, refused address, non-2xx…).
+    pub last_error: Option<String>,
+    /// When a 2xx came back.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub delivered_at: Option<OffsetDateTime>,
+}
+
+/// One attempt of a delivery, as logged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryAttempt {
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    /// When the request started.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// How long until the answer (or the failure), in milliseconds.
+    pub duration_ms: i64,
+    /// HTTP status, when an answer came.
+    pub status_code: Option<u16>,
+    /// The first 4 KiB of the answer's body (lossy UTF-8).
+    pub response_body: Option<String>,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+    /// The node that made the attempt.
+    pub node: Option<String>,
+}
+
+/// A delivery with its message and every attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryDetail {
+    /// The delivery.
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    /// The event as recorded when it happened (the run or incident), before formatting.
+    pub message: serde_json::Value,
+    /// Attempts, oldest first.
+    pub attempt_log: Vec<DeliveryAttempt>,
+}
+
+/// Filters of a subscription's delivery list.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Only deliveries in this state.
+    pub status: Option<DeliveryStatus>,
+}
+
+/// A worker's request for due deliveries.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// The claiming node (shown in the attempt log).
+    pub node: String,
+    /// A fresh token: only its holder may record the outcome.
+    pub token: String,
+    /// Now.
+    pub now: OffsetDateTime,
+    /// The lease's end: after it, another worker may take the delivery again.
+    pub lease_until: OffsetDateTime,
+    /// Most deliveries to claim.
+    pub limit: usize,
+    /// Most deliveries of one subscription in flight at once (leased and unexpired).
+    pub per_subscription: usize,
+}
+
+/// A delivery handed to a worker, with what it needs to send it.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    /// Delivery id (`webhook-id`).
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// The subscription.
+    pub subscription: Subscription,
+    /// Message id.
+    pub message_id: String,
+    /// Event type.
+    pub event_type: EventType,
+    /// The event's snapshot (JSON text).
+    pub message: String,
+    /// When the event happened.
+    pub created_at: OffsetDateTime,
+    /// Attempts already made in the current round (the position in the retry schedule).
+    pub tries: i64,
+    /// Attempts logged so far (all rounds).
+    pub attempts: i64,
+    /// The claim's token.
+    pub token: String,
+}
+
+/// What comes next for a delivery after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextStep {
+    /// Done: a 2xx came back.
+    Delivered,
+    /// Try again at this time.
+    RetryAt(OffsetDateTime),
+    /// The schedule is spent.
+    GiveUp,
+}
+
+/// The outcome of one attempt, to record.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// Delivery id.
+    pub delivery_id: String,
+    /// The claim's token (an attempt made after the lease was lost changes nothing but the log).
+    pub token: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Subscription.
+    pub subscription_id: String,
+    /// The attempt, for the log.
+    pub attempt: DeliveryAttempt,
+    /// What comes next.
+    pub next: NextStep,
+    /// Disable the subscription with this reason (the receiver answered 410 Gone).
+    pub disable: Option<String>,
+}
+
+/// A subscription's health after an attempt was recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionHealth {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Subscription.
+    pub subscription_id: String,
+    /// Start of its current run of failures; `None` when the last attempt succeeded.
+    pub failing_since: Option<OffsetDateTime>,
+    /// Still enabled.
+    pub enabled: bool,
 }

@@ -458,7 +458,11 @@ async fn reopening_keeps_data_and_one_default_tenant() {
                 .fetch_all(&mut conn)
                 .await
                 .expect("versions");
-        assert_eq!(versions, vec![1, 2, 3, 4, 5], "each migration applied once");
+        assert_eq!(
+            versions,
+            vec![1, 2, 3, 4, 5, 6],
+            "each migration applied once"
+        );
         let _ = conn.close().await;
     })
     .await;
@@ -1920,6 +1924,603 @@ async fn satellite_heartbeats_replace_the_last_and_stay_in_their_tenant() {
             let theirs = s.list_satellites(&other.id).await.expect("list other");
             assert_eq!(theirs.len(), 1);
             assert_eq!(theirs[0].heartbeat.satellite_id, "plant-2");
+        }
+        .boxed()
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbound notifications: the outbox, claims, leases, the attempt log
+
+fn subscription(tenant_id: &str, id: &str, events: &[EventType]) -> Subscription {
+    let now = time::OffsetDateTime::now_utc();
+    Subscription {
+        id: id.into(),
+        tenant_id: tenant_id.into(),
+        url: "https://receiver.example/hook".into(),
+        secret_name: "s".into(),
+        format: DeliveryFormat::Native,
+        events: events.to_vec(),
+        only_failures: false,
+        pipeline: None,
+        branch: None,
+        project: None,
+        enabled: true,
+        disabled_reason: None,
+        disabled_at: None,
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn claim_req(now: time::OffsetDateTime, limit: usize, per_subscription: usize) -> ClaimRequest {
+    ClaimRequest {
+        node: "node-test".into(),
+        token: uuid::Uuid::new_v4().to_string(),
+        now,
+        lease_until: now + time::Duration::seconds(60),
+        limit,
+        per_subscription,
+    }
+}
+
+fn attempt_record(d: &ClaimedDelivery, next: NextStep, code: Option<u16>) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id: d.id.clone(),
+        token: d.token.clone(),
+        tenant_id: d.tenant_id.clone(),
+        subscription_id: d.subscription.id.clone(),
+        attempt: DeliveryAttempt {
+            attempt: d.attempts + 1,
+            started_at: time::OffsetDateTime::now_utc(),
+            duration_ms: 12,
+            status_code: code,
+            response_body: code.map(|c| format!("answer {c}")),
+            error: code.filter(|c| *c >= 300).map(|c| format!("HTTP {c}")),
+            node: Some("node-test".into()),
+        },
+        next,
+        disable: None,
+    }
+}
+
+async fn deliveries_of(s: &Arc<dyn Store>, t: &str, sub: &str) -> Vec<Delivery> {
+    s.list_deliveries(t, sub, &DeliveryFilter::default(), &page(500))
+        .await
+        .expect("list_deliveries")
+        .items
+}
+
+#[tokio::test]
+async fn the_outbox_is_written_in_the_runs_transaction() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            s.create_subscription(&subscription(&t.id, "sub_all", &ALL_EVENT_TYPES))
+                .await
+                .expect("create");
+            let mut only_deploys = subscription(&t.id, "sub_deploys", &[EventType::RunCompleted]);
+            only_deploys.pipeline = Some("deploy-*".into());
+            s.create_subscription(&only_deploys).await.expect("create");
+
+            // A finished run: run.completed.
+            let mut r = small_report("g1", "team/build", "1", T0);
+            r.finished_at = Some(ms(T0 + 1000));
+            let out = write_runs(&s, &t, vec![r.clone()]).await;
+            assert_eq!(out.deliveries, 1);
+            // The same report again changes nothing: nothing is queued.
+            assert_eq!(write_runs(&s, &t, vec![r.clone()]).await.deliveries, 0);
+            // A new result for a finished run is news.
+            r.result = RunResult::Failure;
+            assert_eq!(write_runs(&s, &t, vec![r]).await.deliveries, 1);
+
+            // A run created running: run.started; finishing it: run.completed, and
+            // deployment.completed for a deployment.
+            let mut d = small_report("g1", "team/deploy-api", "7", T0);
+            d.result = RunResult::Running;
+            d.cd = true;
+            assert_eq!(write_runs(&s, &t, vec![d.clone()]).await.deliveries, 1);
+            d.result = RunResult::Queued;
+            assert_eq!(
+                write_runs(&s, &t, vec![d.clone()]).await.deliveries,
+                0,
+                "still not finished"
+            );
+            d.result = RunResult::Success;
+            assert_eq!(
+                write_runs(&s, &t, vec![d]).await.deliveries,
+                3,
+                "run.completed and deployment.completed to sub_all, run.completed to sub_deploys"
+            );
+
+            let all = deliveries_of(&s, &t.id, "sub_all").await;
+            let kinds: Vec<&str> = all.iter().rev().map(|d| d.event_type.as_str()).collect();
+            assert_eq!(
+                kinds,
+                vec![
+                    "run.completed",
+                    "run.completed",
+                    "run.started",
+                    "run.completed",
+                    "deployment.completed"
+                ]
+            );
+            assert!(all
+                .iter()
+                .all(|d| d.status == DeliveryStatus::Pending && d.attempts == 0));
+            let deploys = deliveries_of(&s, &t.id, "sub_deploys").await;
+            assert_eq!(deploys.len(), 1);
+            assert_eq!(
+                deploys[0].message_id, all[1].message_id,
+                "one message per event, shared"
+            );
+
+            // The message keeps the run as it was then, without logs.
+            let detail = s
+                .get_delivery(&t.id, &all[2].id)
+                .await
+                .expect("get")
+                .expect("found");
+            assert_eq!(detail.message["result"], "running");
+            assert_eq!(detail.message["pipeline"]["full_name"], "team/deploy-api");
+            assert!(detail.attempt_log.is_empty());
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_write_leaves_no_outbox_rows() {
+    for_each_backend(|s| {
+        async move {
+            let t = s.create_tenant("strict-out", true).await.expect("tenant");
+            s.create_subscription(&subscription(&t.id, "sub_strict", &ALL_EVENT_TYPES))
+                .await
+                .expect("create");
+            let err = s
+                .write(WriteOp::Runs {
+                    event: event(&t.id, b"{}"),
+                    tenant: t.clone(),
+                    runs: vec![small_report("unknown", "a/b", "1", T0)],
+                })
+                .await
+                .expect_err("refused");
+            assert!(matches!(err, StoreError::Rejected(_)));
+            assert!(deliveries_of(&s, &t.id, "sub_strict").await.is_empty());
+            // A disabled subscription gets nothing either.
+            let d = default_tenant(&s).await;
+            s.create_subscription(&subscription(&d.id, "sub_off", &ALL_EVENT_TYPES))
+                .await
+                .expect("create");
+            assert!(s
+                .set_subscription_enabled(&d.id, "sub_off", false, Some("by a test"), ms(T0))
+                .await
+                .expect("disable"));
+            assert_eq!(
+                write_runs(&s, &d, vec![small_report("g", "a/b", "1", T0)])
+                    .await
+                    .deliveries,
+                0
+            );
+            let off = s
+                .get_subscription(&d.id, "sub_off")
+                .await
+                .expect("get")
+                .expect("found");
+            assert!(!off.enabled);
+            assert_eq!(off.disabled_reason.as_deref(), Some("by a test"));
+            // Other tenants see none of it.
+            assert!(s
+                .get_subscription(&t.id, "sub_off")
+                .await
+                .expect("get")
+                .is_none());
+            assert!(s
+                .list_subscriptions(&t.id)
+                .await
+                .expect("list")
+                .iter()
+                .all(|x| x.id == "sub_strict"));
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn incidents_are_opened_once() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            s.create_subscription(&subscription(
+                &t.id,
+                "sub_inc",
+                &[EventType::IncidentOpened],
+            ))
+            .await
+            .expect("create");
+            let inc = cistern_core::IncidentReport {
+                id: "INC-1".into(),
+                source: "/mon".into(),
+                service: Some("api".into()),
+                environment: None,
+                detected_at: Some(ms(T0)),
+                resolved_at: None,
+                description: None,
+                url: None,
+            };
+            for (resolved, expected) in [(None, 1), (Some(ms(T0 + 60_000)), 0)] {
+                let mut i = inc.clone();
+                i.resolved_at = resolved;
+                let out = s
+                    .write(WriteOp::Signals {
+                        event: event(&t.id, b"{}"),
+                        tenant: t.clone(),
+                        runs: vec![],
+                        incidents: vec![i],
+                        commit_times: vec![],
+                    })
+                    .await
+                    .expect("write");
+                assert_eq!(out.deliveries, expected);
+            }
+            let found = s
+                .incidents(
+                    &t.id,
+                    &MetricsFilter::default(),
+                    ms(T0 - 1),
+                    ms(T0 + 3_600_000),
+                )
+                .await
+                .expect("incidents");
+            assert_eq!(found.len(), 1);
+            assert_eq!(
+                found[0].resolved_at,
+                Some(ms(T0 + 60_000)),
+                "the update still lands"
+            );
+            let d = deliveries_of(&s, &t.id, "sub_inc").await;
+            assert_eq!(d.len(), 1);
+            assert_eq!(d[0].run_id, None);
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn claims_lease_bound_and_fence_deliveries() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            s.create_subscription(&subscription(&t.id, "sub_a", &[EventType::RunCompleted]))
+                .await
+                .expect("create");
+            s.create_subscription(&subscription(&t.id, "sub_b", &[EventType::RunCompleted]))
+                .await
+                .expect("create");
+            for n in 0..6 {
+                write_runs(&s, &t, vec![small_report("g", "a/b", &n.to_string(), T0)]).await;
+            }
+            let now = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+            // Six due per subscription; at most four in flight per subscription.
+            let first = s
+                .claim_deliveries(&claim_req(now, 100, 4))
+                .await
+                .expect("claim");
+            assert_eq!(first.len(), 8);
+            for sub in ["sub_a", "sub_b"] {
+                assert_eq!(first.iter().filter(|d| d.subscription.id == sub).count(), 4);
+            }
+            assert_eq!(first[0].event_type, EventType::RunCompleted);
+            assert_eq!(first[0].tries, 0);
+            assert!(first[0].message.contains("\"run_key\""));
+            // Leased: not handed out again, and the bound is full.
+            assert!(s
+                .claim_deliveries(&claim_req(now, 100, 4))
+                .await
+                .expect("claim")
+                .is_empty());
+            // A higher bound lets the rest go, never the leased ones.
+            let rest = s
+                .claim_deliveries(&claim_req(now, 100, 10))
+                .await
+                .expect("claim");
+            assert_eq!(rest.len(), 4);
+            let ids: HashSet<&String> = first.iter().chain(&rest).map(|d| &d.id).collect();
+            assert_eq!(ids.len(), 12);
+
+            // Recording frees the slot; a stale token only logs its attempt.
+            let d0 = &first[0];
+            let health = s
+                .record_attempts(&[attempt_record(d0, NextStep::Delivered, Some(200))], now)
+                .await
+                .expect("record");
+            assert_eq!(health.len(), 1);
+            assert_eq!(health[0].failing_since, None);
+            let mut stale = attempt_record(&first[1], NextStep::Delivered, Some(200));
+            stale.token = "not-the-holder".into();
+            s.record_attempts(&[stale], now).await.expect("record");
+            let d1 = s
+                .get_delivery(&t.id, &first[1].id)
+                .await
+                .expect("get")
+                .expect("found");
+            assert_eq!(d1.delivery.status, DeliveryStatus::Pending, "fenced");
+            assert_eq!(d1.attempt_log.len(), 1, "but the attempt is logged");
+            let d0v = s
+                .get_delivery(&t.id, &d0.id)
+                .await
+                .expect("get")
+                .expect("found");
+            assert_eq!(d0v.delivery.status, DeliveryStatus::Delivered);
+            assert!(d0v.delivery.delivered_at.is_some());
+            assert_eq!(d0v.attempt_log[0].status_code, Some(200));
+            assert_eq!(d0v.attempt_log[0].node.as_deref(), Some("node-test"));
+
+            // A failure schedules the next attempt and starts the failing streak.
+            let retry_at = now + time::Duration::seconds(30);
+            let d2 = first
+                .iter()
+                .find(|d| {
+                    d.subscription.id == first[0].subscription.id
+                        && d.id != d0.id
+                        && d.id != first[1].id
+                })
+                .expect("another");
+            let health = s
+                .record_attempts(
+                    &[attempt_record(d2, NextStep::RetryAt(retry_at), Some(500))],
+                    now,
+                )
+                .await
+                .expect("record");
+            assert!(health[0].failing_since.is_some());
+            assert!(health[0].enabled);
+            let d2v = s
+                .get_delivery(&t.id, &d2.id)
+                .await
+                .expect("get")
+                .expect("found");
+            assert_eq!(
+                d2v.delivery.next_attempt_at,
+                Some(ms(cistern_core::to_millis(retry_at)))
+            );
+            assert_eq!(d2v.delivery.last_status_code, Some(500));
+            assert_eq!(d2v.delivery.last_error.as_deref(), Some("HTTP 500"));
+            // Not due before its time, due after (with its place in the schedule).
+            let later = retry_at + time::Duration::seconds(61);
+            let again = s
+                .claim_deliveries(&claim_req(later, 100, 100))
+                .await
+                .expect("claim");
+            let d2again = again.iter().find(|d| d.id == d2.id).expect("due again");
+            assert_eq!(d2again.tries, 1);
+            assert_eq!(d2again.attempts, 1);
+            // Leases that ran out are handed out again (a node died mid-attempt).
+            assert!(again.iter().any(|d| d.id == first[1].id));
+
+            // Given-up deliveries are not claimed; released ones are.
+            let gone = again.iter().find(|d| d.id != d2.id).expect("one more");
+            s.record_attempts(&[attempt_record(gone, NextStep::GiveUp, None)], later)
+                .await
+                .expect("record");
+            let gv = s
+                .get_delivery(&t.id, &gone.id)
+                .await
+                .expect("get")
+                .expect("found");
+            assert_eq!(gv.delivery.status, DeliveryStatus::Failed);
+            let keep: Vec<String> = again
+                .iter()
+                .filter(|d| d.id != gone.id)
+                .map(|d| d.id.clone())
+                .collect();
+            s.release_deliveries(&again[0].token, &keep)
+                .await
+                .expect("release");
+            let back = s
+                .claim_deliveries(&claim_req(later, 100, 100))
+                .await
+                .expect("claim");
+            assert_eq!(back.len(), keep.len());
+
+            // A disabled subscription's deliveries wait; enabling makes them due at once.
+            let sub = &back[0].subscription.id;
+            s.release_deliveries(
+                &back[0].token,
+                &back.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+            )
+            .await
+            .expect("release");
+            s.set_subscription_enabled(&t.id, sub, false, Some("410"), later)
+                .await
+                .expect("disable");
+            let while_off = s
+                .claim_deliveries(&claim_req(later, 100, 100))
+                .await
+                .expect("claim");
+            assert!(while_off.iter().all(|d| &d.subscription.id != sub));
+            s.release_deliveries(
+                &while_off
+                    .first()
+                    .map(|d| d.token.clone())
+                    .unwrap_or_default(),
+                &while_off.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+            )
+            .await
+            .expect("release");
+            s.set_subscription_enabled(&t.id, sub, true, None, later)
+                .await
+                .expect("enable");
+            let on = s
+                .claim_deliveries(&claim_req(later, 100, 100))
+                .await
+                .expect("claim");
+            assert!(on.iter().any(|d| &d.subscription.id == sub));
+            assert!(
+                on.iter()
+                    .filter(|d| &d.subscription.id == sub)
+                    .all(|d| d.tries == 0),
+                "a fresh schedule"
+            );
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redeliver_replay_disable_and_delete() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            s.create_subscription(&subscription(&t.id, "sub_r", &[EventType::RunCompleted]))
+                .await
+                .expect("create");
+            for n in 0..3 {
+                write_runs(&s, &t, vec![small_report("g", "a/b", &n.to_string(), T0)]).await;
+            }
+            let now = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+            let claimed = s
+                .claim_deliveries(&claim_req(now, 10, 10))
+                .await
+                .expect("claim");
+            let recs: Vec<AttemptRecord> = claimed
+                .iter()
+                .map(|d| {
+                    let mut r = attempt_record(d, NextStep::Delivered, Some(204));
+                    if d.id == claimed[0].id {
+                        r.next = NextStep::RetryAt(now);
+                        r.disable = Some("the receiver answered 410 Gone".into());
+                    }
+                    r
+                })
+                .collect();
+            let health = s.record_attempts(&recs, now).await.expect("record");
+            assert!(health.iter().any(|h| !h.enabled));
+            let sub = s
+                .get_subscription(&t.id, "sub_r")
+                .await
+                .expect("get")
+                .expect("found");
+            assert!(!sub.enabled);
+            assert_eq!(
+                sub.disabled_reason.as_deref(),
+                Some("the receiver answered 410 Gone")
+            );
+            s.set_subscription_enabled(&t.id, "sub_r", true, None, now)
+                .await
+                .expect("enable");
+
+            let delivered = deliveries_of(&s, &t.id, "sub_r").await;
+            let done: Vec<&Delivery> = delivered
+                .iter()
+                .filter(|d| d.status == DeliveryStatus::Delivered)
+                .collect();
+            assert_eq!(done.len(), 2);
+            assert!(s
+                .redeliver(&t.id, &done[0].id, now)
+                .await
+                .expect("redeliver"));
+            assert!(!s.redeliver(&t.id, "nope", now).await.expect("redeliver"));
+            let other = s.create_tenant("other-out", false).await.expect("tenant");
+            assert!(!s
+                .redeliver(&other.id, &done[0].id, now)
+                .await
+                .expect("walls"));
+            assert!(s
+                .get_delivery(&other.id, &done[0].id)
+                .await
+                .expect("get")
+                .is_none());
+            let again = s
+                .get_delivery(&t.id, &done[0].id)
+                .await
+                .expect("get")
+                .expect("found");
+            assert_eq!(again.delivery.status, DeliveryStatus::Pending);
+            assert_eq!(again.delivery.delivered_at, None);
+
+            let n = s
+                .replay(
+                    &t.id,
+                    "sub_r",
+                    now - time::Duration::hours(1),
+                    now + time::Duration::hours(1),
+                    now,
+                )
+                .await
+                .expect("replay");
+            assert_eq!(n, 3);
+            assert_eq!(
+                s.replay(
+                    &t.id,
+                    "sub_r",
+                    now + time::Duration::hours(1),
+                    now + time::Duration::hours(2),
+                    now
+                )
+                .await
+                .expect("replay"),
+                0
+            );
+            let pending = s
+                .list_deliveries(
+                    &t.id,
+                    "sub_r",
+                    &DeliveryFilter {
+                        status: Some(DeliveryStatus::Pending),
+                    },
+                    &page(2),
+                )
+                .await
+                .expect("list");
+            assert_eq!(pending.items.len(), 2);
+            let next = s
+                .list_deliveries(
+                    &t.id,
+                    "sub_r",
+                    &DeliveryFilter {
+                        status: Some(DeliveryStatus::Pending),
+                    },
+                    &PageRequest {
+                        limit: 2,
+                        cursor: pending.next_cursor.clone(),
+                    },
+                )
+                .await
+                .expect("list");
+            assert_eq!(next.items.len(), 1);
+            assert!(next.next_cursor.is_none());
+
+            let mut changed = s
+                .get_subscription(&t.id, "sub_r")
+                .await
+                .expect("get")
+                .expect("found");
+            changed.url = "https://elsewhere.example/".into();
+            changed.branch = Some("main".into());
+            assert!(s.update_subscription(&changed).await.expect("update"));
+            let back = s
+                .get_subscription(&t.id, "sub_r")
+                .await
+                .expect("get")
+                .expect("found");
+            assert_eq!(back.url, "https://elsewhere.example/");
+            assert_eq!(back.branch.as_deref(), Some("main"));
+
+            assert!(s.delete_subscription(&t.id, "sub_r").await.expect("delete"));
+            assert!(!s.delete_subscription(&t.id, "sub_r").await.expect("delete"));
+            assert!(deliveries_of(&s, &t.id, "sub_r").await.is_empty());
+            assert!(s
+                .get_delivery(&t.id, &done[1].id)
+                .await
+                .expect("get")
+                .is_none());
         }
         .boxed()
     })

@@ -13,6 +13,7 @@ pub mod query;
 pub mod runs;
 pub mod satellites;
 pub mod sei;
+pub mod subscriptions;
 
 use axum::Router;
 
@@ -33,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .merge(events::router())
         .merge(crate::dashboard::router())
         .merge(satellites::router())
+        .merge(subscriptions::router())
         .fallback(fallback)
 }
 

@@ -99,6 +99,7 @@ async fn custom_cicd(State(state): State<AppState>, headers: HeaderMap, body: Bo
         return match state.store.write(op).await {
             Ok(WriteOutcome {
                 instance: Some(inst),
+                deliveries: 0,
                 event_id,
                 ..
             }) => json_reply(

@@ -34,8 +34,11 @@ pub struct TestApp {
     pub key: String,
     pub backend: Backend,
     pub database_url: String,
-    _dir: tempfile::TempDir,
+    /// The master key file (a sibling node must use the same key).
+    pub master_key_file: String,
+    _dir: Option<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// Creates an empty PostgreSQL database and returns its URL.
@@ -75,19 +78,48 @@ impl TestApp {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("cistern.db").display()),
             Backend::Postgres(base) => fresh_pg_database(base).await,
         };
-        Self::spawn_on(backend, database_url, dir, tune).await
+        let key_file = dir.path().join("cistern.key").display().to_string();
+        Self::spawn_on(backend, database_url, key_file, Some(dir), tune).await
+    }
+
+    /// Starts a second hub on the same database (another node), with the same master key.
+    pub async fn spawn_sibling(&self, tune: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_on(
+            &self.backend,
+            self.database_url.clone(),
+            self.master_key_file.clone(),
+            None,
+            tune,
+        )
+        .await
+    }
+
+    /// Stops this hub (waiting until it has stopped, delivery worker included) and starts a
+    /// new one on the same database: a restart.
+    pub async fn restart(mut self, tune: impl FnOnce(&mut Config)) -> Self {
+        self.shutdown().await;
+        let dir = self._dir.take();
+        Self::spawn_on(
+            &self.backend.clone(),
+            self.database_url.clone(),
+            self.master_key_file.clone(),
+            dir,
+            tune,
+        )
+        .await
     }
 
     async fn spawn_on(
         backend: &Backend,
         database_url: String,
-        dir: tempfile::TempDir,
+        master_key_file: String,
+        dir: Option<tempfile::TempDir>,
         tune: impl FnOnce(&mut Config),
     ) -> Self {
         let mut config = Config {
             listen: "127.0.0.1:0".into(),
             database_url: database_url.clone(),
-            master_key_file: Some(dir.path().join("cistern.key").display().to_string()),
+            master_key_file: Some(master_key_file.clone()),
             ..Config::default()
         };
         tune(&mut config);
@@ -95,7 +127,7 @@ impl TestApp {
         let base = format!("http://127.0.0.1:{}", app.port());
         let store = app.state().store.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run_with_shutdown(async move {
+        let served = tokio::spawn(app.run_with_shutdown(async move {
             let _ = rx.await;
         }));
         let mut me = Self {
@@ -105,8 +137,10 @@ impl TestApp {
             key: String::new(),
             backend: backend.clone(),
             database_url,
+            master_key_file,
             _dir: dir,
             shutdown: Some(tx),
+            served: Some(served),
         };
         me.key = me.key_for("default", &[Scope::Ingest, Scope::Read]).await;
         me
@@ -210,6 +244,16 @@ impl TestApp {
     pub fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+    }
+
+    /// Stops the server and waits until it has stopped.
+    pub async fn shutdown(&mut self) {
+        self.stop();
+        if let Some(h) = self.served.take() {
+            h.await
+                .expect("server task")
+                .expect("server stopped cleanly");
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod admin;
 mod metrics;
+mod outbound;
 mod read;
 mod satellites;
 mod writer;
@@ -39,6 +40,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/postgres/0005_satellites.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_outbound.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serializes migrators (the bytes of `cistern`).
@@ -60,6 +65,7 @@ pub(super) struct Job {
 pub struct PgStore {
     pool: PgPool,
     writer: mpsc::Sender<Job>,
+    signal: Arc<tokio::sync::Notify>,
 }
 
 /// Where a URL points, without its password, for error messages.
@@ -156,6 +162,7 @@ impl PgStore {
         let rx = Arc::new(Mutex::new(rx));
         // Leave at least half of the pool to reads.
         let writers = (pool_size / 2).clamp(1, MAX_WRITERS);
+        let signal = Arc::new(tokio::sync::Notify::new());
         for n in 0..writers {
             tokio::spawn(writer::run(
                 n,
@@ -165,9 +172,14 @@ impl PgStore {
                     max_batch,
                     ..settings.clone()
                 },
+                signal.clone(),
             ));
         }
-        Ok(Self { pool, writer: tx })
+        Ok(Self {
+            pool,
+            writer: tx,
+            signal,
+        })
     }
 }
 
@@ -510,5 +522,112 @@ impl Store for PgStore {
         until: time::OffsetDateTime,
     ) -> Result<Vec<cistern_core::metrics::Incident>, StoreError> {
         admin::incidents(&self.pool, tenant_id, filter, since, until).await
+    }
+
+    async fn create_subscription(&self, s: &Subscription) -> Result<(), StoreError> {
+        outbound::create_subscription(&self.pool, s).await
+    }
+
+    async fn list_subscriptions(&self, tenant_id: &str) -> Result<Vec<Subscription>, StoreError> {
+        outbound::list_subscriptions(&self.pool, tenant_id).await
+    }
+
+    async fn get_subscription(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<Subscription>, StoreError> {
+        outbound::get_subscription(&self.pool, tenant_id, id).await
+    }
+
+    async fn update_subscription(&self, s: &Subscription) -> Result<bool, StoreError> {
+        outbound::update_subscription(&self.pool, s).await
+    }
+
+    async fn set_subscription_enabled(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        enabled: bool,
+        reason: Option<&str>,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let out =
+            outbound::set_subscription_enabled(&self.pool, tenant_id, id, enabled, reason, now)
+                .await?;
+        if enabled {
+            self.signal.notify_one();
+        }
+        Ok(out)
+    }
+
+    async fn delete_subscription(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
+        outbound::delete_subscription(&self.pool, tenant_id, id).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+        filter: &DeliveryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Delivery>, StoreError> {
+        outbound::list_deliveries(&self.pool, tenant_id, subscription_id, filter, page).await
+    }
+
+    async fn get_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<DeliveryDetail>, StoreError> {
+        outbound::get_delivery(&self.pool, tenant_id, id).await
+    }
+
+    async fn redeliver(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let out = outbound::redeliver(&self.pool, tenant_id, id, now).await?;
+        self.signal.notify_one();
+        Ok(out)
+    }
+
+    async fn replay(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let out =
+            outbound::replay(&self.pool, tenant_id, subscription_id, since, until, now).await?;
+        self.signal.notify_one();
+        Ok(out)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        req: &ClaimRequest,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        outbound::claim(&self.pool, req).await
+    }
+
+    async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<SubscriptionHealth>, StoreError> {
+        outbound::record_attempts(&self.pool, records, now).await
+    }
+
+    async fn release_deliveries(&self, token: &str, ids: &[String]) -> Result<(), StoreError> {
+        outbound::release(&self.pool, token, ids).await
+    }
+
+    fn delivery_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.signal.clone()
     }
 }

@@ -19,6 +19,9 @@ use tokio::sync::{mpsc, Mutex};
 use super::Job;
 use crate::*;
 
+/// Enabled subscriptions by tenant id.
+type Subscriptions = std::collections::HashMap<String, Vec<Subscription>>;
+
 /// Attempts of a batch that keeps losing deadlocks or serialization checks.
 const MAX_ATTEMPTS: u32 = 5;
 
@@ -51,6 +54,15 @@ impl From<Fail> for StoreError {
     }
 }
 
+impl From<super::outbound::EnqueueError> for Fail {
+    fn from(e: super::outbound::EnqueueError) -> Self {
+        match e {
+            super::outbound::EnqueueError::Db(e) => Fail::Db(e),
+            super::outbound::EnqueueError::Store(e) => Fail::Store(e),
+        }
+    }
+}
+
 impl Fail {
     /// True for a deadlock or serialization failure: the transaction may succeed when replayed.
     fn retryable(&self) -> bool {
@@ -69,6 +81,7 @@ pub(super) async fn run(
     pool: PgPool,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     settings: StoreSettings,
+    signal: Arc<tokio::sync::Notify>,
 ) {
     loop {
         let batch = {
@@ -86,6 +99,13 @@ pub(super) async fn run(
             batch
         };
         let results = apply_batch(&pool, &batch, &settings).await;
+        if results
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|o| o.deliveries > 0))
+        {
+            // Committed: wake this node's delivery worker (other nodes poll).
+            signal.notify_one();
+        }
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.reply.send(result);
         }
@@ -166,10 +186,22 @@ async fn apply_jobs(
     settings: &StoreSettings,
 ) -> Result<Vec<Result<WriteOutcome, StoreError>>, Fail> {
     lock_instances(tx, batch).await?;
+    // Every tenant's enabled subscriptions in one round trip for the whole batch: the outbox
+    // rows of each write are decided from them.
+    let tenants: Vec<&str> = batch
+        .iter()
+        .filter_map(|job| match &job.op {
+            WriteOp::Runs { tenant, .. } | WriteOp::Signals { tenant, .. } => {
+                Some(tenant.id.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    let subs = super::outbound::enabled_subscriptions(tx, &tenants).await?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         exec(tx, "SAVEPOINT w").await?;
-        match apply(tx, &job.op, settings).await {
+        match apply(tx, &job.op, &subs, settings).await {
             Ok(out) => {
                 exec(tx, "RELEASE SAVEPOINT w").await?;
                 results.push(Ok(out));
@@ -266,6 +298,7 @@ async fn lock_instances(conn: &mut PgConnection, batch: &[Job]) -> Result<(), Fa
 async fn apply(
     conn: &mut PgConnection,
     op: &WriteOp,
+    subs: &Subscriptions,
     settings: &StoreSettings,
 ) -> Result<WriteOutcome, Fail> {
     match op {
@@ -276,20 +309,33 @@ async fn apply(
                 event_id: id,
                 runs: vec![],
                 instance: None,
+                deliveries: 0,
             })
         }
         WriteOp::Runs {
             event,
             tenant,
             runs,
-        } => apply_runs(conn, event, tenant, runs, &[], &[], settings).await,
+        } => apply_runs(conn, event, tenant, runs, &[], &[], subs, settings).await,
         WriteOp::Signals {
             event,
             tenant,
             runs,
             incidents,
             commit_times,
-        } => apply_runs(conn, event, tenant, runs, incidents, commit_times, settings).await,
+        } => {
+            apply_runs(
+                conn,
+                event,
+                tenant,
+                runs,
+                incidents,
+                commit_times,
+                subs,
+                settings,
+            )
+            .await
+        }
         WriteOp::Heartbeat {
             event,
             tenant,
@@ -342,6 +388,7 @@ async fn apply(
                 event_id,
                 runs: vec![],
                 instance: Some(inst),
+                deliveries: 0,
             })
         }
     }
@@ -355,6 +402,7 @@ async fn apply_runs(
     runs: &[RunReport],
     incidents: &[cistern_core::IncidentReport],
     commit_times: &[(String, OffsetDateTime, Option<String>)],
+    subs: &Subscriptions,
     settings: &StoreSettings,
 ) -> Result<WriteOutcome, Fail> {
     if let Some(key) = &event.dedupe_key {
@@ -369,13 +417,56 @@ async fn apply_runs(
         }
     }
     let event_id = new_id();
+    // The outbox rows go in this same transaction: an acknowledged run always has them.
+    let subs: &[Subscription] = subs.get(&tenant.id).map(Vec::as_slice).unwrap_or(&[]);
+    let mut queued = 0;
     let mut written = Vec::with_capacity(runs.len());
     for (i, r) in runs.iter().enumerate() {
-        written
-            .push(upsert_run(conn, tenant, &event_id, event.received_at, r, i, runs.len()).await?);
+        let (w, facts) =
+            upsert_run(conn, tenant, &event_id, event.received_at, r, i, runs.len()).await?;
+        if !subs.is_empty() {
+            queued +=
+                super::outbound::enqueue_run(conn, &tenant.id, subs, &facts, event.received_at)
+                    .await?;
+        }
+        written.push(w);
     }
     let now = to_millis(event.received_at);
     for inc in incidents {
+        // Insert first, alone: whether it inserted is exactly "first sight of this incident",
+        // even when another node records the same incident at the same time.
+        let opened = sqlx::query(
+            "INSERT INTO incidents (tenant_id, source, incident_id, service, environment, detected_at, resolved_at, description, url, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (tenant_id, source, incident_id) DO NOTHING",
+        )
+        .bind(&tenant.id)
+        .bind(&inc.source)
+        .bind(&inc.id)
+        .bind(&inc.service)
+        .bind(&inc.environment)
+        .bind(inc.detected_at.map(to_millis))
+        .bind(inc.resolved_at.map(to_millis))
+        .bind(&inc.description)
+        .bind(&inc.url)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            > 0;
+        if opened {
+            if !subs.is_empty() {
+                queued += super::outbound::enqueue_incident(
+                    conn,
+                    &tenant.id,
+                    subs,
+                    inc,
+                    event.received_at,
+                )
+                .await?;
+            }
+            continue;
+        }
         sqlx::query(
             "INSERT INTO incidents (tenant_id, source, incident_id, service, environment, detected_at, resolved_at, description, url, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -419,6 +510,7 @@ async fn apply_runs(
         event_id,
         runs: written,
         instance: None,
+        deliveries: queued,
     })
 }
 
@@ -564,7 +656,7 @@ async fn upsert_run(
     r: &RunReport,
     index: usize,
     count: usize,
-) -> Result<RunWritten, Fail> {
+) -> Result<(RunWritten, crate::outbox::RunFacts), Fail> {
     let now = to_millis(received_at);
     let prefix = if count > 1 {
         format!("runs[{index}].")
@@ -616,6 +708,9 @@ async fn upsert_run(
         }
         None => r,
     };
+    let previous = existing.as_ref().map(|e| {
+        cistern_core::RunResult::from_normalized(&e.1).unwrap_or(cistern_core::RunResult::Error)
+    });
     let detail =
         serde_json::to_string(&RunDetail::of(r)).map_err(|e| StoreError::Backend(e.to_string()))?;
     let (log, log_truncated) = match &r.log {
@@ -748,7 +843,18 @@ async fn upsert_run(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(RunWritten { id, created })
+    let facts = crate::outbox::RunFacts {
+        run_id: id.clone(),
+        created,
+        previous,
+        result: r.result,
+        cd: r.cd,
+        pipeline_full_name: r.pipeline.full_name.clone(),
+        pipeline_name: r.pipeline.name.clone(),
+        project: r.pipeline.project.clone(),
+        branch: r.branch.clone(),
+    };
+    Ok((RunWritten { id, created }, facts))
 }
 
 async fn apply_heartbeat(
@@ -814,5 +920,6 @@ async fn apply_heartbeat(
         event_id,
         runs: vec![],
         instance: None,
+        deliveries: 0,
     })
 }

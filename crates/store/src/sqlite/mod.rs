@@ -3,6 +3,7 @@
 
 mod admin;
 mod metrics;
+mod outbound;
 mod read;
 mod satellites;
 mod writer;
@@ -22,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_metrics_index.sql"),
     include_str!("../../migrations/sqlite/0004_secrets_sources.sql"),
     include_str!("../../migrations/sqlite/0005_satellites.sql"),
+    include_str!("../../migrations/sqlite/0006_outbound.sql"),
 ];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).
@@ -44,16 +46,22 @@ pub fn path_from_url(url: &str) -> Result<PathBuf, StoreError> {
     Ok(PathBuf::from(rest))
 }
 
-/// A job for the writer thread.
-struct Job {
-    op: WriteOp,
-    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+/// A job for the writer thread: a write, or a task run in the same group-commit transaction.
+// Not boxed: writes are the hot path, and each is moved once through the channel.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Write {
+        op: WriteOp,
+        reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    },
+    Task(Box<dyn writer::Task>),
 }
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
     reads: Arc<ReadPool>,
     writer: mpsc::Sender<Job>,
+    signal: Arc<tokio::sync::Notify>,
 }
 
 struct ReadPool {
@@ -126,11 +134,33 @@ impl SqliteStore {
         // `max(1)`: a zero-sized channel panics, and a batch holds at least one write.
         let (tx, rx) = mpsc::channel::<Job>(settings.max_batch.max(1) * 8);
         let wsettings = settings.clone();
+        let signal = Arc::new(tokio::sync::Notify::new());
+        let wsignal = signal.clone();
         std::thread::Builder::new()
             .name("cistern-sqlite-writer".into())
-            .spawn(move || writer::run(wconn, rx, wsettings))
+            .spawn(move || writer::run(wconn, rx, wsettings, wsignal))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(Self { reads, writer: tx })
+        Ok(Self {
+            reads,
+            writer: tx,
+            signal,
+        })
+    }
+
+    /// Runs `f` on the writer thread, inside its next group-commit transaction; answers after
+    /// the commit.
+    async fn in_writer<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Job::Task(Box::new(writer::FnTask::new(f, reply))))
+            .await
+            .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("the writer dropped the request".into()))?
     }
 
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -197,7 +227,7 @@ impl Store for SqliteStore {
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer
-            .send(Job { op, reply })
+            .send(Job::Write { op, reply })
             .await
             .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
         rx.await
@@ -545,5 +575,148 @@ impl Store for SqliteStore {
         let (t, f) = (tenant_id.to_owned(), filter.clone());
         self.with_conn(move |c| admin::incidents(c, &t, &f, since, until))
             .await
+    }
+
+    async fn create_subscription(&self, s: &Subscription) -> Result<(), StoreError> {
+        let s = s.clone();
+        self.in_writer(move |c| outbound::create_subscription(c, &s))
+            .await
+    }
+
+    async fn list_subscriptions(&self, tenant_id: &str) -> Result<Vec<Subscription>, StoreError> {
+        let t = tenant_id.to_owned();
+        self.with_conn(move |c| outbound::list_subscriptions(c, &t))
+            .await
+    }
+
+    async fn get_subscription(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let (t, i) = (tenant_id.to_owned(), id.to_owned());
+        self.with_conn(move |c| outbound::get_subscription(c, &t, &i))
+            .await
+    }
+
+    async fn update_subscription(&self, s: &Subscription) -> Result<bool, StoreError> {
+        let s = s.clone();
+        self.in_writer(move |c| outbound::update_subscription(c, &s))
+            .await
+    }
+
+    async fn set_subscription_enabled(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        enabled: bool,
+        reason: Option<&str>,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (t, i, r) = (
+            tenant_id.to_owned(),
+            id.to_owned(),
+            reason.map(str::to_owned),
+        );
+        let out = self
+            .in_writer(move |c| {
+                outbound::set_subscription_enabled(c, &t, &i, enabled, r.as_deref(), now)
+            })
+            .await?;
+        if enabled {
+            self.signal.notify_one();
+        }
+        Ok(out)
+    }
+
+    async fn delete_subscription(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
+        let (t, i) = (tenant_id.to_owned(), id.to_owned());
+        self.in_writer(move |c| outbound::delete_subscription(c, &t, &i))
+            .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+        filter: &DeliveryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Delivery>, StoreError> {
+        let (t, s, f, p) = (
+            tenant_id.to_owned(),
+            subscription_id.to_owned(),
+            filter.clone(),
+            page.clone(),
+        );
+        self.with_conn(move |c| outbound::list_deliveries(c, &t, &s, &f, &p))
+            .await
+    }
+
+    async fn get_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<DeliveryDetail>, StoreError> {
+        let (t, i) = (tenant_id.to_owned(), id.to_owned());
+        self.with_conn(move |c| outbound::get_delivery(c, &t, &i))
+            .await
+    }
+
+    async fn redeliver(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (t, i) = (tenant_id.to_owned(), id.to_owned());
+        let out = self
+            .in_writer(move |c| outbound::redeliver(c, &t, &i, now))
+            .await?;
+        self.signal.notify_one();
+        Ok(out)
+    }
+
+    async fn replay(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let (t, s) = (tenant_id.to_owned(), subscription_id.to_owned());
+        let out = self
+            .in_writer(move |c| outbound::replay(c, &t, &s, since, until, now))
+            .await?;
+        self.signal.notify_one();
+        Ok(out)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        req: &ClaimRequest,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let req = req.clone();
+        self.in_writer(move |c| outbound::claim(c, &req)).await
+    }
+
+    async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<SubscriptionHealth>, StoreError> {
+        let records = records.to_vec();
+        self.in_writer(move |c| outbound::record_attempts(c, &records, now))
+            .await
+    }
+
+    async fn release_deliveries(&self, token: &str, ids: &[String]) -> Result<(), StoreError> {
+        let (t, ids) = (token.to_owned(), ids.to_vec());
+        self.in_writer(move |c| outbound::release(c, &t, &ids))
+            .await
+    }
+
+    fn delivery_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.signal.clone()
     }
 }

@@ -9,7 +9,65 @@ use tokio::sync::mpsc;
 use super::Job;
 use crate::*;
 
-pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, settings: StoreSettings) {
+/// Work run inside the writer's group-commit transaction besides the writes (the delivery
+/// worker's claims and records): on SQLite, the writer thread is the only writer that never
+/// waits for the database lock, so work queued here is never starved by heavy ingestion.
+pub(super) trait Task: Send {
+    /// Runs in its own savepoint; `false` rolls the savepoint back.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers once the batch has committed (`Ok`) or failed.
+    fn answer(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+/// A [`Task`] made of a closure and the channel its result goes back on.
+pub(super) struct FnTask<T, F> {
+    f: Option<F>,
+    out: Option<Result<T, StoreError>>,
+    reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> FnTask<T, F> {
+    pub(super) fn new(f: F, reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>) -> Self {
+        Self {
+            f: Some(f),
+            out: None,
+            reply,
+        }
+    }
+}
+
+impl<T, F> Task for FnTask<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let out = match self.f.take() {
+            Some(f) => f(conn),
+            None => Err(StoreError::Backend("a writer task ran twice".into())),
+        };
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), StoreError>) {
+        let result = match committed {
+            Ok(()) => self
+                .out
+                .unwrap_or_else(|| Err(StoreError::Backend("a writer task never ran".into()))),
+            Err(e) => Err(e),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+pub(super) fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    settings: StoreSettings,
+    signal: std::sync::Arc<tokio::sync::Notify>,
+) {
     let max_batch = settings.max_batch.max(1);
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -19,40 +77,76 @@ pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, settings: S
                 Err(_) => break,
             }
         }
-        let results = apply_batch(&mut conn, &batch, &settings);
-        for (job, result) in batch.into_iter().zip(results) {
-            let _ = job.reply.send(result);
-        }
+        apply_batch(&mut conn, batch, &settings, &signal);
     }
     tracing::debug!("SQLite writer stopped: all senders gone");
 }
 
+/// A job done, waiting for the commit to be answered.
+// Not boxed: writes are the hot path, and each is moved only once.
+#[allow(clippy::large_enum_variant)]
+enum Done {
+    Write(
+        tokio::sync::oneshot::Sender<Result<WriteOutcome, StoreError>>,
+        Result<WriteOutcome, StoreError>,
+    ),
+    Task(Box<dyn Task>),
+}
+
 fn apply_batch(
     conn: &mut Connection,
-    batch: &[Job],
+    batch: Vec<Job>,
     settings: &StoreSettings,
-) -> Vec<Result<WriteOutcome, StoreError>> {
-    let fail_all = |e: StoreError| {
+    signal: &tokio::sync::Notify,
+) {
+    let fail_all = |done: Vec<Done>, e: StoreError| {
         // Keep the message as is: re-wrapping a `Backend` error's Display would say
         // "database error: database error: …".
         let msg = match e {
             StoreError::Backend(m) => m,
             other => other.to_string(),
         };
-        batch
-            .iter()
-            .map(|_| Err(StoreError::Backend(msg.clone())))
-            .collect()
+        for d in done {
+            match d {
+                Done::Write(reply, _) => {
+                    let _ = reply.send(Err(StoreError::Backend(msg.clone())));
+                }
+                Done::Task(t) => t.answer(Err(StoreError::Backend(msg.clone()))),
+            }
+        }
     };
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        return fail_all(e.into());
+        let done = batch
+            .into_iter()
+            .map(|job| match job {
+                Job::Write { reply, .. } => Done::Write(reply, Ok(WriteOutcome::default())),
+                Job::Task(t) => Done::Task(t),
+            })
+            .collect();
+        return fail_all(done, e.into());
     }
-    let mut results = Vec::with_capacity(batch.len());
+    let mut done = Vec::with_capacity(batch.len());
     for job in batch {
+        let (op, reply) = match job {
+            Job::Write { op, reply } => (op, reply),
+            Job::Task(mut t) => {
+                let kept = conn.execute_batch("SAVEPOINT w").is_ok() && t.run(conn);
+                let released = if kept {
+                    conn.execute_batch("RELEASE w").is_ok()
+                } else {
+                    conn.execute_batch("ROLLBACK TO w; RELEASE w").is_ok()
+                };
+                if !released {
+                    tracing::error!("a writer task's savepoint failed");
+                }
+                done.push(Done::Task(t));
+                continue;
+            }
+        };
         let r = conn
             .execute_batch("SAVEPOINT w")
             .map_err(StoreError::from)
-            .and_then(|_| apply(conn, &job.op, settings));
+            .and_then(|_| apply(conn, &op, settings));
         let r = match r {
             Ok(out) => conn
                 .execute_batch("RELEASE w")
@@ -60,7 +154,7 @@ fn apply_batch(
                 .map_err(StoreError::from),
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK TO w; RELEASE w");
-                let refused_event = match &job.op {
+                let refused_event = match &op {
                     WriteOp::Runs { event, .. }
                     | WriteOp::Signals { event, .. }
                     | WriteOp::Heartbeat { event, .. } => Some(event),
@@ -79,14 +173,28 @@ fn apply_batch(
                 Err(e)
             }
         };
-        results.push(r);
+        done.push(Done::Write(reply, r));
     }
     if let Err(e) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
         tracing::error!(error = %e, "group commit failed");
-        return fail_all(e.into());
+        return fail_all(done, e.into());
     }
-    results
+    let queued = done
+        .iter()
+        .any(|d| matches!(d, Done::Write(_, Ok(o)) if o.deliveries > 0));
+    if queued {
+        // Committed: wake the delivery worker.
+        signal.notify_one();
+    }
+    for d in done {
+        match d {
+            Done::Write(reply, r) => {
+                let _ = reply.send(r);
+            }
+            Done::Task(t) => t.answer(Ok(())),
+        }
+    }
 }
 
 fn apply(
@@ -102,6 +210,7 @@ fn apply(
                 event_id: id,
                 runs: vec![],
                 instance: None,
+                deliveries: 0,
             })
         }
         WriteOp::Runs {
@@ -159,6 +268,7 @@ fn apply(
                 event_id,
                 runs: vec![],
                 instance: Some(inst),
+                deliveries: 0,
             })
         }
     }
@@ -183,20 +293,28 @@ fn apply_runs(
         }
     }
     let event_id = new_id();
+    // The outbox rows go in this same transaction: an acknowledged run always has them.
+    let subs = super::outbound::enabled_subscriptions(conn, &tenant.id)?;
+    let mut queued = 0;
     let mut written = Vec::with_capacity(runs.len());
     for (i, r) in runs.iter().enumerate() {
-        written.push(upsert_run(
-            conn,
-            tenant,
-            &event_id,
-            event.received_at,
-            r,
-            i,
-            runs.len(),
-        )?);
+        let (w, facts) = upsert_run(conn, tenant, &event_id, event.received_at, r, i, runs.len())?;
+        if !subs.is_empty() {
+            queued +=
+                super::outbound::enqueue_run(conn, &tenant.id, &subs, &facts, event.received_at)?;
+        }
+        written.push(w);
     }
     let now = to_millis(event.received_at);
     for inc in incidents {
+        // First sight of this incident (the upsert below cannot tell a new row from an update).
+        let opened = conn
+            .prepare_cached(
+                "SELECT 1 FROM incidents WHERE tenant_id = ?1 AND source = ?2 AND incident_id = ?3",
+            )?
+            .query_row(params![tenant.id, inc.source, inc.id], |_| Ok(()))
+            .optional()?
+            .is_none();
         conn.prepare_cached(
             "INSERT INTO incidents (tenant_id, source, incident_id, service, environment, detected_at, resolved_at, description, url, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -220,6 +338,10 @@ fn apply_runs(
             inc.url,
             now
         ])?;
+        if opened && !subs.is_empty() {
+            queued +=
+                super::outbound::enqueue_incident(conn, &tenant.id, &subs, inc, event.received_at)?;
+        }
     }
     for (sha, at, repo) in commit_times {
         conn.prepare_cached(
@@ -235,6 +357,7 @@ fn apply_runs(
         event_id,
         runs: written,
         instance: None,
+        deliveries: queued,
     })
 }
 
@@ -364,7 +487,7 @@ fn upsert_run(
     r: &RunReport,
     index: usize,
     count: usize,
-) -> Result<RunWritten, StoreError> {
+) -> Result<(RunWritten, crate::outbox::RunFacts), StoreError> {
     let now = to_millis(received_at);
     let prefix = if count > 1 {
         format!("runs[{index}].")
@@ -420,6 +543,9 @@ fn upsert_run(
         }
         None => r,
     };
+    let previous = existing.as_ref().map(|e| {
+        cistern_core::RunResult::from_normalized(&e.1).unwrap_or(cistern_core::RunResult::Error)
+    });
     let existing = existing.map(|e| e.0);
     let detail =
         serde_json::to_string(&RunDetail::of(r)).map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -490,7 +616,18 @@ fn upsert_run(
     for c in unique_commits(r) {
         cst.execute(params![id, c.sha, tenant.id, c.committed_at.map(to_millis)])?;
     }
-    Ok(RunWritten { id, created })
+    let facts = crate::outbox::RunFacts {
+        run_id: id.clone(),
+        created,
+        previous,
+        result: r.result,
+        cd: r.cd,
+        pipeline_full_name: r.pipeline.full_name.clone(),
+        pipeline_name: r.pipeline.name.clone(),
+        project: r.pipeline.project.clone(),
+        branch: r.branch.clone(),
+    };
+    Ok((RunWritten { id, created }, facts))
 }
 
 fn apply_heartbeat(
@@ -549,5 +686,6 @@ fn apply_heartbeat(
         event_id,
         runs: vec![],
         instance: None,
+        deliveries: 0,
     })
 }

@@ -1,0 +1,397 @@
+//! The bodies of outbound deliveries, rendered from a message's snapshot (the run or incident as
+//! it was when the event happened). Rendering is pure and deterministic, so every attempt of a
+//! delivery sends the same bytes.
+//!
+//! - `native`: `{"type", "timestamp", "data"}` (the Standard Webhooks payload shape), `data`
+//!   being the run as `GET /api/v1/runs/{id}` shows it (without logs), or the incident.
+//! - `jobserv`: the Foundries JobServ build webhook body: `build_id`, `url`, `status`
+//!   (`PASSED`, `FAILED`, `RUNNING`, `QUEUED`, `SKIPPED`), `runs[]` (one per top-level stage, or
+//!   the run itself when it has none), `web_url`, `trigger_name`, `created`, `completed`.
+//! - `cdevents`: a CDEvent (spec 0.4.1) in a structured-mode CloudEvent
+//!   (`application/cloudevents+json`): `pipelinerun.queued/started/finished`,
+//!   `service.deployed` for a successful deployment, `incident.detected`.
+
+use cistern_core::{Run, RunResult};
+use cistern_store::{DeliveryFormat, EventType};
+use serde_json::{json, Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// CDEvents specification version of the events sent.
+pub const CDEVENTS_VERSION: &str = "0.4.1";
+
+/// A rendered body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// The bytes to send.
+    pub body: Vec<u8>,
+    /// Its content type.
+    pub content_type: &'static str,
+}
+
+/// What a message is about.
+pub struct Message<'a> {
+    /// Message id (one per event; also the CloudEvent id).
+    pub id: &'a str,
+    /// Event type.
+    pub event: EventType,
+    /// When the event happened.
+    pub at: OffsetDateTime,
+    /// The snapshot (JSON text).
+    pub snapshot: &'a str,
+}
+
+/// Renders a message in a format. `public_url` is the hub's base URL, for links.
+pub fn render(
+    format: DeliveryFormat,
+    msg: &Message<'_>,
+    public_url: &str,
+) -> Result<Rendered, String> {
+    let data: Value = serde_json::from_str(msg.snapshot)
+        .map_err(|e| format!("the stored message {} is not JSON: {e}", msg.id))?;
+    let base = public_url.trim_end_matches('/');
+    let value = match format {
+        DeliveryFormat::Native => json!({
+            "type": msg.event.as_str(),
+            "timestamp": rfc3339(msg.at),
+            "data": data,
+        }),
+        DeliveryFormat::Jobserv => {
+            let run = run_of(msg, data)?;
+            jobserv(&run, base)
+        }
+        DeliveryFormat::Cdevents => cdevents(msg, data, base)?,
+    };
+    let content_type = match format {
+        DeliveryFormat::Cdevents => "application/cloudevents+json",
+        _ => "application/json",
+    };
+    Ok(Rendered {
+        body: serde_json::to_vec(&value).map_err(|e| e.to_string())?,
+        content_type,
+    })
+}
+
+fn run_of(msg: &Message<'_>, data: Value) -> Result<Run, String> {
+    if msg.event == EventType::IncidentOpened {
+        return Err("the jobserv format describes builds; incident.opened needs the native or cdevents format".into());
+    }
+    serde_json::from_value(data)
+        .map_err(|e| format!("the stored run of message {} is unreadable: {e}", msg.id))
+}
+
+/// RFC 3339 text of a time.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// JobServ writes times as `2021-07-26T18:10:37+00:00`.
+fn jobserv_time(t: Option<OffsetDateTime>) -> Value {
+    let fmt =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+00:00");
+    t.and_then(|t| t.to_offset(time::UtcOffset::UTC).format(&fmt).ok())
+        .map(Value::String)
+        .unwrap_or(Value::Null)
+}
+
+/// JobServ's status words.
+pub fn jobserv_status(r: RunResult) -> &'static str {
+    match r {
+        RunResult::Success => "PASSED",
+        RunResult::Failure | RunResult::Error | RunResult::Unstable | RunResult::Aborted => {
+            "FAILED"
+        }
+        RunResult::Running => "RUNNING",
+        RunResult::Queued | RunResult::OnHold => "QUEUED",
+        RunResult::Skipped => "SKIPPED",
+    }
+}
+
+fn jobserv(run: &Run, base: &str) -> Value {
+    let api_url = format!("{base}/api/v1/runs/{}", run.id);
+    let status = jobserv_status(run.result);
+    let runs: Vec<Value> = if run.stages.is_empty() {
+        vec![json!({
+            "name": run.pipeline.name,
+            "url": api_url,
+            "status": status,
+            "log_url": Value::Null,
+            "web_url": run.web_url,
+            "created": jobserv_time(Some(run.started_at)),
+            "completed": jobserv_time(run.finished_at),
+            "host_tag": Value::Null,
+        })]
+    } else {
+        run.stages
+            .iter()
+            .map(|s| {
+                let end = match (s.started_at, s.duration_ms) {
+                    (Some(start), Some(ms)) => Some(start + time::Duration::milliseconds(ms)),
+                    _ => None,
+                };
+                json!({
+                    "name": s.name,
+                    "url": s.url,
+                    "status": s.result.map(jobserv_status).unwrap_or(status),
+                    "log_url": Value::Null,
+                    "web_url": s.url.as_ref().or(run.web_url.as_ref()),
+                    "created": jobserv_time(s.started_at),
+                    "completed": jobserv_time(end),
+                    "host_tag": Value::Null,
+                })
+            })
+            .collect()
+    };
+    json!({
+        "build_id": run.build_number,
+        "url": api_url,
+        "status": status,
+        "runs": runs,
+        "web_url": run.web_url,
+        "trigger_name": run.pipeline.full_name,
+        "created": jobserv_time(Some(run.started_at)),
+        "completed": jobserv_time(run.finished_at),
+    })
+}
+
+/// CDEvents' outcome words.
+fn outcome(r: RunResult) -> &'static str {
+    match r {
+        RunResult::Success => "success",
+        RunResult::Failure | RunResult::Unstable => "failure",
+        RunResult::Error => "error",
+        _ => "cancel",
+    }
+}
+
+/// Drops null members (CDEvents optional fields are absent, not null).
+fn compact(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, compact(v)))
+                .collect::<Map<_, _>>(),
+        ),
+        other => other,
+    }
+}
+
+fn cdevents(msg: &Message<'_>, data: Value, base: &str) -> Result<Value, String> {
+    let source = if base.is_empty() {
+        "/cistern".to_owned()
+    } else {
+        base.to_owned()
+    };
+    let (kind, subject) = match msg.event {
+        EventType::IncidentOpened => {
+            let text = |k: &str| data.get(k).cloned().unwrap_or(Value::Null);
+            let id_of = |v: Value| match v {
+                Value::Null => Value::Null,
+                v => json!({ "id": v }),
+            };
+            (
+                "dev.cdevents.incident.detected.0.2.0",
+                json!({
+                    "id": text("id"),
+                    "source": text("source"),
+                    "type": "incident",
+                    "content": {
+                        "description": text("description"),
+                        "environment": id_of(text("environment")),
+                        "service": id_of(text("service")),
+                        "url": text("url"),
+                    }
+                }),
+            )
+        }
+        event => {
+            let run: Run = serde_json::from_value(data)
+                .map_err(|e| format!("the stored run of message {} is unreadable: {e}", msg.id))?;
+            let url = run
+                .web_url
+                .clone()
+                .unwrap_or_else(|| format!("{base}/api/v1/runs/{}", run.id));
+            if event == EventType::DeploymentCompleted && run.result == RunResult::Success {
+                let version = run
+                    .commits
+                    .first()
+                    .map(|c| c.sha.clone())
+                    .or_else(|| run.build_number.map(|b| b.to_string()))
+                    .unwrap_or_else(|| run.run_key.clone());
+                (
+                    "dev.cdevents.service.deployed.0.2.0",
+                    json!({
+                        "id": run.pipeline.name,
+                        "source": source,
+                        "type": "service",
+                        "content": {
+                            "environment": { "id": run.environment.clone().unwrap_or_else(|| "default".into()) },
+                            "artifactId": format!("pkg:generic/{}@{}", run.pipeline.name, version),
+                        }
+                    }),
+                )
+            } else {
+                let kind = if run.result.is_finished() {
+                    "dev.cdevents.pipelinerun.finished.0.2.0"
+                } else if run.result == RunResult::Queued {
+                    "dev.cdevents.pipelinerun.queued.0.2.0"
+                } else {
+                    "dev.cdevents.pipelinerun.started.0.2.0"
+                };
+                let finished = run.result.is_finished();
+                (
+                    kind,
+                    json!({
+                        "id": run.id,
+                        "source": source,
+                        "type": "pipelineRun",
+                        "content": {
+                            "pipelineName": run.pipeline.full_name,
+                            "url": url,
+                            "outcome": if finished { Value::from(outcome(run.result)) } else { Value::Null },
+                            "errors": if finished && run.result.is_failed() {
+                                Value::from(format!("{} ({})", run.result, run.source_result))
+                            } else {
+                                Value::Null
+                            },
+                        }
+                    }),
+                )
+            }
+        }
+    };
+    let event = json!({
+        "context": {
+            "version": CDEVENTS_VERSION,
+            "id": msg.id,
+            "source": source,
+            "type": kind,
+            "timestamp": rfc3339(msg.at),
+        },
+        "subject": compact(subject),
+    });
+    Ok(json!({
+        "specversion": "1.0",
+        "id": msg.id,
+        "source": source,
+        "type": kind,
+        "time": rfc3339(msg.at),
+        "datacontenttype": "application/json",
+        "data": event,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_json(result: &str) -> String {
+        json!({
+            "id": "run-1", "pipeline": {"id": "p", "full_name": "team/build", "name": "build", "qualified_name": null, "project": null, "module": null},
+            "instance": {"guid": "g", "name": null, "url": null, "kind": null},
+            "run_key": "67", "build_number": 67, "execution_id": null, "result": result, "source_result": result.to_uppercase(),
+            "started_at": "2021-07-26T18:10:33Z", "finished_at": "2021-07-26T18:19:24Z", "duration_ms": 531000,
+            "triggered_by": null, "branch": "devel", "repo_url": null, "repo": null, "commits": [], "ci": true, "cd": false,
+            "environment": null, "cfr_status": null, "params": [], "artifacts": [], "trigger_chain": [], "themes": [],
+            "web_url": "https://ci.example/builds/67", "job_type": null, "custom_fields": [], "stages": [], "log": null,
+            "log_truncated": false, "source": "sei", "event_id": null,
+            "received_at": "2021-07-26T18:19:25Z", "updated_at": "2021-07-26T18:19:25Z"
+        })
+        .to_string()
+    }
+
+    fn msg<'a>(event: EventType, snapshot: &'a str) -> Message<'a> {
+        Message {
+            id: "m1",
+            event,
+            at: time::macros::datetime!(2021-07-26 18:19:25 UTC),
+            snapshot,
+        }
+    }
+
+    #[test]
+    fn jobserv_body_has_the_seed_fields() {
+        let snap = run_json("success");
+        let out = render(
+            DeliveryFormat::Jobserv,
+            &msg(EventType::RunCompleted, &snap),
+            "https://hub.example/",
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "build_id": 67,
+                "url": "https://hub.example/api/v1/runs/run-1",
+                "status": "PASSED",
+                "runs": [{
+                    "name": "build", "url": "https://hub.example/api/v1/runs/run-1", "status": "PASSED", "log_url": null,
+                    "web_url": "https://ci.example/builds/67", "created": "2021-07-26T18:10:33+00:00",
+                    "completed": "2021-07-26T18:19:24+00:00", "host_tag": null
+                }],
+                "web_url": "https://ci.example/builds/67",
+                "trigger_name": "team/build",
+                "created": "2021-07-26T18:10:33+00:00",
+                "completed": "2021-07-26T18:19:24+00:00"
+            })
+        );
+        let again = render(
+            DeliveryFormat::Jobserv,
+            &msg(EventType::RunCompleted, &snap),
+            "https://hub.example/",
+        )
+        .unwrap();
+        assert_eq!(out, again, "the same bytes on every attempt");
+        assert!(render(
+            DeliveryFormat::Jobserv,
+            &msg(EventType::IncidentOpened, "{}"),
+            ""
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn cdevents_pipelinerun_finished() {
+        let snap = run_json("failure");
+        let out = render(
+            DeliveryFormat::Cdevents,
+            &msg(EventType::RunCompleted, &snap),
+            "https://hub.example",
+        )
+        .unwrap();
+        assert_eq!(out.content_type, "application/cloudevents+json");
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "specversion": "1.0", "id": "m1", "source": "https://hub.example",
+                "type": "dev.cdevents.pipelinerun.finished.0.2.0", "time": "2021-07-26T18:19:25Z",
+                "datacontenttype": "application/json",
+                "data": {
+                    "context": {"version": "0.4.1", "id": "m1", "source": "https://hub.example",
+                                "type": "dev.cdevents.pipelinerun.finished.0.2.0", "timestamp": "2021-07-26T18:19:25Z"},
+                    "subject": {"id": "run-1", "source": "https://hub.example", "type": "pipelineRun",
+                                "content": {"pipelineName": "team/build", "url": "https://ci.example/builds/67",
+                                            "outcome": "failure", "errors": "failure (FAILURE)"}}
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn native_wraps_the_snapshot() {
+        let snap = run_json("running");
+        let out = render(
+            DeliveryFormat::Native,
+            &msg(EventType::RunStarted, &snap),
+            "",
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(v["type"], "run.started");
+        assert_eq!(v["timestamp"], "2021-07-26T18:19:25Z");
+        assert_eq!(v["data"]["id"], "run-1");
+    }
+}

@@ -1,0 +1,491 @@
+//! Webhook subscriptions and their deliveries (admin scope):
+//! `GET|POST /api/v1/subscriptions`, `GET|PATCH|DELETE /api/v1/subscriptions/{id}`,
+//! `GET /api/v1/subscriptions/{id}/deliveries`, `POST /api/v1/subscriptions/{id}/replay`,
+//! `GET /api/v1/deliveries/{id}`, `POST /api/v1/deliveries/{id}/redeliver`.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cistern_core::glob::Glob;
+use cistern_core::FieldError;
+use cistern_store::{
+    DeliveryFilter, DeliveryFormat, DeliveryStatus, EventType, Store, Subscription, ALL_EVENT_TYPES,
+};
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+use super::ingest::{json_reply, read_body};
+use super::query::Params;
+use crate::auth::Admin;
+use crate::delivery::target;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Subscription routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/subscriptions", get(list).post(create))
+        .route(
+            "/api/v1/subscriptions/{id}",
+            get(one).patch(update).delete(remove),
+        )
+        .route("/api/v1/subscriptions/{id}/deliveries", get(deliveries))
+        .route("/api/v1/subscriptions/{id}/replay", post(replay))
+        .route("/api/v1/deliveries/{id}", get(delivery))
+        .route("/api/v1/deliveries/{id}/redeliver", post(redeliver))
+}
+
+/// What a user gives to create (or change) a subscription.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionInput {
+    /// Target URL.
+    pub url: String,
+    /// Named secret.
+    pub secret: String,
+    /// `jobserv` (default), `cdevents` or `native`.
+    pub format: Option<String>,
+    /// Event names; default `run.completed`.
+    pub events: Option<Vec<String>>,
+    /// Only failed runs (and incidents).
+    pub only_failures: bool,
+    /// Pipeline glob.
+    pub pipeline: Option<String>,
+    /// Branch glob.
+    pub branch: Option<String>,
+    /// Project.
+    pub project: Option<String>,
+}
+
+fn blank_to_none(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// Checks an input and builds the subscription (shared with the CLI). Every rule broken is
+/// reported, each naming its field.
+pub async fn build_subscription(
+    store: &dyn Store,
+    tenant_id: &str,
+    input: SubscriptionInput,
+    allow_private_targets: bool,
+    id: Option<String>,
+) -> Result<Subscription, ApiError> {
+    let mut errors = Vec::new();
+    match target::check_url(&input.url, allow_private_targets) {
+        Ok(url) => {
+            if let Err(e) = target::check_resolves(&url, allow_private_targets).await {
+                errors.push(FieldError::new("url", e));
+            }
+        }
+        Err(e) => errors.push(FieldError::new("url", e)),
+    }
+    let secret = input.secret.trim().to_owned();
+    if secret.is_empty() {
+        errors.push(FieldError::new(
+            "secret",
+            "is required: the name of the secret that signs the deliveries",
+        ));
+    } else if store.get_secret(tenant_id, &secret).await?.is_none() {
+        errors.push(FieldError::new(
+            "secret",
+            format!("no secret named {secret:?}; set it first (`cistern secrets set {secret}=…` or PUT /api/v1/secrets/{secret})"),
+        ));
+    }
+    let format = match input
+        .format
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        None => DeliveryFormat::Jobserv,
+        Some(f) => DeliveryFormat::parse(f).unwrap_or_else(|| {
+            errors.push(FieldError::new(
+                "format",
+                format!("unknown format {f:?}; formats: jobserv, cdevents, native"),
+            ));
+            DeliveryFormat::Jobserv
+        }),
+    };
+    let mut events = Vec::new();
+    for word in input.events.unwrap_or_default() {
+        let word = word.trim();
+        if word.is_empty() {
+            continue;
+        }
+        match EventType::parse(word) {
+            Some(e) if !events.contains(&e) => events.push(e),
+            Some(_) => {}
+            None => errors.push(FieldError::new(
+                "events",
+                format!(
+                    "unknown event {word:?}; events: {}",
+                    ALL_EVENT_TYPES.map(|e| e.as_str()).join(", ")
+                ),
+            )),
+        }
+    }
+    if events.is_empty() {
+        events.push(EventType::RunCompleted);
+    }
+    if format == DeliveryFormat::Jobserv && events.contains(&EventType::IncidentOpened) {
+        errors.push(FieldError::new(
+            "events",
+            "the jobserv format describes builds; incident.opened needs the native or cdevents format",
+        ));
+    }
+    let pipeline = blank_to_none(input.pipeline);
+    let branch = blank_to_none(input.branch);
+    for (field, glob) in [("pipeline", &pipeline), ("branch", &branch)] {
+        if let Some(g) = glob {
+            if let Err(e) = Glob::parse(g) {
+                errors.push(FieldError::new(field, e));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let now = OffsetDateTime::now_utc();
+    Ok(Subscription {
+        id: id.unwrap_or_else(|| format!("sub_{}", uuid::Uuid::now_v7().simple())),
+        tenant_id: tenant_id.to_owned(),
+        url: input.url.trim().to_owned(),
+        secret_name: secret,
+        format,
+        events,
+        only_failures: input.only_failures,
+        pipeline,
+        branch,
+        project: blank_to_none(input.project),
+        enabled: true,
+        disabled_reason: None,
+        disabled_at: None,
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+/// A subscription as the API shows it.
+pub fn subscription_json(s: &Subscription) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "deliveries".into(),
+            json!(format!("/api/v1/subscriptions/{}/deliveries", s.id)),
+        );
+    }
+    v
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+) -> Result<Json<Value>, ApiError> {
+    let items: Vec<Value> = state
+        .store
+        .list_subscriptions(&caller.tenant.id)
+        .await?
+        .iter()
+        .map(subscription_json)
+        .collect();
+    Ok(Json(json!({ "subscriptions": items })))
+}
+
+/// Reads a JSON object body.
+async fn object_body(headers: &HeaderMap, body: Body) -> Result<Map<String, Value>, ApiError> {
+    let bytes = read_body(headers, body, 64 * 1024).await?;
+    match cistern_dialects::json::parse(&bytes, "") {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::field("", "the body must be a JSON object")),
+        Err(e) => Err(ApiError::invalid(vec![e])),
+    }
+}
+
+fn text_field(m: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::field(key, "must be a string")),
+    }
+}
+
+fn bool_field(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::field(key, "must be true or false")),
+    }
+}
+
+fn events_field(m: &Map<String, Value>) -> Result<Option<Vec<String>>, ApiError> {
+    match m.get("events") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.split(',').map(str::to_owned).collect())),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| ApiError::field("events", "must be a list of event names"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(ApiError::field("events", "must be a list of event names")),
+    }
+}
+
+const KNOWN_FIELDS: [&str; 9] = [
+    "url",
+    "secret",
+    "format",
+    "events",
+    "only_failures",
+    "pipeline",
+    "branch",
+    "project",
+    "enabled",
+];
+
+fn unknown_fields(m: &Map<String, Value>) -> Result<(), ApiError> {
+    let unknown: Vec<FieldError> = m
+        .keys()
+        .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
+        .map(|k| {
+            FieldError::new(
+                k.as_str(),
+                format!("unknown field; fields: {}", KNOWN_FIELDS.join(", ")),
+            )
+        })
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(unknown))
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let m = object_body(&headers, body).await?;
+    unknown_fields(&m)?;
+    let input = SubscriptionInput {
+        url: text_field(&m, "url")?.unwrap_or_default(),
+        secret: text_field(&m, "secret")?.unwrap_or_default(),
+        format: text_field(&m, "format")?,
+        events: events_field(&m)?,
+        only_failures: bool_field(&m, "only_failures")?.unwrap_or(false),
+        pipeline: text_field(&m, "pipeline")?,
+        branch: text_field(&m, "branch")?,
+        project: text_field(&m, "project")?,
+    };
+    let sub = build_subscription(
+        state.store.as_ref(),
+        &caller.tenant.id,
+        input,
+        state.delivery.allow_private_targets,
+        None,
+    )
+    .await?;
+    state.store.create_subscription(&sub).await?;
+    Ok(json_reply(StatusCode::CREATED, subscription_json(&sub)))
+}
+
+async fn found(state: &AppState, tenant_id: &str, id: &str) -> Result<Subscription, ApiError> {
+    state
+        .store
+        .get_subscription(tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no subscription {id:?}")))
+}
+
+async fn one(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(subscription_json(
+        &found(&state, &caller.tenant.id, &id).await?,
+    )))
+}
+
+/// `PATCH`: any of the creation fields (a null or empty `pipeline`, `branch` or `project`
+/// removes that filter), and `enabled` (true resumes the queue).
+async fn update(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let current = found(&state, &caller.tenant.id, &id).await?;
+    let m = object_body(&headers, body).await?;
+    unknown_fields(&m)?;
+    let keep = |key: &str, now: &Option<String>| -> Result<Option<String>, ApiError> {
+        if m.contains_key(key) {
+            text_field(&m, key)
+        } else {
+            Ok(now.clone())
+        }
+    };
+    let input = SubscriptionInput {
+        url: text_field(&m, "url")?.unwrap_or_else(|| current.url.clone()),
+        secret: text_field(&m, "secret")?.unwrap_or_else(|| current.secret_name.clone()),
+        format: Some(text_field(&m, "format")?.unwrap_or_else(|| current.format.as_str().into())),
+        events: Some(events_field(&m)?.unwrap_or_else(|| {
+            current
+                .events
+                .iter()
+                .map(|e| e.as_str().to_owned())
+                .collect()
+        })),
+        only_failures: bool_field(&m, "only_failures")?.unwrap_or(current.only_failures),
+        pipeline: keep("pipeline", &current.pipeline)?,
+        branch: keep("branch", &current.branch)?,
+        project: keep("project", &current.project)?,
+    };
+    let enabled = bool_field(&m, "enabled")?;
+    let mut next = build_subscription(
+        state.store.as_ref(),
+        &caller.tenant.id,
+        input,
+        state.delivery.allow_private_targets,
+        Some(current.id.clone()),
+    )
+    .await?;
+    next.created_at = current.created_at;
+    state.store.update_subscription(&next).await?;
+    if let Some(enabled) = enabled {
+        if enabled != current.enabled {
+            let reason = (!enabled).then_some("disabled by a user");
+            state
+                .store
+                .set_subscription_enabled(
+                    &caller.tenant.id,
+                    &id,
+                    enabled,
+                    reason,
+                    OffsetDateTime::now_utc(),
+                )
+                .await?;
+        }
+    }
+    Ok(Json(subscription_json(
+        &found(&state, &caller.tenant.id, &id).await?,
+    )))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state
+        .store
+        .delete_subscription(&caller.tenant.id, &id)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no subscription {id:?}")))
+    }
+}
+
+async fn deliveries(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    found(&state, &caller.tenant.id, &id).await?;
+    let q = Params(q);
+    let status = match q.text("status") {
+        None => None,
+        Some(s) => Some(DeliveryStatus::parse(&s).ok_or_else(|| {
+            ApiError::field(
+                "status",
+                format!("unknown status {s:?}; statuses: pending, delivered, failed"),
+            )
+        })?),
+    };
+    let page = q.page()?;
+    let found = state
+        .store
+        .list_deliveries(&caller.tenant.id, &id, &DeliveryFilter { status }, &page)
+        .await?;
+    Ok(Json(
+        json!({"deliveries": found.items, "next_cursor": found.next_cursor}),
+    ))
+}
+
+/// `POST …/replay?since=…[&until=…]`: every delivery of the subscription created in the window
+/// is sent again (the same `webhook-id`), whatever its state.
+async fn replay(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let sub = found(&state, &caller.tenant.id, &id).await?;
+    let q = Params(q);
+    let now = OffsetDateTime::now_utc();
+    let Some(since) = q.time("since")? else {
+        return Err(ApiError::field(
+            "since",
+            "is required: the start of the window to send again (RFC 3339, a date, or epoch milliseconds)",
+        ));
+    };
+    let until = q.time("until")?.unwrap_or(now + time::Duration::seconds(1));
+    if until <= since {
+        return Err(ApiError::field("until", "must be after since"));
+    }
+    let n = state
+        .store
+        .replay(&caller.tenant.id, &id, since, until, now)
+        .await?;
+    let mut body = json!({"subscription": id, "requeued": n});
+    if !sub.enabled {
+        body["note"] =
+            json!("the subscription is disabled: the deliveries wait until it is enabled again");
+    }
+    Ok(json_reply(StatusCode::ACCEPTED, body))
+}
+
+async fn delivery(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match state.store.get_delivery(&caller.tenant.id, &id).await? {
+        Some(d) => Ok(Json(serde_json::to_value(d).map_err(ApiError::internal)?)),
+        None => Err(ApiError::not_found(format!("no delivery {id:?}"))),
+    }
+}
+
+async fn redeliver(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    if !state.store.redeliver(&caller.tenant.id, &id, now).await? {
+        return Err(ApiError::not_found(format!("no delivery {id:?}")));
+    }
+    let d = state
+        .store
+        .get_delivery(&caller.tenant.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no delivery {id:?}")))?;
+    Ok(json_reply(
+        StatusCode::ACCEPTED,
+        serde_json::to_value(d.delivery).map_err(ApiError::internal)?,
+    ))
+}
