@@ -65,14 +65,19 @@ async fn verify(
             let Some(sig) = header(headers, "x-jobserv-sig") else {
                 return Err(unauthorized("missing X-JobServ-Sig header: JobServ webhooks carry `X-JobServ-Sig: sha256:<hex HMAC-SHA256 of the body>`"));
             };
-            let Some(hex_sig) = sig.strip_prefix("sha256:") else {
+            // During a rotation a sender may send several space-separated signatures.
+            let hexes: Vec<&str> = sig
+                .split_whitespace()
+                .filter_map(|t| t.strip_prefix("sha256:"))
+                .collect();
+            if hexes.is_empty() {
                 return Err(unauthorized(
                     "X-JobServ-Sig must be `sha256:<hex HMAC-SHA256 of the body>`; a bare hex value is JobServ's internal SHA-1 request signature, not a webhook signature",
                 ));
-            };
+            }
             if secrets
                 .iter()
-                .any(|k| signatures::verify_hex(k, body, hex_sig))
+                .any(|k| hexes.iter().any(|h| signatures::verify_hex(k, body, h)))
             {
                 Ok(None)
             } else {
