@@ -5,15 +5,14 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use cistern_dialects::{allstacks, Inbound as Parsed, ParseOptions};
-use cistern_store::{EventStatus, Scope, WriteOp};
-use serde_json::json;
+use cistern_store::{EventStatus, Scope};
 
-use super::ingest::{json_reply, parse_with, read_body, rejection_error, Inbound};
+use super::ingest::{parse_with, read_body, rejection_error, write_runs, Inbound};
 use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::AppState;
@@ -92,29 +91,8 @@ async fn cicd_job(
         EventStatus::Accepted,
         201,
     );
-    match state
-        .store
-        .write(WriteOp::Runs {
-            event,
-            tenant,
-            runs,
-        })
-        .await
-    {
-        Ok(out) => {
-            let Some(run) = out.runs.first() else {
-                return ApiError::internal("a run write returned no run").into_response();
-            };
-            let (status, word) = if run.created {
-                (StatusCode::CREATED, "created")
-            } else {
-                (StatusCode::OK, "updated")
-            };
-            json_reply(
-                status,
-                json!({"id": run.id, "status": word, "event_id": out.event_id}),
-            )
-        }
+    match write_runs(&state, event, tenant, runs).await {
+        Ok(reply) => reply,
         Err(cistern_store::StoreError::Rejected(mut errors)) => {
             // The instance of an Allstacks job is its CD service.
             for e in &mut errors {

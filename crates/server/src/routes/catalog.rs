@@ -97,7 +97,6 @@ async fn register(State(state): State<AppState>, headers: HeaderMap, body: Body)
     match state.store.write(op).await {
         Ok(WriteOutcome {
             instance: Some(inst),
-            deliveries: 0,
             ..
         }) => {
             let mut v = serde_json::to_value(&inst).unwrap_or(Value::Null);

@@ -192,3 +192,33 @@ pub fn rejection_error(rej: Rejection) -> ApiError {
 pub fn json_reply(status: StatusCode, value: serde_json::Value) -> Response {
     (status, axum::Json(value)).into_response()
 }
+
+/// Writes the runs of an accepted request and answers as the run dialects do:
+/// `{"id", "status", "event_id"}`, 201 `created` or 200 `updated` (the first run decides).
+pub async fn write_runs(
+    state: &AppState,
+    event: EventRecord,
+    tenant: Tenant,
+    runs: Vec<cistern_core::RunReport>,
+) -> Result<Response, cistern_store::StoreError> {
+    let out = state
+        .store
+        .write(WriteOp::Runs {
+            event,
+            tenant,
+            runs,
+        })
+        .await?;
+    let Some(run) = out.runs.first() else {
+        return Ok(ApiError::internal("a run write returned no run").into_response());
+    };
+    let (status, word) = if run.created {
+        (StatusCode::CREATED, "created")
+    } else {
+        (StatusCode::OK, "updated")
+    };
+    Ok(json_reply(
+        status,
+        serde_json::json!({"id": run.id, "status": word, "event_id": out.event_id}),
+    ))
+}

@@ -10,7 +10,7 @@ use cistern_dialects::{sei, Inbound as Parsed, ParseOptions};
 use cistern_store::{EventStatus, NewInstance, Scope, WriteOp, WriteOutcome};
 use serde_json::json;
 
-use super::ingest::{json_reply, parse_with, read_body, rejection_error, Inbound};
+use super::ingest::{json_reply, parse_with, read_body, rejection_error, write_runs, Inbound};
 use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::AppState;
@@ -99,7 +99,6 @@ async fn custom_cicd(State(state): State<AppState>, headers: HeaderMap, body: Bo
         return match state.store.write(op).await {
             Ok(WriteOutcome {
                 instance: Some(inst),
-                deliveries: 0,
                 event_id,
                 ..
             }) => json_reply(
@@ -125,29 +124,7 @@ async fn custom_cicd(State(state): State<AppState>, headers: HeaderMap, body: Bo
         EventStatus::Accepted,
         201,
     );
-    match state
-        .store
-        .write(WriteOp::Runs {
-            event,
-            tenant,
-            runs,
-        })
+    write_runs(&state, event, tenant, runs)
         .await
-    {
-        Ok(out) => {
-            let Some(run) = out.runs.first() else {
-                return ApiError::internal("a run write returned no run").into_response();
-            };
-            let (status, word) = if run.created {
-                (StatusCode::CREATED, "created")
-            } else {
-                (StatusCode::OK, "updated")
-            };
-            json_reply(
-                status,
-                json!({"id": run.id, "status": word, "event_id": out.event_id}),
-            )
-        }
-        Err(e) => ApiError::from(e).into_response(),
-    }
+        .unwrap_or_else(|e| ApiError::from(e).into_response())
 }
