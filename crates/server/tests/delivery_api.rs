@@ -1021,6 +1021,17 @@ async fn redeliver_and_replay_send_again_with_the_same_id() {
             header(&rx.ok_on("/again")[3].headers, "webhook-id").as_deref(),
             Some(one.as_str())
         );
+        // The receiver sees the request before the worker records the attempt.
+        wait_for(
+            "the redelivery's attempt",
+            Duration::from_secs(10),
+            || async {
+                admin.delivery(&app, &one).await["attempt_log"]
+                    .as_array()
+                    .is_some_and(|a| a.len() >= 2)
+            },
+        )
+        .await;
         let d = admin.delivery(&app, &one).await;
         assert_eq!(d["attempt_log"].as_array().unwrap().len(), 2, "{backend:?}");
 
