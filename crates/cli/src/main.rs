@@ -58,6 +58,25 @@ enum Command {
     /// Measure the hub: an HTTP load generator.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Backfill runs from a file of payloads, one JSON object per line (NDJSON), straight into
+    /// the database with the same parsing and rules as the HTTP endpoints. Resumable: a second
+    /// run continues after the last committed line (`FILE.progress`).
+    Import {
+        /// The NDJSON file.
+        file: PathBuf,
+        /// Dialect of the lines: auto (decided per line), sei, propelo or allstacks. A line
+        /// `{"dialect": "...", "body": {...}}` names its own.
+        #[arg(long, default_value = "auto")]
+        dialect: String,
+        /// Writes in flight at once.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Start from the first line even when a checkpoint exists.
+        #[arg(long)]
+        restart: bool,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
     /// Report CI runs to a hub from any CI: wrap a command, or report a job in steps.
     Report(cistern_agent::report::ReportArgs),
     /// The on-premise relay: serve the hub's ingestion endpoints locally, spool and forward,
@@ -91,6 +110,9 @@ enum DevCmd {
 enum BenchCmd {
     /// Post realistic runs at a hub and report throughput, latency and errors.
     Ingest(bench::IngestArgs),
+    /// Serve 200 to every POST and do nothing else: the HTTP baseline the ingest figures are
+    /// compared with.
+    Baseline(bench::BaselineArgs),
     /// Measure outbound delivery: deliveries per second from an in-process hub to a local sink.
     Deliver(bench_deliver::DeliverArgs),
 }
@@ -395,6 +417,7 @@ async fn run(cli: Cli) -> Result<()> {
             app.run_until_stopped().await?;
         }
         Command::Bench(BenchCmd::Ingest(args)) => bench::ingest(args).await?,
+        Command::Bench(BenchCmd::Baseline(args)) => bench::baseline(args).await?,
         Command::Metrics(MetricsCmd::Dora(args)) => {
             init_logging(&config.log_format, "warn");
             let store = open_store(&config).await?;
@@ -450,6 +473,74 @@ async fn run(cli: Cli) -> Result<()> {
                 summary.rejected_events,
                 summary.runs as f64 / secs.max(1e-9)
             );
+        }
+        Command::Import {
+            file,
+            dialect,
+            concurrency,
+            restart,
+            tenant,
+        } => {
+            init_logging(&config.log_format, "warn");
+            let Some(dialect) = cistern_server::import::ImportDialect::parse(&dialect) else {
+                anyhow::bail!("--dialect {dialect:?}: use auto, sei, propelo or allstacks");
+            };
+            let store = open_store(&config).await?;
+            let opts = cistern_server::import::ImportOptions {
+                file,
+                tenant: tenant.tenant,
+                dialect,
+                concurrency,
+                restart,
+                max_log_bytes: config.max_log_bytes,
+            };
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} lines {per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let started = std::time::Instant::now();
+            let result = cistern_server::import::import(&store, &opts, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await;
+            bar.finish_and_clear();
+            let summary = result?;
+            let secs = started.elapsed().as_secs_f64();
+            for r in &summary.first_refused {
+                let why: Vec<String> = r
+                    .errors
+                    .iter()
+                    .map(|e| {
+                        if e.field.is_empty() {
+                            e.message.clone()
+                        } else {
+                            format!("{}: {}", e.field, e.message)
+                        }
+                    })
+                    .collect();
+                eprintln!("line {}: refused: {}", r.line, why.join("; "));
+            }
+            eprintln!(
+                "{} lines{} in {secs:.1} s ({:.0} lines/s): {} runs created, {} updated, {} other events, {} refused",
+                summary.lines,
+                if summary.resumed_after > 0 {
+                    format!(" (resumed after line {})", summary.resumed_after)
+                } else {
+                    String::new()
+                },
+                summary.lines as f64 / secs.max(1e-9),
+                summary.created,
+                summary.updated,
+                summary.other,
+                summary.refused
+            );
+            if summary.refused > 0 {
+                std::process::exit(2);
+            }
         }
         Command::Satellite(_) => unreachable!("`cistern satellite` returns from main"),
         Command::Migrate => {

@@ -26,6 +26,8 @@ pub struct AppState {
     pub master: Arc<crate::secrets::MasterKey>,
     /// The outbound delivery settings, checked.
     pub delivery: Arc<crate::delivery::DeliverySettings>,
+    /// Verified API keys, remembered for `auth_cache_ttl`.
+    pub keys: Arc<crate::auth::KeyCache>,
 }
 
 /// A built hub: the listener is bound, the store open and migrated.
@@ -90,7 +92,10 @@ impl Application {
             // Links in payloads point at the address actually bound (`:0` picks a port).
             delivery.public_url = format!("http://{addr}");
         }
+        let key_ttl = crate::config::parse_duration(&config.auth_cache_ttl)
+            .map_err(|e| anyhow::anyhow!("auth_cache_ttl: {e}"))?;
         let state = AppState {
+            keys: Arc::new(crate::auth::KeyCache::new(key_ttl)),
             store,
             config: Arc::new(config),
             master: Arc::new(master),

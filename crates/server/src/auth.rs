@@ -7,6 +7,9 @@ use axum::http::HeaderMap;
 use cistern_store::{ApiKeyInfo, Scope, Tenant};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -127,29 +130,16 @@ pub async fn authenticate(
             None,
         ));
     };
-    let key = match state.store.api_key_by_hash(&hash_key(&secret)).await {
-        Ok(Some(k)) => k,
-        Ok(None) => {
-            return Err(fail(
-                ApiError::unauthorized(
-                    "the API key is not valid (unknown key); check it was copied whole",
-                ),
-                None,
-                None,
-            ))
+    let hash = hash_key(&secret);
+    let (key, tenant) = match state.keys.get(&hash) {
+        Some(hit) => hit,
+        None => {
+            let (key, tenant) = lookup(state, &hash)
+                .await
+                .map_err(|e| fail(e, None, None))?;
+            state.keys.put(hash, &key, &tenant);
+            (key, tenant)
         }
-        Err(e) => return Err(fail(ApiError::from(e), None, None)),
-    };
-    let tenant = match state.store.tenant_by_id(&key.tenant_id).await {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            return Err(fail(
-                ApiError::unauthorized("the API key's tenant no longer exists"),
-                None,
-                None,
-            ))
-        }
-        Err(e) => return Err(fail(ApiError::from(e), None, None)),
     };
     if key.revoked_at.is_some() {
         return Err(fail(
@@ -166,6 +156,82 @@ pub async fn authenticate(
         return Err(fail(e, Some(caller.tenant), Some(caller.key.id)));
     }
     Ok(caller)
+}
+
+/// Reads a key and its tenant from the store.
+async fn lookup(state: &AppState, hash: &str) -> Result<(ApiKeyInfo, Tenant), ApiError> {
+    let key = match state.store.api_key_by_hash(hash).await? {
+        Some(k) => k,
+        None => {
+            return Err(ApiError::unauthorized(
+                "the API key is not valid (unknown key); check it was copied whole",
+            ))
+        }
+    };
+    match state.store.tenant_by_id(&key.tenant_id).await? {
+        Some(t) => Ok((key, t)),
+        None => Err(ApiError::unauthorized(
+            "the API key's tenant no longer exists",
+        )),
+    }
+}
+
+/// Known keys (by hash) with their tenant, remembered for a short time so that a busy sender does
+/// not cost two database reads per request. Only keys found in the store are kept (a stranger
+/// guessing keys cannot fill it), the map is bounded, and an entry is trusted for `ttl` only: a
+/// key revoked with the CLI (which writes the database directly) stops working within `ttl`.
+pub struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Instant, ApiKeyInfo, Tenant)>>,
+}
+
+/// Most keys remembered at once; past it the cache starts again empty.
+const KEY_CACHE_CAPACITY: usize = 4096;
+
+impl KeyCache {
+    /// A cache trusting entries for `ttl` (zero: never remembers).
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, hash: &str) -> Option<(ApiKeyInfo, Tenant)> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(hash) {
+            Some((at, key, tenant)) if at.elapsed() < self.ttl => {
+                Some((key.clone(), tenant.clone()))
+            }
+            Some(_) => {
+                map.remove(hash);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, hash: String, key: &ApiKeyInfo, tenant: &Tenant) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= KEY_CACHE_CAPACITY {
+            map.clear();
+        }
+        map.insert(hash, (Instant::now(), key.clone(), tenant.clone()));
+    }
+
+    /// Forgets every key (after a change made through this process).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 /// Extractor for read routes: a caller with the `read` scope.
@@ -206,6 +272,42 @@ impl FromRequestParts<AppState> for Admin {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    fn key_and_tenant() -> (ApiKeyInfo, Tenant) {
+        let tenant = Tenant {
+            id: "t1".into(),
+            slug: "acme".into(),
+            strict: false,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let key = ApiKeyInfo {
+            id: "k1".into(),
+            tenant_id: "t1".into(),
+            name: "ci".into(),
+            prefix: "cst_abcd".into(),
+            scopes: vec![Scope::Ingest],
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            revoked_at: None,
+        };
+        (key, tenant)
+    }
+
+    #[test]
+    fn the_key_cache_remembers_for_its_ttl_only() {
+        let (key, tenant) = key_and_tenant();
+        let off = KeyCache::new(Duration::ZERO);
+        off.put("h".into(), &key, &tenant);
+        assert!(off.get("h").is_none(), "a zero TTL never remembers");
+
+        let cache = KeyCache::new(Duration::from_millis(200));
+        assert!(cache.get("h").is_none());
+        cache.put("h".into(), &key, &tenant);
+        let (k, t) = cache.get("h").expect("remembered");
+        assert_eq!((k.id.as_str(), t.slug.as_str()), ("k1", "acme"));
+        assert!(cache.get("other").is_none());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(cache.get("h").is_none(), "expired");
+    }
 
     #[test]
     fn keys_are_long_random_and_hashed() {

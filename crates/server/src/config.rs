@@ -42,6 +42,11 @@ pub struct Config {
     /// (`CISTERN_ALLOW_PRIVATE_TARGETS`). Off by default: a subscription URL must not become a
     /// way into the hub's own network.
     pub allow_private_targets: bool,
+    /// How long a verified API key (and its tenant) is remembered, so the ingest path does not
+    /// read the database on every request (`CISTERN_AUTH_CACHE_TTL`). Off (`0s`) by default: a key
+    /// revoked with the CLI then stops working at once; with a cache, within this long.
+    #[serde(deserialize_with = "duration_text::one")]
+    pub auth_cache_ttl: String,
     /// Run the delivery worker on this node (`CISTERN_DELIVERY_WORKER`).
     pub delivery_worker: bool,
     /// Time allowed for one delivery attempt, answer included (`CISTERN_DELIVERY_TIMEOUT`).
@@ -154,6 +159,7 @@ const ENV_KEYS: &[&str] = &[
     "secret_grace_hours",
     "public_url",
     "allow_private_targets",
+    "auth_cache_ttl",
     "delivery_worker",
     "delivery_timeout",
     "delivery_schedule",
@@ -179,6 +185,7 @@ impl Default for Config {
             secret_grace_hours: 24,
             public_url: None,
             allow_private_targets: false,
+            auth_cache_ttl: "0s".into(),
             delivery_worker: true,
             delivery_timeout: "15s".into(),
             delivery_schedule: "0s,5s,5m,30m,2h,5h,10h,10h".into(),

@@ -490,6 +490,47 @@ pub fn kept_body(body: &[u8], cap: usize) -> (&[u8], bool) {
     }
 }
 
+/// The `body_codec` of an event body stored compressed with zstd.
+pub const BODY_CODEC_ZSTD: &str = "zstd";
+
+/// Bodies shorter than this are stored as they are.
+const COMPRESS_FROM: usize = 256;
+
+/// The kept part of a raw body compressed with zstd (level 1: fast, and JSON shrinks 3–5×), or
+/// `None` when it is short or does not shrink: then it is stored as it is.
+pub fn compress_body(body: &[u8], cap: usize) -> Option<Vec<u8>> {
+    let (kept, _) = kept_body(body, cap);
+    if kept.len() < COMPRESS_FROM {
+        return None;
+    }
+    zstd::bulk::compress(kept, 1)
+        .ok()
+        .filter(|z| z.len() + 32 < kept.len())
+}
+
+/// A stored body as it was received.
+pub fn decode_body(stored: Vec<u8>, codec: Option<&str>) -> Vec<u8> {
+    match codec {
+        Some(BODY_CODEC_ZSTD) => zstd::stream::decode_all(stored.as_slice()).unwrap_or_else(|e| {
+            format!("(the stored body could not be decompressed: {e})").into_bytes()
+        }),
+        _ => stored,
+    }
+}
+
+impl WriteOp {
+    /// The inbound event the write records.
+    pub fn event(&self) -> &EventRecord {
+        match self {
+            WriteOp::Runs { event, .. }
+            | WriteOp::Heartbeat { event, .. }
+            | WriteOp::Signals { event, .. }
+            | WriteOp::Reject { event }
+            | WriteOp::RegisterInstance { event, .. } => event,
+        }
+    }
+}
+
 /// Flattens stages and steps into rows: `(index, parent index, stage)`.
 pub fn stage_rows(stages: &[cistern_core::Stage]) -> Vec<(i64, Option<i64>, &cistern_core::Stage)> {
     let mut rows = Vec::new();

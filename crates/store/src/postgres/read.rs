@@ -242,7 +242,7 @@ pub(super) async fn list_instances(
     Ok(out)
 }
 
-const EVENT_COLS: &str = "id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body_size, body, body_truncated";
+const EVENT_COLS: &str = "id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body_size, body, body_truncated, body_codec";
 
 fn event_row(row: &PgRow) -> Result<EventView, sqlx::Error> {
     let status: String = row.try_get(5)?;
@@ -250,6 +250,7 @@ fn event_row(row: &PgRow) -> Result<EventView, sqlx::Error> {
     let errors: Option<String> = row.try_get(7)?;
     let run_ids: Option<String> = row.try_get(8)?;
     let body: Option<Vec<u8>> = row.try_get(11)?;
+    let codec: Option<String> = row.try_get(13)?;
     Ok(EventView {
         id: row.try_get(0)?,
         received_at: from_millis(row.try_get(1)?),
@@ -273,7 +274,7 @@ fn event_row(row: &PgRow) -> Result<EventView, sqlx::Error> {
             .unwrap_or_default(),
         content_type: row.try_get(9)?,
         body_size: row.try_get(10)?,
-        body: body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        body: body.map(|b| String::from_utf8_lossy(&decode_body(b, codec.as_deref())).into_owned()),
         body_truncated: row.try_get(12)?,
     })
 }

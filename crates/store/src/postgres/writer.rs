@@ -521,7 +521,12 @@ async fn insert_event(
     run_ids: &[String],
     settings: &StoreSettings,
 ) -> Result<(), Fail> {
-    let (body, truncated) = kept_body(&ev.body, settings.max_event_body_bytes);
+    let (raw, truncated) = kept_body(&ev.body, settings.max_event_body_bytes);
+    let compressed = compress_body(&ev.body, settings.max_event_body_bytes);
+    let (body, codec) = match &compressed {
+        Some(z) => (z.as_slice(), Some(BODY_CODEC_ZSTD)),
+        None => (raw, None),
+    };
     let errors = if ev.errors.is_empty() {
         None
     } else {
@@ -534,8 +539,8 @@ async fn insert_event(
     };
     sqlx::query(
         "INSERT INTO events (id, tenant_id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids,
-           content_type, body, body_size, body_truncated, key_id, source_id, dedupe_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+           content_type, body, body_size, body_truncated, key_id, source_id, dedupe_key, body_codec)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(id)
     .bind(&ev.tenant_id)
@@ -555,6 +560,7 @@ async fn insert_event(
     .bind(&ev.source_id)
     // Only an accepted delivery claims its id: a refused one may be sent again, fixed.
     .bind(ev.dedupe_key.as_ref().filter(|_| ev.status == EventStatus::Accepted))
+    .bind(codec)
     .execute(conn)
     .await?;
     Ok(())

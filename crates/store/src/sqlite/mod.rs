@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_secrets_sources.sql"),
     include_str!("../../migrations/sqlite/0005_satellites.sql"),
     include_str!("../../migrations/sqlite/0006_outbound.sql"),
+    include_str!("../../migrations/sqlite/0008_event_body_codec.sql"),
 ];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).
@@ -53,6 +54,8 @@ enum Job {
     Write {
         op: WriteOp,
         reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+        /// The event's body, compressed by the caller (off the writer thread).
+        compressed: Option<Vec<u8>>,
     },
     Task(Box<dyn writer::Task>),
 }
@@ -62,6 +65,9 @@ pub struct SqliteStore {
     reads: Arc<ReadPool>,
     writer: mpsc::Sender<Job>,
     signal: Arc<tokio::sync::Notify>,
+    /// Dropping it stops the checkpointer.
+    _checkpoints: std::sync::mpsc::Sender<()>,
+    max_event_body_bytes: usize,
 }
 
 struct ReadPool {
@@ -73,8 +79,47 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // Statement journals (savepoints) and sorts in memory, not in temporary files.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
+}
+
+/// How often the checkpointer copies the WAL back into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Past this size the checkpointer restarts the WAL (a short wait for the writer), so the file
+/// is reused from its start instead of growing while the writer never pauses.
+const WAL_RESTART_BYTES: u64 = 32 << 20;
+
+/// Past this size the WAL file is also truncated.
+const WAL_TRUNCATE_BYTES: u64 = 256 << 20;
+
+/// Checkpoints the WAL from its own connection and thread, so the copying of pages back into the
+/// database happens beside the writer instead of inside its group commits (SQLite's automatic
+/// checkpoint runs in the committing writer). PASSIVE checkpoints never wait; a RESTART, when the
+/// WAL has grown, waits for the writer's current transaction only. It stops when `stop` is
+/// dropped.
+fn checkpointer(conn: Connection, wal: PathBuf, stop: std::sync::mpsc::Receiver<()>) {
+    loop {
+        match stop.recv_timeout(CHECKPOINT_EVERY) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => break,
+        }
+        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        let mode = if size > WAL_TRUNCATE_BYTES {
+            "TRUNCATE"
+        } else if size > WAL_RESTART_BYTES {
+            "RESTART"
+        } else {
+            "PASSIVE"
+        };
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(error = %e, mode, "WAL checkpoint failed");
+        }
+    }
+    // A last pass so a stopped hub leaves a small WAL.
+    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -121,6 +166,20 @@ impl SqliteStore {
         })?;
         configure(&wconn)?;
         migrate(&mut wconn)?;
+        // The checkpointer below does the WAL's checkpoints; the writer keeps a larger page cache
+        // (the indexes it updates on every run stay in memory).
+        wconn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        wconn.pragma_update(None, "cache_size", -32_768)?;
+        let cconn = Connection::open(path)?;
+        configure(&cconn)?;
+        let (stop_checkpoints, stop_rx) = std::sync::mpsc::channel();
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        std::thread::Builder::new()
+            .name("cistern-sqlite-checkpoint".into())
+            .spawn(move || checkpointer(cconn, wal, stop_rx))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         let mut conns = Vec::with_capacity(settings.pool_size);
         for _ in 0..settings.pool_size.max(1) {
             let c = Connection::open(path)?;
@@ -144,6 +203,8 @@ impl SqliteStore {
             reads,
             writer: tx,
             signal,
+            _checkpoints: stop_checkpoints,
+            max_event_body_bytes: settings.max_event_body_bytes,
         })
     }
 
@@ -226,8 +287,13 @@ impl Store for SqliteStore {
 
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
+        let compressed = compress_body(&op.event().body, self.max_event_body_bytes);
         self.writer
-            .send(Job::Write { op, reply })
+            .send(Job::Write {
+                op,
+                reply,
+                compressed,
+            })
             .await
             .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
         rx.await

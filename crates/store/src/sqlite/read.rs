@@ -225,13 +225,14 @@ pub(super) fn list_instances(c: &Connection, tenant_id: &str) -> Result<Vec<Inst
     Ok(rows)
 }
 
-const EVENT_COLS: &str = "id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body_size, body, body_truncated";
+const EVENT_COLS: &str = "id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body_size, body, body_truncated, body_codec";
 
 fn event_row(row: &Row<'_>, with_body: bool) -> rusqlite::Result<EventView> {
     let status: String = row.get(5)?;
     let errors: Option<String> = row.get(7)?;
     let run_ids: Option<String> = row.get(8)?;
     let body: Option<Vec<u8>> = if with_body { row.get(11)? } else { None };
+    let codec: Option<String> = row.get(13)?;
     Ok(EventView {
         id: row.get(0)?,
         received_at: from_millis(row.get(1)?),
@@ -252,7 +253,7 @@ fn event_row(row: &Row<'_>, with_body: bool) -> rusqlite::Result<EventView> {
             .unwrap_or_default(),
         content_type: row.get(9)?,
         body_size: row.get(10)?,
-        body: body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        body: body.map(|b| String::from_utf8_lossy(&decode_body(b, codec.as_deref())).into_owned()),
         body_truncated: row.get(12)?,
     })
 }

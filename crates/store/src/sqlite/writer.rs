@@ -82,16 +82,11 @@ pub(super) fn run(
     tracing::debug!("SQLite writer stopped: all senders gone");
 }
 
-/// A job done, waiting for the commit to be answered.
-// Not boxed: writes are the hot path, and each is moved only once.
-#[allow(clippy::large_enum_variant)]
-enum Done {
-    Write(
-        tokio::sync::oneshot::Sender<Result<WriteOutcome, StoreError>>,
-        Result<WriteOutcome, StoreError>,
-    ),
-    Task(Box<dyn Task>),
-}
+/// Where a write's outcome is sent once its batch has committed (or failed).
+type Reply = tokio::sync::oneshot::Sender<Result<WriteOutcome, StoreError>>;
+
+/// A write waiting in a batch: the operation, where its outcome goes, its compressed body.
+type Pending = (WriteOp, Reply, Option<Vec<u8>>);
 
 fn apply_batch(
     conn: &mut Connection,
@@ -99,100 +94,129 @@ fn apply_batch(
     settings: &StoreSettings,
     signal: &tokio::sync::Notify,
 ) {
-    let fail_all = |done: Vec<Done>, e: StoreError| {
+    let mut writes = Vec::with_capacity(batch.len());
+    let mut tasks = Vec::new();
+    for job in batch {
+        match job {
+            Job::Write {
+                op,
+                reply,
+                compressed,
+            } => writes.push((op, reply, compressed)),
+            Job::Task(t) => tasks.push(t),
+        }
+    }
+    let fail_all = |writes: Vec<Pending>, tasks: Vec<Box<dyn Task>>, e: StoreError| {
         // Keep the message as is: re-wrapping a `Backend` error's Display would say
         // "database error: database error: …".
         let msg = match e {
             StoreError::Backend(m) => m,
             other => other.to_string(),
         };
-        for d in done {
-            match d {
-                Done::Write(reply, _) => {
-                    let _ = reply.send(Err(StoreError::Backend(msg.clone())));
-                }
-                Done::Task(t) => t.answer(Err(StoreError::Backend(msg.clone()))),
-            }
+        for (_, reply, _) in writes {
+            let _ = reply.send(Err(StoreError::Backend(msg.clone())));
+        }
+        for t in tasks {
+            t.answer(Err(StoreError::Backend(msg.clone())));
         }
     };
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let done = batch
-            .into_iter()
-            .map(|job| match job {
-                Job::Write { reply, .. } => Done::Write(reply, Ok(WriteOutcome::default())),
-                Job::Task(t) => Done::Task(t),
-            })
-            .collect();
-        return fail_all(done, e.into());
+        return fail_all(writes, tasks, e.into());
     }
-    let mut done = Vec::with_capacity(batch.len());
-    for job in batch {
-        let (op, reply) = match job {
-            Job::Write { op, reply } => (op, reply),
-            Job::Task(mut t) => {
-                let kept = conn.execute_batch("SAVEPOINT w").is_ok() && t.run(conn);
-                let released = if kept {
-                    conn.execute_batch("RELEASE w").is_ok()
-                } else {
-                    conn.execute_batch("ROLLBACK TO w; RELEASE w").is_ok()
-                };
-                if !released {
-                    tracing::error!("a writer task's savepoint failed");
-                }
-                done.push(Done::Task(t));
-                continue;
+    // Fast path: every write straight into the transaction. Writes seldom fail, and a savepoint
+    // per write costs a copy of every page it touches (the statement journal). When one fails,
+    // the whole transaction is rolled back and the batch is applied again with a savepoint per
+    // write, so the failing one sinks alone.
+    let mut results = Vec::with_capacity(writes.len());
+    for (op, _, z) in &writes {
+        match apply(conn, op, settings, z.as_deref()) {
+            Ok(out) => results.push(Ok(out)),
+            Err(_) => {
+                results.clear();
+                break;
             }
+        }
+    }
+    if results.len() != writes.len() {
+        let restarted = conn
+            .execute_batch("ROLLBACK")
+            .and_then(|_| conn.execute_batch("BEGIN IMMEDIATE"));
+        if let Err(e) = restarted {
+            let _ = conn.execute_batch("ROLLBACK");
+            return fail_all(writes, tasks, e.into());
+        }
+        results = writes
+            .iter()
+            .map(|(op, _, z)| apply_isolated(conn, op, settings, z.as_deref()))
+            .collect();
+    }
+    for t in tasks.iter_mut() {
+        let kept = conn.execute_batch("SAVEPOINT w").is_ok() && t.run(conn);
+        let released = if kept {
+            conn.execute_batch("RELEASE w").is_ok()
+        } else {
+            conn.execute_batch("ROLLBACK TO w; RELEASE w").is_ok()
         };
-        let r = conn
-            .execute_batch("SAVEPOINT w")
-            .map_err(StoreError::from)
-            .and_then(|_| apply(conn, &op, settings));
-        let r = match r {
-            Ok(out) => conn
-                .execute_batch("RELEASE w")
-                .map(|_| out)
-                .map_err(StoreError::from),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK TO w; RELEASE w");
-                let refused_event = match &op {
-                    WriteOp::Runs { event, .. }
-                    | WriteOp::Signals { event, .. }
-                    | WriteOp::Heartbeat { event, .. } => Some(event),
-                    _ => None,
-                };
-                if let (StoreError::Rejected(errors), Some(event)) = (&e, refused_event) {
-                    // Keep the raw request, marked rejected with the reason, like any refusal.
-                    let mut ev = event.clone();
-                    ev.status = EventStatus::Rejected;
-                    ev.http_status = 422;
-                    ev.errors = errors.clone();
-                    if let Err(e2) = insert_event(conn, &new_id(), &ev, &[], settings) {
-                        tracing::error!(error = %e2, "could not log a rejected event");
-                    }
-                }
-                Err(e)
-            }
-        };
-        done.push(Done::Write(reply, r));
+        if !released {
+            tracing::error!("a writer task's savepoint failed");
+        }
     }
     if let Err(e) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
         tracing::error!(error = %e, "group commit failed");
-        return fail_all(done, e.into());
+        return fail_all(writes, tasks, e.into());
     }
-    let queued = done
+    if results
         .iter()
-        .any(|d| matches!(d, Done::Write(_, Ok(o)) if o.deliveries > 0));
-    if queued {
+        .any(|r| matches!(r, Ok(o) if o.deliveries > 0))
+    {
         // Committed: wake the delivery worker.
         signal.notify_one();
     }
-    for d in done {
-        match d {
-            Done::Write(reply, r) => {
-                let _ = reply.send(r);
+    for ((_, reply, _), r) in writes.into_iter().zip(results) {
+        let _ = reply.send(r);
+    }
+    for t in tasks {
+        t.answer(Ok(()));
+    }
+}
+
+/// Applies one write in its own savepoint: on failure only its changes are undone, and a refused
+/// run write still leaves its event in the log, marked rejected with the reasons.
+fn apply_isolated(
+    conn: &Connection,
+    op: &WriteOp,
+    settings: &StoreSettings,
+    z: Option<&[u8]>,
+) -> Result<WriteOutcome, StoreError> {
+    let r = conn
+        .execute_batch("SAVEPOINT w")
+        .map_err(StoreError::from)
+        .and_then(|_| apply(conn, op, settings, z));
+    match r {
+        Ok(out) => conn
+            .execute_batch("RELEASE w")
+            .map(|_| out)
+            .map_err(StoreError::from),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO w; RELEASE w");
+            let refused_event = match op {
+                WriteOp::Runs { event, .. }
+                | WriteOp::Signals { event, .. }
+                | WriteOp::Heartbeat { event, .. } => Some(event),
+                _ => None,
+            };
+            if let (StoreError::Rejected(errors), Some(event)) = (&e, refused_event) {
+                // Keep the raw request, marked rejected with the reason, like any refusal.
+                let mut ev = event.clone();
+                ev.status = EventStatus::Rejected;
+                ev.http_status = 422;
+                ev.errors = errors.clone();
+                if let Err(e2) = insert_event(conn, &new_id(), &ev, &[], settings, z) {
+                    tracing::error!(error = %e2, "could not log a rejected event");
+                }
             }
-            Done::Task(t) => t.answer(Ok(())),
+            Err(e)
         }
     }
 }
@@ -201,11 +225,12 @@ fn apply(
     conn: &Connection,
     op: &WriteOp,
     settings: &StoreSettings,
+    z: Option<&[u8]>,
 ) -> Result<WriteOutcome, StoreError> {
     match op {
         WriteOp::Reject { event } => {
             let id = new_id();
-            insert_event(conn, &id, event, &[], settings)?;
+            insert_event(conn, &id, event, &[], settings, z)?;
             Ok(WriteOutcome {
                 event_id: id,
                 runs: vec![],
@@ -217,19 +242,28 @@ fn apply(
             event,
             tenant,
             runs,
-        } => apply_runs(conn, event, tenant, runs, &[], &[], settings),
+        } => apply_runs(conn, event, tenant, runs, &[], &[], settings, z),
         WriteOp::Signals {
             event,
             tenant,
             runs,
             incidents,
             commit_times,
-        } => apply_runs(conn, event, tenant, runs, incidents, commit_times, settings),
+        } => apply_runs(
+            conn,
+            event,
+            tenant,
+            runs,
+            incidents,
+            commit_times,
+            settings,
+            z,
+        ),
         WriteOp::Heartbeat {
             event,
             tenant,
             heartbeat,
-        } => apply_heartbeat(conn, event, tenant, heartbeat, settings),
+        } => apply_heartbeat(conn, event, tenant, heartbeat, settings, z),
         WriteOp::RegisterInstance {
             event,
             tenant_id,
@@ -263,7 +297,7 @@ fn apply(
                 )));
             }
             let event_id = new_id();
-            insert_event(conn, &event_id, event, &[], settings)?;
+            insert_event(conn, &event_id, event, &[], settings, z)?;
             Ok(WriteOutcome {
                 event_id,
                 runs: vec![],
@@ -282,6 +316,7 @@ fn apply_runs(
     incidents: &[cistern_core::IncidentReport],
     commit_times: &[(String, OffsetDateTime, Option<String>)],
     settings: &StoreSettings,
+    z: Option<&[u8]>,
 ) -> Result<WriteOutcome, StoreError> {
     if let Some(key) = &event.dedupe_key {
         let first: Option<String> = conn
@@ -352,7 +387,7 @@ fn apply_runs(
         .execute(params![tenant.id, sha, to_millis(*at), repo])?;
     }
     let ids: Vec<String> = written.iter().map(|w| w.id.clone()).collect();
-    insert_event(conn, &event_id, event, &ids, settings)?;
+    insert_event(conn, &event_id, event, &ids, settings, z)?;
     Ok(WriteOutcome {
         event_id,
         runs: written,
@@ -367,8 +402,13 @@ fn insert_event(
     ev: &EventRecord,
     run_ids: &[String],
     settings: &StoreSettings,
+    compressed: Option<&[u8]>,
 ) -> Result<(), StoreError> {
-    let (body, truncated) = kept_body(&ev.body, settings.max_event_body_bytes);
+    let (raw, truncated) = kept_body(&ev.body, settings.max_event_body_bytes);
+    let (body, codec) = match compressed {
+        Some(z) => (z, Some(BODY_CODEC_ZSTD)),
+        None => (raw, None),
+    };
     let errors = if ev.errors.is_empty() {
         None
     } else {
@@ -381,8 +421,8 @@ fn insert_event(
     };
     conn.prepare_cached(
         "INSERT INTO events (id, tenant_id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids,
-           content_type, body, body_size, body_truncated, key_id, source_id, dedupe_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+           content_type, body, body_size, body_truncated, key_id, source_id, dedupe_key, body_codec)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         id,
@@ -403,6 +443,7 @@ fn insert_event(
         ev.source_id,
         // Only an accepted delivery claims its id: a refused one may be sent again, fixed.
         ev.dedupe_key.as_ref().filter(|_| ev.status == EventStatus::Accepted),
+        codec,
     ])?;
     Ok(())
 }
@@ -636,6 +677,7 @@ fn apply_heartbeat(
     tenant: &Tenant,
     hb: &HeartbeatRecord,
     settings: &StoreSettings,
+    z: Option<&[u8]>,
 ) -> Result<WriteOutcome, StoreError> {
     let existing: Option<String> = conn
         .prepare_cached("SELECT id FROM instances WHERE tenant_id = ?1 AND guid = ?2")?
@@ -681,7 +723,7 @@ fn apply_heartbeat(
         }
     }
     let event_id = new_id();
-    insert_event(conn, &event_id, event, &[], settings)?;
+    insert_event(conn, &event_id, event, &[], settings, z)?;
     Ok(WriteOutcome {
         event_id,
         runs: vec![],

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Runs Cistern's benchmarks on this machine and writes BENCHMARKS.md: the baseline HTTP server and
+# Cistern's ingestion measured with the same load generator in the same run (the ratio is the
+# figure that travels between machines), open-loop latency, memory, PostgreSQL, the other
+# dialects, DORA over a large database, the run list, and the criterion benches.
+#
+#   scripts/bench.sh                 # the full suite (about 25 minutes)
+#   scripts/bench.sh --quick         # every case, short (a few minutes), for a smoke check
+#   BENCH_SECONDS=60 SOAK_SECONDS=600 DORA_RUNS=1000000 scripts/bench.sh
+#
+# Everything listens on 127.0.0.1 only. PostgreSQL cases run when a server answers on
+# 127.0.0.1:5432 (user postgres, trust auth, as on the development machines).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+if [ $QUICK = 1 ]; then
+  : "${BENCH_SECONDS:=5}" "${OPEN_SECONDS:=5}" "${SOAK_SECONDS:=10}" "${DORA_RUNS:=20000}" "${DIALECT_SECONDS:=3}"
+else
+  : "${BENCH_SECONDS:=60}" "${OPEN_SECONDS:=30}" "${SOAK_SECONDS:=600}" "${DORA_RUNS:=1000000}" "${DIALECT_SECONDS:=20}"
+fi
+: "${CONCURRENCY:=64}" "${OPEN_RATE:=3000}" "${SOAK_RATE:=2000}" "${DORA_DAYS:=365}"
+OUT="${BENCH_OUT:-BENCHMARKS.md}"
+
+cargo build --release -p cistern --quiet
+BIN="$PWD/target/release/cistern"
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { echo "== $*" >&2; }
+wait_port() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "http://$1/healthz" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"+sys.argv[1]))' "$1"; }
+
+# Starts `cistern serve` on a database; sets SERVER_PID and KEY.
+start_hub() { # $1 = database url, $2 = port
+  local db="$1" port="$2"
+  KEY="$("$BIN" --database "$db" keys create --name bench --scopes ingest,read 2>/dev/null | tail -n 1)"
+  CISTERN_DATABASE_URL="$db" CISTERN_LISTEN="127.0.0.1:$port" CISTERN_LOG=warn \
+    CISTERN_MASTER_KEY_FILE="$WORK/master-$port.key" "$BIN" serve >"$WORK/serve-$port.log" 2>&1 &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  wait_port "127.0.0.1:$port" || { cat "$WORK/serve-$port.log" >&2; exit 1; }
+}
+stop_hub() { kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+
+load() { # url key extra-args… → JSON summary on stdout
+  local url="$1" key="$2"; shift 2
+  "$BIN" bench ingest --url "$url" --key "$key" --quiet --json "$@"
+}
+
+MACHINE="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB memory, $(uname -sr)"
+STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+log "machine: $MACHINE"
+
+# 1. The baseline: an HTTP server that reads the body and answers 200, nothing else.
+log "baseline 200-OK server, closed loop c=$CONCURRENCY for ${BENCH_SECONDS}s"
+"$BIN" bench baseline --listen 127.0.0.1:27090 2>/dev/null &
+BASE_PID=$!; PIDS+=("$BASE_PID")
+for _ in $(seq 1 100); do curl -fsS -o /dev/null -X POST -d '{}' http://127.0.0.1:27090/ 2>/dev/null && break; sleep 0.05; done
+BASELINE="$(load http://127.0.0.1:27090 none --concurrency "$CONCURRENCY" --duration "${BENCH_SECONDS}s" --unique-ratio 1)"
+kill "$BASE_PID"; wait "$BASE_PID" 2>/dev/null || true
+
+# 2. Cistern on SQLite (the default): closed loop, then open loop at a fixed offered rate.
+log "cistern SQLite, closed loop c=$CONCURRENCY for ${BENCH_SECONDS}s"
+start_hub "sqlite://$WORK/sqlite.db" 27080
+SQLITE="$(load http://127.0.0.1:27080 "$KEY" --concurrency "$CONCURRENCY" --duration "${BENCH_SECONDS}s" --server-pid "$SERVER_PID")"
+log "cistern SQLite, open loop at ${OPEN_RATE}/s for ${OPEN_SECONDS}s"
+OPEN="$(load http://127.0.0.1:27080 "$KEY" --concurrency "$CONCURRENCY" --rate "$OPEN_RATE" --duration "${OPEN_SECONDS}s" --server-pid "$SERVER_PID")"
+log "cistern SQLite, propelo and allstacks dialects for ${DIALECT_SECONDS}s each"
+PROPELO="$(load http://127.0.0.1:27080 "$KEY" --dialect propelo --concurrency "$CONCURRENCY" --duration "${DIALECT_SECONDS}s")"
+ALLSTACKS="$(load http://127.0.0.1:27080 "$KEY" --dialect allstacks --concurrency "$CONCURRENCY" --duration "${DIALECT_SECONDS}s")"
+log "cistern SQLite, soak at ${SOAK_RATE}/s for ${SOAK_SECONDS}s (memory sampled)"
+RSS_START="$(awk '/VmRSS/{print $2}' /proc/$SERVER_PID/status)"
+SOAK_SAMPLES="$WORK/soak-rss.txt"
+( while kill -0 "$SERVER_PID" 2>/dev/null; do awk '/VmRSS/{print $2}' /proc/$SERVER_PID/status >>"$SOAK_SAMPLES" 2>/dev/null; sleep 5; done ) &
+SAMPLER=$!; PIDS+=("$SAMPLER")
+SOAK="$(load http://127.0.0.1:27080 "$KEY" --concurrency "$CONCURRENCY" --rate "$SOAK_RATE" --duration "${SOAK_SECONDS}s" --server-pid "$SERVER_PID")"
+kill "$SAMPLER" 2>/dev/null || true
+SOAK_RSS="$(python3 - "$SOAK_SAMPLES" <<'PY'
+import sys
+v=[int(x) for x in open(sys.argv[1]).read().split() if x.strip()]
+n=max(1,len(v)//4)
+first=sum(v[:n])/n; last=sum(v[-n:])/n
+print(f"{first/1024:.1f} MiB in the first quarter, {last/1024:.1f} MiB in the last quarter, peak {max(v)/1024:.1f} MiB ({len(v)} samples)")
+PY
+)"
+STORED_SQLITE="$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM runs").fetchone()[0])' "$WORK/sqlite.db" 2>/dev/null || echo '?')"
+stop_hub
+
+# 3. Cistern on PostgreSQL.
+PG_SUMMARY=""
+if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  log "cistern PostgreSQL, closed loop c=$CONCURRENCY for ${BENCH_SECONDS}s"
+  psql -h 127.0.0.1 -U postgres -qc 'DROP DATABASE IF EXISTS cistern_bench' >/dev/null
+  psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE cistern_bench' >/dev/null
+  start_hub "postgres://postgres@127.0.0.1:5432/cistern_bench" 27081
+  PG_SUMMARY="$(load http://127.0.0.1:27081 "$KEY" --concurrency "$CONCURRENCY" --duration "${BENCH_SECONDS}s" --server-pid "$SERVER_PID")"
+  stop_hub
+fi
+
+# 4. DORA and the run list over a large database.
+log "seeding $DORA_RUNS runs over $DORA_DAYS days"
+DORA_DB="sqlite://$WORK/dora.db"
+SEED_LINE="$("$BIN" --database "$DORA_DB" dev seed --runs "$DORA_RUNS" --days "$DORA_DAYS" 2>&1 | tail -n 1)"
+start_hub "$DORA_DB" 27082
+timings() { # path → "median p90 max" in ms over 20 requests after 3 warm-ups
+  local path="$1" t=()
+  for i in $(seq 1 23); do
+    local s; s="$(curl -fsS -o /dev/null -w '%{time_total}' -H "Authorization: Bearer $KEY" "http://127.0.0.1:27082$path")"
+    [ "$i" -gt 3 ] && t+=("$s")
+  done
+  printf '%s\n' "${t[@]}" | python3 -c 'import sys,statistics as s; v=sorted(float(x)*1000 for x in sys.stdin); print(f"{s.median(v):.1f} {v[int(len(v)*0.9)-1]:.1f} {v[-1]:.1f}")'
+}
+SINCE_ALL="$(date -u -d "-$((DORA_DAYS + 1)) days" +%Y-%m-%dT%H:%M:%SZ)"
+DORA_30="$(timings '/api/v1/metrics/dora')"
+DORA_ALL="$(timings "/api/v1/metrics/dora?since=$SINCE_ALL")"
+CI_30="$(timings '/api/v1/metrics/ci')"
+RUNLIST="$(timings '/api/v1/runs?limit=50')"
+RUNLIST_FILTER="$(timings '/api/v1/runs?limit=50&result=failure')"
+stop_hub
+
+# 5. The criterion benches (parsers, metrics computation).
+log "criterion benches"
+CRIT="$WORK/criterion.txt"
+CRIT_ARGS=(--noplot)
+[ $QUICK = 1 ] && CRIT_ARGS+=(--warm-up-time 1 --measurement-time 2)
+cargo bench --quiet -p cistern-dialects --bench parse -- "${CRIT_ARGS[@]}" 2>/dev/null | grep -E '^[a-z/_0-9-]+ +time:|thrpt:|^parse/' >"$CRIT" || true
+cargo bench --quiet -p cistern-core --bench metrics -- "${CRIT_ARGS[@]}" 2>/dev/null | grep -E 'time:|^dora|^ci_health' >>"$CRIT" || true
+
+# 6. The report.
+python3 - "$OUT" <<PY
+import json, sys
+out = sys.argv[1]
+b = json.loads('''$BASELINE''')
+s = json.loads('''$SQLITE''')
+o = json.loads('''$OPEN''')
+pr = json.loads('''$PROPELO''')
+al = json.loads('''$ALLSTACKS''')
+so = json.loads('''$SOAK''')
+pg = json.loads('''${PG_SUMMARY:-null}''')
+def mib(x): return f"{x/1048576:.0f} MiB" if x else "?"
+def row(name, d):
+    if not d: return f"| {name} | not run (no PostgreSQL on 127.0.0.1:5432) | | | | | |"
+    l = d["latency_ms"]
+    return f"| {name} | {d['throughput_per_s']:,.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['max']:.1f} | {d['errors']} | {mib(d.get('server_rss_peak_bytes'))} |"
+ratio = s["throughput_per_s"] / b["throughput_per_s"]
+crit = open("$CRIT").read().strip()
+lines = f"""# Benchmarks
+
+Figures from one run of \`scripts/bench.sh{' --quick' if $QUICK else ''}\` started $STARTED on this machine:
+**$MACHINE**. The load generator (\`cistern bench ingest\`) runs on the same 2 cores as the server,
+so every figure includes its cost; compare ratios taken in one run, not absolute figures across
+machines. Durable acknowledgements throughout: a 2xx is sent only after the run's transaction
+committed (SQLite WAL with \`synchronous=FULL\`; PostgreSQL with its default \`synchronous_commit=on\`).
+
+Payload: the SEI run of \`cistern bench ingest\` (~2.2 KB: 2 stages × 3 steps, 2 commits, params,
+an artifact, trigger chain), 90 % new runs and 10 % repeats (updates), 4 instances, 50 pipelines.
+
+## Ingestion
+
+| case | runs/s | p50 ms | p99 ms | max ms | errors | server RSS peak |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+{row(f"baseline 200-OK server, closed loop c=$CONCURRENCY, ${BENCH_SECONDS}s", b)}
+{row(f"Cistern SQLite, closed loop c=$CONCURRENCY, ${BENCH_SECONDS}s", s)}
+{row(f"Cistern SQLite, open loop {o['offered_rate']}/s offered, ${OPEN_SECONDS}s", o)}
+{row(f"Cistern SQLite, Jenkins Job Reporter envelope (propelo), ${DIALECT_SECONDS}s", pr)}
+{row(f"Cistern SQLite, Allstacks, ${DIALECT_SECONDS}s", al)}
+{row(f"Cistern PostgreSQL, closed loop c=$CONCURRENCY, ${BENCH_SECONDS}s", pg)}
+
+- **Cistern SQLite / baseline: {ratio:.1%}** of the HTTP limit of this machine, measured in the same run.
+- Runs stored in the SQLite database at the end: $STORED_SQLITE.
+- Soak at {so['offered_rate']}/s for ${SOAK_SECONDS}s: {so['requests_ok']:,} ok, {so['errors']} errors, p99 {so['latency_ms']['p99']:.2f} ms; server RSS $SOAK_RSS.
+
+## Reads over a large database
+
+\`cistern dev seed --runs $DORA_RUNS --days $DORA_DAYS\`: $SEED_LINE
+
+| request | median ms | p90 ms | max ms |
+| --- | ---: | ---: | ---: |
+| \`GET /api/v1/metrics/dora\` (last 30 days, the default) | {" | ".join("$DORA_30".split())} |
+| \`GET /api/v1/metrics/dora?since=…\` (all $DORA_DAYS days: every run) | {" | ".join("$DORA_ALL".split())} |
+| \`GET /api/v1/metrics/ci\` (last 30 days) | {" | ".join("$CI_30".split())} |
+| \`GET /api/v1/runs?limit=50\` | {" | ".join("$RUNLIST".split())} |
+| \`GET /api/v1/runs?limit=50&result=failure\` | {" | ".join("$RUNLIST_FILTER".split())} |
+
+Times are whole HTTP requests measured by curl on loopback (20 after 3 warm-ups).
+
+## Criterion
+
+\`cargo bench -p cistern-dialects --bench parse\` and \`cargo bench -p cistern-core --bench metrics\`:
+
+\`\`\`
+{crit}
+\`\`\`
+
+## Reproduce
+
+\`\`\`
+scripts/bench.sh            # BENCH_SECONDS=$BENCH_SECONDS OPEN_SECONDS=$OPEN_SECONDS SOAK_SECONDS=$SOAK_SECONDS DORA_RUNS=$DORA_RUNS
+cargo run --release -- bench baseline --listen 127.0.0.1:27090
+cargo run --release -- bench ingest --url http://127.0.0.1:8080 --key \$KEY --concurrency 64 --duration 60s --server-pid \$(pgrep -f 'cistern serve')
+cargo run --release -- bench ingest --url http://127.0.0.1:8080 --key \$KEY --rate 3000 --duration 30s
+\`\`\`
+"""
+notes = "BENCHMARKS.notes.md"
+try:
+    lines += "\n" + open(notes).read()
+except FileNotFoundError:
+    pass
+open(out, "w").write(lines)
+print(f"wrote {out}", file=sys.stderr)
+PY
