@@ -67,6 +67,7 @@ pub(super) fn run(
     mut rx: mpsc::Receiver<Job>,
     settings: StoreSettings,
     signal: std::sync::Arc<tokio::sync::Notify>,
+    stats: std::sync::Arc<WriterStats>,
 ) {
     let max_batch = settings.max_batch.max(1);
     while let Some(first) = rx.blocking_recv() {
@@ -77,7 +78,9 @@ pub(super) fn run(
                 Err(_) => break,
             }
         }
-        apply_batch(&mut conn, batch, &settings, &signal);
+        let (size, started) = (batch.len(), std::time::Instant::now());
+        let committed = apply_batch(&mut conn, batch, &settings, &signal);
+        stats.record(size, started.elapsed(), committed);
     }
     tracing::debug!("SQLite writer stopped: all senders gone");
 }
@@ -98,7 +101,7 @@ fn apply_batch(
     batch: Vec<Job>,
     settings: &StoreSettings,
     signal: &tokio::sync::Notify,
-) {
+) -> bool {
     let fail_all = |done: Vec<Done>, e: StoreError| {
         // Keep the message as is: re-wrapping a `Backend` error's Display would say
         // "database error: database error: …".
@@ -123,7 +126,8 @@ fn apply_batch(
                 Job::Task(t) => Done::Task(t),
             })
             .collect();
-        return fail_all(done, e.into());
+        fail_all(done, e.into());
+        return false;
     }
     let mut done = Vec::with_capacity(batch.len());
     for job in batch {
@@ -178,7 +182,8 @@ fn apply_batch(
     if let Err(e) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
         tracing::error!(error = %e, "group commit failed");
-        return fail_all(done, e.into());
+        fail_all(done, e.into());
+        return false;
     }
     let queued = done
         .iter()
@@ -195,6 +200,7 @@ fn apply_batch(
             Done::Task(t) => t.answer(Ok(())),
         }
     }
+    true
 }
 
 fn apply(
