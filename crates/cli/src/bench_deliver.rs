@@ -234,7 +234,7 @@ pub async fn deliver(args: DeliverArgs) -> Result<()> {
     let queue_time = t.elapsed();
     let backlog = args.runs * subs;
     let t = Instant::now();
-    let worker = Worker::start(store.clone(), state.master.clone(), settings.clone())
+    let worker = Worker::start(store.clone(), state.master.clone(), settings.clone(), None)
         .map_err(anyhow::Error::msg)?;
     let drained_at = wait_count(&sink, backlog, Duration::from_secs(600)).await?;
     let drain = drained_at - t;

@@ -8,6 +8,7 @@ pub mod dashboard;
 
 pub mod delivery;
 pub mod error;
+pub mod ops;
 pub mod routes;
 pub mod secrets;
 pub mod seed;
