@@ -559,8 +559,11 @@ async fn gone_disables_the_subscription_and_enabling_resumes_its_queue() {
             rx.ok_on("/gone").len() == 1
         })
         .await;
-        let list = admin.deliveries(&app, &sub).await;
-        assert_eq!(list[0]["status"], "delivered");
+        // The receiver sees the request before the worker records its answer.
+        wait_for("the delivery to be recorded", Duration::from_secs(10), || async {
+            admin.deliveries(&app, &sub).await[0]["status"] == "delivered"
+        })
+        .await;
     }
 }
 
