@@ -3,7 +3,7 @@
 # /api/openapi.json — valid and invalid bodies, parameters and headers — and sends them to a live
 # `cistern serve` (SQLite in a temporary directory, a key made with the CLI). Any 5xx fails.
 #
-#   ./scripts/schemathesis.sh            # 25 examples per operation (about two minutes)
+#   ./scripts/schemathesis.sh            # 15 examples per operation (one to three minutes)
 #   EXAMPLES=200 ./scripts/schemathesis.sh
 #
 # Needs `st` (pip install schemathesis). Outbound delivery is off and subscription creation is
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXAMPLES="${EXAMPLES:-25}"
+EXAMPLES="${EXAMPLES:-15}"
 SEED="${SEED:-8}"
 command -v st >/dev/null || { echo "schemathesis (st) not found: pip install schemathesis" >&2; exit 1; }
 
