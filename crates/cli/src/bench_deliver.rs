@@ -218,7 +218,10 @@ pub async fn deliver(args: DeliverArgs) -> Result<()> {
         store.create_subscription(&sub).await?;
     }
     let subs = args.subscriptions.max(1) as u64;
-    let client = reqwest::Client::new();
+    // Every outbound call has a timeout, the benchmark's posts to its own hub included.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
 
     // Backlog: queue everything, then drain with the worker alone.
     let t = Instant::now();
@@ -234,7 +237,7 @@ pub async fn deliver(args: DeliverArgs) -> Result<()> {
     let queue_time = t.elapsed();
     let backlog = args.runs * subs;
     let t = Instant::now();
-    let worker = Worker::start(store.clone(), state.master.clone(), settings.clone())
+    let worker = Worker::start(store.clone(), state.master.clone(), settings.clone(), None)
         .map_err(anyhow::Error::msg)?;
     let drained_at = wait_count(&sink, backlog, Duration::from_secs(600)).await?;
     let drain = drained_at - t;

@@ -23,6 +23,9 @@ struct Cli {
     /// Database URL: sqlite://path (default sqlite://cistern.db) or postgres://user@host/db.
     #[arg(long, global = true, env = "CISTERN_DATABASE_URL")]
     database: Option<String>,
+    /// Log format: pretty or json (default: the log_format setting, `pretty`).
+    #[arg(long, global = true, value_parser = ["pretty", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +40,13 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Copy the SQLite database to a new file while the hub runs (SQLite's online backup: one
+    /// consistent snapshot, checked). For PostgreSQL use pg_dump or pg_basebackup.
+    Backup {
+        /// The new file.
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -323,7 +333,9 @@ fn main() {
         // `--config` names the satellite's file; CISTERN_CONFIG (the hub's) does not.
         let given = matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
         init_logging(
-            &std::env::var("CISTERN_LOG_FORMAT").unwrap_or_default(),
+            &cli.log_format
+                .clone()
+                .unwrap_or_else(|| std::env::var("CISTERN_LOG_FORMAT").unwrap_or_default()),
             "info",
         );
         let code = cistern_agent::satellite::main(args, cli.config.filter(|_| given));
@@ -354,6 +366,15 @@ fn config(cli: &Cli) -> Result<Config> {
     let mut config = Config::load(cli.config.as_deref()).context("reading configuration")?;
     if let Some(db) = &cli.database {
         config.database_url = db.clone();
+    }
+    if let Some(f) = &cli.log_format {
+        config.log_format = f.clone();
+    }
+    if !matches!(config.log_format.as_str(), "pretty" | "json") {
+        bail!(
+            "log_format must be pretty or json, got {:?}",
+            config.log_format
+        );
     }
     Ok(config)
 }
@@ -543,6 +564,26 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Satellite(_) => unreachable!("`cistern satellite` returns from main"),
+        Command::Backup { to } => {
+            init_logging(&config.log_format, "warn");
+            if config.database_url.starts_with("postgres") {
+                bail!("cistern backup copies a SQLite database; for PostgreSQL use its own tools: pg_dump (a logical copy) or pg_basebackup (a physical one)");
+            }
+            let from = cistern_store::sqlite::path_from_url(&config.database_url)?;
+            let started = std::time::Instant::now();
+            let (f, t) = (from.clone(), to.clone());
+            let report = tokio::task::spawn_blocking(move || cistern_store::sqlite::backup(&f, &t))
+                .await??;
+            eprintln!(
+                "backed up {} to {}: {} pages, {:.1} MiB in {:.2} s; integrity check: {}",
+                from.display(),
+                to.display(),
+                report.pages,
+                report.bytes as f64 / (1024.0 * 1024.0),
+                started.elapsed().as_secs_f64(),
+                report.check
+            );
+        }
         Command::Migrate => {
             init_logging(&config.log_format, "warn");
             open_store(&config).await?;

@@ -489,3 +489,67 @@ fn subscriptions_create_prints_the_id_alone() {
     let (ok, _, err) = cistern(&db, &["subscriptions", "delete", id]);
     assert!(!ok && err.contains("no subscription"), "{err}");
 }
+
+#[tokio::test]
+async fn backup_copies_a_serving_database_and_log_format_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let (_, key, _) = cistern(
+        &db,
+        &["keys", "create", "--name", "b", "--scopes", "ingest,read"],
+    );
+    let key = key.trim().to_owned();
+    let server = Server::start(&db).await;
+    let client = reqwest::Client::new();
+    for n in 0..5 {
+        let r = client
+            .post(format!("{}/v1/custom-cicd", server.base))
+            .header("Authorization", format!("ApiKey {key}"))
+            .json(&run_payload(n))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let copy = dir.path().join("copy.db");
+    let copy_s = copy.display().to_string();
+    let (ok, _, err) = cistern(&db, &["backup", "--to", &copy_s]);
+    assert!(ok, "{err}");
+    assert!(err.contains("integrity check: ok"), "{err}");
+    // The copy is a working database: the CLI reads it, with its runs.
+    let copy_url = format!("sqlite://{copy_s}");
+    let (ok, out, err) = cistern(&copy_url, &["keys", "list"]);
+    assert!(ok && out.contains("ingest,read"), "{out} {err}");
+    assert_eq!(count_runs(&copy).await, 5);
+    let (ok, _, err) = cistern(&db, &["backup", "--to", &copy_s]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = cistern(
+        "postgres://nobody@127.0.0.1:1/none",
+        &["backup", "--to", "x.db"],
+    );
+    assert!(!ok && err.contains("pg_dump"), "{err}");
+    let (ok, _, err) = cistern(&db, &["--log-format", "xml", "keys", "list"]);
+    assert!(!ok && err.contains("json"), "{err}");
+    drop(server);
+}
+
+/// Runs in a database file, counted through a fresh `cistern serve` on it.
+async fn count_runs(path: &std::path::Path) -> usize {
+    let url = format!("sqlite://{}", path.display());
+    let (ok, key, err) = cistern(
+        &url,
+        &["keys", "create", "--name", "count", "--scopes", "read"],
+    );
+    assert!(ok, "{err}");
+    let server = Server::start(&url).await;
+    let body: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/runs?limit=500", server.base))
+        .header("Authorization", format!("Bearer {}", key.trim()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["runs"].as_array().map(Vec::len).unwrap_or(0)
+}

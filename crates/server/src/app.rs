@@ -28,6 +28,10 @@ pub struct AppState {
     pub delivery: Arc<crate::delivery::DeliverySettings>,
     /// Verified API keys, remembered for `auth_cache_ttl`.
     pub keys: Arc<crate::auth::KeyCache>,
+    /// Prometheus metrics of this node.
+    pub telemetry: Arc<crate::ops::telemetry::Telemetry>,
+    /// Rate and in-flight limits of this node.
+    pub limits: Arc<crate::ops::limits::Limits>,
 }
 
 /// A built hub: the listener is bound, the store open and migrated.
@@ -36,18 +40,53 @@ pub struct Application {
     addr: SocketAddr,
     router: Router,
     state: AppState,
+    /// The metrics' own listener, when `metrics_listen` is an address.
+    metrics: Option<(TcpListener, SocketAddr)>,
+    retention: crate::ops::retention::RetentionSettings,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The full router for a state (also used by tests that bring their own listener).
 pub fn router(state: AppState) -> Router {
-    crate::routes::router()
+    let api = crate::routes::api();
+    let tracker = crate::ops::limits::Tracker {
+        state: state.clone(),
+        dialects: Arc::new(api.dialects()),
+    };
+    crate::routes::router(api)
+        // Inner first: shedding answers before any handler work; tracking counts the shed too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::ops::limits::shed,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            tracker,
+            crate::ops::limits::track,
+        ))
         .with_state(state)
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The span of one request: method, path and its request id, so every log line of a request
+/// can be found from the `x-request-id` its answer carries.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+}
+
+/// The router of the metrics' own listener.
+fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(crate::routes::ops::metrics))
+        .with_state(state)
 }
 
 /// A handler that panicked answers an opaque 500 problem (and is logged); the server stays up.
@@ -79,10 +118,31 @@ impl Application {
             .master_key(store.as_ref())
             .await
             .map_err(anyhow::Error::msg)?;
+        let retention = crate::ops::retention::RetentionSettings::from_config(&config)
+            .map_err(anyhow::Error::msg)?;
+        let limits = crate::ops::limits::Limits::new(
+            config.rate_limit,
+            config.rate_limit_burst,
+            config.max_in_flight,
+        )
+        .map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let metrics = match config.metrics_listen.trim() {
+            "main" | "off" => None,
+            "" => anyhow::bail!(
+                "metrics_listen must be main, off, or an address such as 127.0.0.1:9100"
+            ),
+            at => {
+                let l = TcpListener::bind(at).await.with_context(|| {
+                    format!("binding {at} (metrics_listen: main, off, or an address)")
+                })?;
+                let a = l.local_addr()?;
+                Some((l, a))
+            }
+        };
         let mut delivery = delivery;
         if config
             .public_url
@@ -94,18 +154,27 @@ impl Application {
         }
         let key_ttl = crate::config::parse_duration(&config.auth_cache_ttl)
             .map_err(|e| anyhow::anyhow!("auth_cache_ttl: {e}"))?;
+        let mut config = config;
+        if let Some((_, a)) = &metrics {
+            // The address actually bound (`:0` picks a port), as the 404 on /metrics tells.
+            config.metrics_listen = a.to_string();
+        }
         let state = AppState {
             keys: Arc::new(crate::auth::KeyCache::new(key_ttl)),
+            telemetry: Arc::new(crate::ops::telemetry::Telemetry::new(store.clone())),
             store,
             config: Arc::new(config),
             master: Arc::new(master),
             delivery: Arc::new(delivery),
+            limits: Arc::new(limits),
         };
         Ok(Self {
             listener,
             addr,
             router: router(state.clone()),
             state,
+            metrics,
+            retention,
         })
     }
 
@@ -117,6 +186,11 @@ impl Application {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The metrics' own address, when `metrics_listen` names one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
     }
 
     /// The shared state.
@@ -141,17 +215,46 @@ impl Application {
                 self.state.store.clone(),
                 self.state.master.clone(),
                 (*self.state.delivery).clone(),
+                Some(self.state.telemetry.clone()),
             )
             .map_err(std::io::Error::other)?;
             Some(w)
         } else {
             None
         };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let retention = crate::ops::retention::spawn(
+            self.state.store.clone(),
+            self.retention.clone(),
+            self.state.telemetry.clone(),
+            self.state.limits.clone(),
+            stop_rx.clone(),
+        );
+        let metrics = self.metrics.map(|(listener, _)| {
+            let router = metrics_router(self.state.clone());
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            })
+        });
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(signal)
             .await;
+        let _ = stop_tx.send(true);
         if let Some(w) = worker {
             w.stop().await;
+        }
+        let _ = retention.await;
+        if let Some(m) = metrics {
+            let _ = m.await;
         }
         served
     }

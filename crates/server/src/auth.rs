@@ -151,6 +151,14 @@ pub async fn authenticate(
             Some(key.id),
         ));
     }
+    // Rate-limited requests are not recorded in the tenant's events log: a flood must not turn
+    // into a flood of writes (the metrics count them).
+    if let Err(e) = state.limits.check(&key.id, || {
+        format!("the API key \"{}\" ({}…)", key.name, key.prefix)
+    }) {
+        state.telemetry.rate_limited();
+        return Err(fail(e, None, None));
+    }
     let caller = Caller { tenant, key };
     if let Err(e) = caller.require(scope) {
         return Err(fail(e, Some(caller.tenant), Some(caller.key.id)));

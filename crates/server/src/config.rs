@@ -69,6 +69,33 @@ pub struct Config {
     /// other nodes' runs (`CISTERN_DELIVERY_POLL_INTERVAL`).
     #[serde(deserialize_with = "duration_text::one")]
     pub delivery_poll_interval: String,
+    /// Where Prometheus metrics are served (`CISTERN_METRICS_LISTEN`): `main` (at `/metrics` on
+    /// the main listener), an address of their own (`127.0.0.1:9100`, then not on the main
+    /// listener), or `off`.
+    pub metrics_listen: String,
+    /// Requests per second each API key (and each signed source) may make on average
+    /// (`CISTERN_RATE_LIMIT`); `0` turns the limit off.
+    pub rate_limit: f64,
+    /// Requests a key may make at once above its rate before it is answered 429
+    /// (`CISTERN_RATE_LIMIT_BURST`).
+    pub rate_limit_burst: u32,
+    /// Requests in flight on this node above which new ones are answered 503 with
+    /// `Retry-After` instead of queueing (`CISTERN_MAX_IN_FLIGHT`); `0` turns shedding off.
+    pub max_in_flight: usize,
+    /// Largest body of the admin and JSON CRUD routes (secrets, sources, subscriptions, instance
+    /// registration, satellite heartbeats), in bytes (`CISTERN_MAX_ADMIN_BODY_BYTES`).
+    pub max_admin_body_bytes: usize,
+    /// Raw inbound events older than this are deleted (`CISTERN_RETENTION_EVENTS`); `off` keeps
+    /// them. Runs are never deleted by retention.
+    #[serde(deserialize_with = "duration_text::one")]
+    pub retention_events: String,
+    /// Finished deliveries (delivered or failed), their attempt log and their messages older
+    /// than this are deleted (`CISTERN_RETENTION_DELIVERIES`); `off` keeps them.
+    #[serde(deserialize_with = "duration_text::one")]
+    pub retention_deliveries: String,
+    /// How often retention runs (`CISTERN_RETENTION_INTERVAL`).
+    #[serde(deserialize_with = "duration_text::one")]
+    pub retention_interval: String,
 }
 
 /// Duration settings are text (`15s`, `500ms`, `5m`, `2h`, `5d`); a bare number is seconds.
@@ -144,6 +171,17 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
+/// A retention age: a duration, or `off` (also `0`, `never`) for none.
+pub fn parse_retention(text: &str) -> Result<Option<std::time::Duration>, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "off" | "never" | "none" | "" => Ok(None),
+        other => {
+            let d = parse_duration(other)?;
+            Ok((!d.is_zero()).then_some(d))
+        }
+    }
+}
+
 /// The settings that `CISTERN_<NAME>` environment variables set.
 const ENV_KEYS: &[&str] = &[
     "listen",
@@ -167,6 +205,14 @@ const ENV_KEYS: &[&str] = &[
     "delivery_concurrency",
     "delivery_concurrency_per_subscription",
     "delivery_poll_interval",
+    "metrics_listen",
+    "rate_limit",
+    "rate_limit_burst",
+    "max_in_flight",
+    "max_admin_body_bytes",
+    "retention_events",
+    "retention_deliveries",
+    "retention_interval",
 ];
 
 impl Default for Config {
@@ -193,6 +239,14 @@ impl Default for Config {
             delivery_concurrency: 32,
             delivery_concurrency_per_subscription: 4,
             delivery_poll_interval: "1s".into(),
+            metrics_listen: "main".into(),
+            rate_limit: 0.0,
+            rate_limit_burst: 100,
+            max_in_flight: 1024,
+            max_admin_body_bytes: 64 * 1024,
+            retention_events: "30d".into(),
+            retention_deliveries: "14d".into(),
+            retention_interval: "1h".into(),
         }
     }
 }

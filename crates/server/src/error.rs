@@ -29,6 +29,8 @@ pub struct Problem {
     pub event_id: Option<String>,
     /// Extra members merged into the body.
     pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Seconds to wait before retrying, sent as `Retry-After` (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -47,6 +49,7 @@ impl ApiError {
             errors: Vec::new(),
             event_id: None,
             extra: None,
+            retry_after: None,
         }))
     }
 
@@ -101,6 +104,30 @@ impl ApiError {
             "Internal server error",
             "the server failed; the request was not stored. Retry later.",
         )
+    }
+
+    /// 429: the caller went over its rate; retry after `seconds`.
+    pub fn rate_limited(detail: impl Into<String>, seconds: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            detail,
+        );
+        e.retry_after = Some(seconds.max(1));
+        e
+    }
+
+    /// 503: the server sheds load; retry after `seconds`.
+    pub fn overloaded(detail: impl Into<String>, seconds: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "The server is busy",
+            detail,
+        );
+        e.retry_after = Some(seconds.max(1));
+        e
     }
 
     /// Attaches the event id.
@@ -168,8 +195,15 @@ impl IntoResponse for ApiError {
             if let Some(extra) = p.extra {
                 map.extend(extra);
             }
+            if let Some(s) = p.retry_after {
+                map.insert("retry_after_seconds".into(), json!(s));
+            }
         }
         let mut resp = (p.status, body.to_string()).into_response();
+        if let Some(s) = p.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

@@ -559,8 +559,13 @@ async fn gone_disables_the_subscription_and_enabling_resumes_its_queue() {
             rx.ok_on("/gone").len() == 1
         })
         .await;
-        let list = admin.deliveries(&app, &sub).await;
-        assert_eq!(list[0]["status"], "delivered");
+        // The receiver sees the request before the worker records its answer.
+        wait_for(
+            "the delivery to be recorded",
+            Duration::from_secs(10),
+            || async { admin.deliveries(&app, &sub).await[0]["status"] == "delivered" },
+        )
+        .await;
     }
 }
 
@@ -1184,7 +1189,9 @@ async fn a_subscription_failing_for_too_long_is_disabled_with_the_reason() {
         );
         assert!(s["failing_since"].is_string());
         let n = rx.got_on("/down").len();
-        assert!(n >= 4, "{n} attempts");
+        // At least the first failure and one past disable_after; how many fit in between
+        // depends on the machine's load (each round trip is recorded before the next is due).
+        assert!(n >= 2, "{n} attempts");
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(rx.got_on("/down").len(), n, "no attempt once disabled");
     }

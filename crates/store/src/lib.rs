@@ -9,8 +9,10 @@ pub mod metrics_sql;
 pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
+mod stats;
 mod types;
 
+pub use stats::*;
 pub use types::*;
 
 use async_trait::async_trait;
@@ -238,6 +240,27 @@ pub trait Store: Send + Sync + 'static {
     /// Notified when a write of this process queued deliveries (other nodes' writes are found
     /// by polling).
     fn delivery_signal(&self) -> Arc<tokio::sync::Notify>;
+
+    /// The writer's and the pool's counters, for monitoring; cheap (atomics, no database).
+    fn stats(&self) -> StoreStats;
+    /// Deliveries waiting in the outbox, counted at `now`.
+    async fn outbox_depth(&self, now: time::OffsetDateTime) -> Result<OutboxDepth, StoreError>;
+    /// Retention: deletes at most `limit` raw inbound events received before `before`, oldest
+    /// first; returns how many. Runs take no part (a run outlives the event that reported it).
+    async fn prune_events(
+        &self,
+        before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64, StoreError>;
+    /// Retention: deletes at most `limit` finished deliveries (delivered or failed) whose last
+    /// attempt (or creation) was before `before`, with their attempt log, then at most `limit`
+    /// outbound messages older than `before` that no delivery refers to. Pending deliveries are
+    /// kept, however old.
+    async fn prune_deliveries(
+        &self,
+        before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<PrunedDeliveries, StoreError>;
 }
 
 /// Opens the store named by a database URL: `sqlite://path`, `sqlite:path`, a bare path, or

@@ -460,7 +460,7 @@ async fn reopening_keeps_data_and_one_default_tenant() {
                 .expect("versions");
         assert_eq!(
             versions,
-            vec![1, 2, 3, 4, 5, 6, 8],
+            vec![1, 2, 3, 4, 5, 6, 9, 10],
             "each migration applied once"
         );
         let _ = conn.close().await;
@@ -2521,6 +2521,215 @@ async fn redeliver_replay_disable_and_delete() {
                 .await
                 .expect("get")
                 .is_none());
+        }
+        .boxed()
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention and monitoring
+
+/// Writes one run through an event received at `at`.
+async fn write_run_at(
+    s: &Arc<dyn Store>,
+    t: &Tenant,
+    run_key: &str,
+    at: time::OffsetDateTime,
+) -> WriteOutcome {
+    let mut ev = event(&t.id, b"{\"run\":1}");
+    ev.received_at = at;
+    let mut r = small_report("g-ret", "team/retained", run_key, T0);
+    r.finished_at = Some(ms(T0 + 1000));
+    s.write(WriteOp::Runs {
+        event: ev,
+        tenant: t.clone(),
+        runs: vec![r],
+    })
+    .await
+    .expect("write runs")
+}
+
+#[tokio::test]
+async fn retention_prunes_old_events_in_batches_and_keeps_new_ones_and_runs() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let now = time::OffsetDateTime::now_utc();
+            let old = now - time::Duration::days(40);
+            let mut old_runs = Vec::new();
+            for n in 0..5 {
+                let out = write_run_at(
+                    &s,
+                    &t,
+                    &format!("old-{n}"),
+                    old + time::Duration::minutes(n),
+                )
+                .await;
+                old_runs.push(out.runs[0].id.clone());
+            }
+            let mut rej = rejected_event(&t.id, b"{}");
+            rej.received_at = old;
+            s.write(WriteOp::Reject { event: rej })
+                .await
+                .expect("reject");
+            let mut fresh = Vec::new();
+            for n in 0..3 {
+                fresh.push(
+                    write_run_at(&s, &t, &format!("new-{n}"), now)
+                        .await
+                        .event_id,
+                );
+            }
+            let cutoff = now - time::Duration::days(30);
+            // Batches of at most 4: 4, then the last 2 old ones, then nothing.
+            assert_eq!(s.prune_events(cutoff, 4).await.expect("prune"), 4);
+            assert_eq!(s.prune_events(cutoff, 4).await.expect("prune"), 2);
+            assert_eq!(s.prune_events(cutoff, 4).await.expect("prune"), 0);
+            let left = s
+                .list_events(&t.id, &EventFilter::default(), &page(100))
+                .await
+                .expect("list")
+                .items;
+            let mut left_ids: Vec<String> = left.iter().map(|e| e.id.clone()).collect();
+            left_ids.sort();
+            fresh.sort();
+            assert_eq!(left_ids, fresh, "exactly the new events remain");
+            // The runs those events reported are kept.
+            for id in &old_runs {
+                assert!(s.get_run(&t.id, id).await.expect("get").is_some());
+            }
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retention_prunes_finished_deliveries_with_their_attempts_and_messages() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            s.create_subscription(&subscription(&t.id, "sub_ret", &[EventType::RunCompleted]))
+                .await
+                .expect("create");
+            let now = time::OffsetDateTime::now_utc();
+            let old = now - time::Duration::days(20);
+            // Three old deliveries: one delivered, one given up, one still pending.
+            for n in 0..3 {
+                write_run_at(&s, &t, &format!("d-old-{n}"), old).await;
+            }
+            let claimed = s
+                .claim_deliveries(&claim_req(old + time::Duration::seconds(1), 10, 10))
+                .await
+                .expect("claim");
+            assert_eq!(claimed.len(), 3);
+            let at = old + time::Duration::seconds(2);
+            let mut delivered = attempt_record(&claimed[0], NextStep::Delivered, Some(200));
+            delivered.attempt.started_at = at;
+            let mut failed = attempt_record(&claimed[1], NextStep::GiveUp, Some(500));
+            failed.attempt.started_at = at;
+            let mut retry = attempt_record(
+                &claimed[2],
+                NextStep::RetryAt(now + time::Duration::hours(1)),
+                Some(503),
+            );
+            retry.attempt.started_at = at;
+            s.record_attempts(&[delivered, failed, retry], at)
+                .await
+                .expect("record");
+            // A recent delivered one.
+            write_run_at(&s, &t, "d-new", now).await;
+            let fresh = s
+                .claim_deliveries(&claim_req(now + time::Duration::seconds(1), 10, 10))
+                .await
+                .expect("claim");
+            assert_eq!(fresh.len(), 1);
+            s.record_attempts(
+                &[attempt_record(&fresh[0], NextStep::Delivered, Some(204))],
+                now + time::Duration::seconds(2),
+            )
+            .await
+            .expect("record");
+            let depth = s.outbox_depth(now).await.expect("depth");
+            assert_eq!(depth.pending, 1, "the one waiting to retry");
+            assert_eq!(depth.due, 0, "its retry is an hour away");
+            assert_eq!(
+                s.outbox_depth(now + time::Duration::hours(2))
+                    .await
+                    .expect("depth")
+                    .due,
+                1
+            );
+
+            let cutoff = now - time::Duration::days(14);
+            let first = s.prune_deliveries(cutoff, 1).await.expect("prune");
+            assert_eq!((first.deliveries, first.attempts), (1, 1));
+            let second = s.prune_deliveries(cutoff, 1).await.expect("prune");
+            assert_eq!((second.deliveries, second.attempts), (1, 1));
+            assert_eq!(first.messages + second.messages, 2, "their messages go too");
+            let third = s.prune_deliveries(cutoff, 10).await.expect("prune");
+            assert_eq!(third, PrunedDeliveries::default());
+
+            let left = deliveries_of(&s, &t.id, "sub_ret").await;
+            assert_eq!(left.len(), 2);
+            assert!(left
+                .iter()
+                .any(|d| d.id == claimed[2].id && d.status == DeliveryStatus::Pending));
+            assert!(left
+                .iter()
+                .any(|d| d.id == fresh[0].id && d.status == DeliveryStatus::Delivered));
+            for gone in [&claimed[0].id, &claimed[1].id] {
+                assert!(s.get_delivery(&t.id, gone).await.expect("get").is_none());
+            }
+            let kept = s
+                .get_delivery(&t.id, &claimed[2].id)
+                .await
+                .expect("get")
+                .expect("the pending one is kept");
+            assert_eq!(kept.attempt_log.len(), 1, "with its attempt log");
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_batches_and_the_pool() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let before = s.stats();
+            assert!(before.pool_size >= 1);
+            assert!(before.queue_capacity >= 1);
+            let writes: Vec<_> = (0..20)
+                .map(|n| {
+                    let s = s.clone();
+                    let t = t.clone();
+                    tokio::spawn(async move {
+                        write_runs(
+                            &s,
+                            &t,
+                            vec![small_report("g-st", "a/b", &n.to_string(), T0)],
+                        )
+                        .await
+                    })
+                })
+                .collect();
+            for w in writes {
+                w.await.expect("join");
+            }
+            let after = s.stats();
+            assert!(after.writer.batches > before.writer.batches);
+            assert_eq!(after.writer.writes - before.writer.writes, 20);
+            assert!(after.writer.batches - before.writer.batches <= 20);
+            let last = after.writer.size_buckets.last().expect("buckets").1;
+            assert_eq!(
+                last, after.writer.batches,
+                "every batch of at most 512 is in a bucket"
+            );
+            assert_eq!(after.queue_depth, 0, "nothing waits once all are answered");
+            assert!(after.pool_idle <= after.pool_size);
         }
         .boxed()
     })

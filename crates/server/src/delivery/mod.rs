@@ -104,6 +104,8 @@ struct Ctx {
     node: String,
     /// Wakes the dispatcher (outcomes recorded: leases freed).
     kick: Notify,
+    /// Where attempts are counted.
+    telemetry: Option<Arc<crate::ops::telemetry::Telemetry>>,
 }
 
 /// A running delivery worker.
@@ -118,6 +120,7 @@ impl Worker {
         store: Arc<dyn Store>,
         master: Arc<MasterKey>,
         settings: DeliverySettings,
+        telemetry: Option<Arc<crate::ops::telemetry::Telemetry>>,
     ) -> Result<Self, String> {
         let client = target::client(settings.timeout, settings.allow_private_targets)?;
         let node = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -128,6 +131,7 @@ impl Worker {
             client,
             node,
             kick: Notify::new(),
+            telemetry,
         });
         let (stop, rx) = watch::channel(false);
         let handle = tokio::spawn(dispatch(ctx, rx));
@@ -402,6 +406,14 @@ async fn attempt(ctx: &Ctx, d: ClaimedDelivery) -> AttemptRecord {
     }
     if rec.next == NextStep::GiveUp {
         tracing::warn!(delivery = %d.id, subscription = %sub.id, attempts = made, "delivery failed: retry schedule spent");
+    }
+    if let Some(t) = &ctx.telemetry {
+        let outcome = match rec.next {
+            NextStep::Delivered => "delivered",
+            NextStep::RetryAt(_) => "retry",
+            NextStep::GiveUp => "failed",
+        };
+        t.attempt(outcome, clock.elapsed());
     }
     rec
 }

@@ -6,8 +6,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use cistern_store::{Source, Store};
 use serde_json::{json, Value};
 
@@ -20,18 +19,16 @@ use crate::AppState;
 pub const SOURCE_KINDS: [&str; 5] = ["jobserv", "github", "gitlab", "cdevents", "standard"];
 
 /// Admin routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/secrets", get(list_secrets))
-        .route(
-            "/api/v1/secrets/{name}",
-            get(get_secret).put(put_secret).delete(delete_secret),
-        )
-        .route("/api/v1/sources", get(list_sources).post(create_source))
-        .route(
-            "/api/v1/sources/{id}",
-            get(get_source).delete(delete_source),
-        )
+pub fn router() -> super::Api {
+    super::Api::new()
+        .get("/api/v1/secrets", list_secrets)
+        .get("/api/v1/secrets/{name}", get_secret)
+        .put("/api/v1/secrets/{name}", put_secret)
+        .delete("/api/v1/secrets/{name}", delete_secret)
+        .get("/api/v1/sources", list_sources)
+        .post("/api/v1/sources", create_source)
+        .get("/api/v1/sources/{id}", get_source)
+        .delete("/api/v1/sources/{id}", delete_source)
 }
 
 /// Checks a secret name: 1-128 of letters, digits, `-`, `_`, `.`.
@@ -69,7 +66,15 @@ pub async fn set_secret(
         .await?)
 }
 
-async fn list_secrets(
+#[utoipa::path(
+    get,
+    path = "/api/v1/secrets",
+    tag = "admin",
+    operation_id = "list_secrets",
+    summary = "Secrets (names and dates, never values)",
+    responses((status = 200, description = "{\"secrets\": [...]}", body = Object), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn list_secrets(
     State(state): State<AppState>,
     Admin(caller): Admin,
 ) -> Result<Json<Value>, ApiError> {
@@ -77,7 +82,16 @@ async fn list_secrets(
     Ok(Json(json!({ "secrets": items })))
 }
 
-async fn get_secret(
+#[utoipa::path(
+    get,
+    path = "/api/v1/secrets/{name}",
+    tag = "admin",
+    operation_id = "get_secret",
+    summary = "One secret (name and dates)",
+    params(("name" = String, Path, description = "Secret name")),
+    responses((status = 200, description = "The secret", body = Object), (status = 404, description = "No secret of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn get_secret(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(name): Path<String>,
@@ -90,14 +104,24 @@ async fn get_secret(
 }
 
 /// `PUT /api/v1/secrets/{name}` with `{"value": "…"}` (or the raw value as a text body).
-async fn put_secret(
+#[utoipa::path(
+    put,
+    path = "/api/v1/secrets/{name}",
+    tag = "admin",
+    operation_id = "put_secret",
+    summary = "Set a secret (a rotation keeps the previous value valid for secret_grace_hours)",
+    params(("name" = String, Path, description = "1-128 letters, digits, -, _ or .")),
+    request_body(content = super::openapi::SecretValue, description = "{\"value\": ...} as JSON, or the raw value as text", content_type = "application/json"),
+    responses((status = 201, description = "Created", body = Object), (status = 200, description = "Updated", body = Object), (status = 400, description = "A bad name or an empty value", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 413, description = "The body is over max_admin_body_bytes", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn put_secret(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match read_body(&headers, body, 64 * 1024).await {
+    let bytes = match read_body(&headers, body, state.config.max_admin_body_bytes).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -141,7 +165,16 @@ async fn put_secret(
     }
 }
 
-async fn delete_secret(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/secrets/{name}",
+    tag = "admin",
+    operation_id = "delete_secret",
+    summary = "Delete a secret",
+    params(("name" = String, Path, description = "Secret name")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No secret of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn delete_secret(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(name): Path<String>,
@@ -153,7 +186,15 @@ async fn delete_secret(
     }
 }
 
-async fn list_sources(
+#[utoipa::path(
+    get,
+    path = "/api/v1/sources",
+    tag = "admin",
+    operation_id = "list_sources",
+    summary = "Signed sources",
+    responses((status = 200, description = "{\"sources\": [...]}", body = Object), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn list_sources(
     State(state): State<AppState>,
     Admin(caller): Admin,
 ) -> Result<Json<Value>, ApiError> {
@@ -219,13 +260,22 @@ pub async fn new_source(
     Ok(source)
 }
 
-async fn create_source(
+#[utoipa::path(
+    post,
+    path = "/api/v1/sources",
+    tag = "admin",
+    operation_id = "create_source",
+    summary = "Create a signed source",
+    request_body(content = super::openapi::NewSource, content_type = "application/json"),
+    responses((status = 201, description = "The source, with its path /v1/hooks/<id>", body = Object), (status = 400, description = "A bad kind or an unknown secret", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 413, description = "The body is over max_admin_body_bytes", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn create_source(
     State(state): State<AppState>,
     Admin(caller): Admin,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match read_body(&headers, body, 64 * 1024).await {
+    let bytes = match read_body(&headers, body, state.config.max_admin_body_bytes).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -262,7 +312,16 @@ async fn create_source(
     }
 }
 
-async fn get_source(
+#[utoipa::path(
+    get,
+    path = "/api/v1/sources/{id}",
+    tag = "admin",
+    operation_id = "get_source",
+    summary = "One source",
+    params(("id" = String, Path, description = "Source id")),
+    responses((status = 200, description = "The source", body = Object), (status = 404, description = "No source of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn get_source(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,
@@ -273,7 +332,16 @@ async fn get_source(
     }
 }
 
-async fn delete_source(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/sources/{id}",
+    tag = "admin",
+    operation_id = "delete_source",
+    summary = "Delete a source",
+    params(("id" = String, Path, description = "Source id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No source of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn delete_source(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,

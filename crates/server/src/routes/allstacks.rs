@@ -7,8 +7,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use cistern_dialects::{allstacks, Inbound as Parsed, ParseOptions};
 use cistern_store::{EventStatus, Scope};
 
@@ -20,11 +18,21 @@ use crate::AppState;
 const ENDPOINT: &str = "/webhook/company/{company_id}/cicd_job";
 
 /// The Allstacks route, under the path its senders already use.
-pub fn router() -> Router<AppState> {
-    Router::new().route(ENDPOINT, post(cicd_job))
+pub fn router() -> super::Api {
+    super::Api::new().ingest("allstacks", ENDPOINT, cicd_job)
 }
 
-async fn cicd_job(
+#[utoipa::path(
+    post,
+    path = "/webhook/company/{company_id}/cicd_job",
+    tag = "ingest",
+    operation_id = "allstacks_cicd_job",
+    summary = "Report a deployment (Allstacks custom CD job)",
+    params(("company_id" = String, Path, description = "The key's tenant: its slug or id")),
+    request_body(content = super::openapi::AllstacksJob, content_type = "application/json"),
+    responses((status = 201, description = "A new run", body = super::openapi::RunWritten), (status = 200, description = "A known run, updated", body = super::openapi::RunWritten), (status = 400, description = "Malformed JSON or broken field rules, each field named", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 413, description = "The body is over max_body_bytes", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the tenant's rules (an unregistered instance of a strict tenant)", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "Not the key's company", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn cicd_job(
     State(state): State<AppState>,
     Path(company_id): Path<String>,
     headers: HeaderMap,

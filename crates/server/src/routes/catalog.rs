@@ -6,8 +6,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use cistern_dialects::fields::Obj;
 use cistern_store::{EventRecord, EventStatus, NewInstance, Scope, WriteOp, WriteOutcome};
 use serde_json::{json, Value};
@@ -18,13 +17,22 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// Catalog routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/pipelines", get(pipelines))
-        .route("/api/v1/instances", get(instances).post(register))
+pub fn router() -> super::Api {
+    super::Api::new()
+        .get("/api/v1/pipelines", pipelines)
+        .get("/api/v1/instances", instances)
+        .ingest("native", "/api/v1/instances", register)
 }
 
-async fn pipelines(
+#[utoipa::path(
+    get,
+    path = "/api/v1/pipelines",
+    tag = "runs",
+    operation_id = "list_pipelines",
+    summary = "Pipelines with their run count and last result",
+    responses((status = 200, description = "{\"pipelines\": [...]}", body = Object), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn pipelines(
     State(state): State<AppState>,
     Reader(caller): Reader,
 ) -> Result<Json<Value>, ApiError> {
@@ -32,7 +40,15 @@ async fn pipelines(
     Ok(Json(json!({ "pipelines": items })))
 }
 
-async fn instances(
+#[utoipa::path(
+    get,
+    path = "/api/v1/instances",
+    tag = "runs",
+    operation_id = "list_instances",
+    summary = "CI/CD instances",
+    responses((status = 200, description = "{\"instances\": [...]}", body = Object), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn instances(
     State(state): State<AppState>,
     Reader(caller): Reader,
 ) -> Result<Json<Value>, ApiError> {
@@ -41,12 +57,25 @@ async fn instances(
 }
 
 /// `POST /api/v1/instances` `{"integration_id", "name", "type", "url"?}`: registers an instance.
-async fn register(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+#[utoipa::path(
+    post,
+    path = "/api/v1/instances",
+    tag = "runs",
+    operation_id = "register_instance",
+    summary = "Register a CI/CD instance and get its GUID",
+    request_body(content = super::openapi::InstanceRegistration, content_type = "application/json"),
+    responses((status = 201, description = "The instance, with instance_guid", body = Object), (status = 400, description = "Broken field rules, each named", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 409, description = "The GUID is taken", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 413, description = "The body is over max_admin_body_bytes", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let caller = match authenticate(&state, &headers, Scope::Ingest).await {
         Ok(c) => c,
         Err(f) => return f.error.into_response(),
     };
-    let bytes = match read_body(&headers, body, state.config.max_body_bytes).await {
+    let bytes = match read_body(&headers, body, state.config.max_admin_body_bytes).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };

@@ -3,8 +3,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use cistern_store::{EventFilter, EventStatus};
 use serde_json::{json, Value};
 
@@ -17,13 +16,22 @@ use crate::AppState;
 const LIST_BODY_PREVIEW: usize = 4096;
 
 /// Event routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/events", get(list))
-        .route("/api/v1/events/{id}", get(one))
+pub fn router() -> super::Api {
+    super::Api::new()
+        .get("/api/v1/events", list)
+        .get("/api/v1/events/{id}", one)
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "events",
+    operation_id = "list_events",
+    summary = "The raw inbound log, newest first",
+    params(("status" = Option<String>, Query, description = "accepted, rejected or all"), ("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "From next_cursor")),
+    responses((status = 200, description = "{\"events\": [...], \"next_cursor\": ...}", body = Object), (status = 400, description = "A bad status, limit or cursor", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     Reader(caller): Reader,
     Query(q): Query<HashMap<String, String>>,
@@ -62,7 +70,16 @@ async fn list(
     ))
 }
 
-async fn one(
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/{id}",
+    tag = "events",
+    operation_id = "get_event",
+    summary = "One inbound event with its kept body",
+    params(("id" = String, Path, description = "Event id")),
+    responses((status = 200, description = "The event", body = Object), (status = 404, description = "No event of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn one(
     State(state): State<AppState>,
     Reader(caller): Reader,
     Path(id): Path<String>,

@@ -6,8 +6,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use cistern_core::signatures;
 use cistern_dialects::{Headers, Inbound as Parsed, ParseOptions, Rejection};
 use cistern_store::{EventStatus, Scope, Source, StoreError, WriteOp};
@@ -21,8 +19,8 @@ use crate::AppState;
 const TOLERANCE_S: i64 = 300;
 
 /// Hook routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/hooks/{source_id}", post(hook))
+pub fn router() -> super::Api {
+    super::Api::new().ingest("hook", "/v1/hooks/{source_id}", hook)
 }
 
 fn unauthorized(detail: impl Into<String>) -> ApiError {
@@ -209,11 +207,40 @@ fn parse(
     }
 }
 
-async fn hook(
+#[utoipa::path(
+    post,
+    path = "/v1/hooks/{source_id}",
+    tag = "ingest",
+    operation_id = "hook",
+    summary = "A signed source's webhook (JobServ, GitHub, GitLab, CDEvents, Standard Webhooks)",
+    params(("source_id" = String, Path, description = "The source (`cistern sources create`)")),
+    request_body(content = Object, description = "The sender's payload, signed as the source's kind says", content_type = "application/json"),
+    security(()),
+    responses((status = 202, description = "Accepted: {status, event_id, run_ids, ignored}", body = Object), (status = 200, description = "A delivery already received (deduplicated on its delivery id)", body = Object), (status = 400, description = "The body breaks the dialect's rules", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "The signature does not match the source's secret", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such source", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 413, description = "The body is over max_body_bytes", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The source went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn hook(
     State(state): State<AppState>,
     Path(source_id): Path<String>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let mut dialect = None;
+    let resp = handle(state, source_id, headers, body, &mut dialect).await;
+    // For the metrics: the source's dialect, and a repeat delivery told apart from an update.
+    let duplicate = resp.status() == StatusCode::OK;
+    crate::ops::limits::IngestNote {
+        dialect,
+        outcome: duplicate.then_some("duplicate"),
+    }
+    .attach(resp)
+}
+
+async fn handle(
+    state: AppState,
+    source_id: String,
+    headers: HeaderMap,
+    body: Body,
+    found: &mut Option<&'static str>,
 ) -> Response {
     let inbound = Inbound::new("/v1/hooks/{source_id}", "hook", &headers);
     let source = match state.store.source_by_id(&source_id).await {
@@ -241,6 +268,15 @@ async fn hook(
         _ => "standard",
     };
     let inbound = Inbound { dialect, ..inbound };
+    *found = Some(dialect);
+    // A signed source has no key: its own id is its bucket.
+    if let Err(e) = state
+        .limits
+        .check(&source.id, || format!("the source {:?}", source.id))
+    {
+        state.telemetry.rate_limited();
+        return e.into_response();
+    }
     let bytes = match read_body(&headers, body, state.config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {

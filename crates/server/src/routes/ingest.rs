@@ -127,7 +127,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             StatusCode::PAYLOAD_TOO_LARGE,
             "body-too-large",
             "The body is too large",
-            format!("the request body exceeds the limit of {limit} bytes (max_body_bytes / CISTERN_MAX_BODY_BYTES)"),
+            format!("the request body exceeds this route's limit of {limit} bytes (max_body_bytes for reports, max_admin_body_bytes for admin and JSON routes)"),
         )
     };
     if let Some(len) = headers

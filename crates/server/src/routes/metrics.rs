@@ -8,8 +8,7 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use cistern_core::metrics::{self, CiHealth, Dora};
 use cistern_store::MetricsFilter;
 use serde_json::{json, Value};
@@ -21,10 +20,10 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// Metrics routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/metrics/dora", get(dora))
-        .route("/api/v1/metrics/ci", get(ci))
+pub fn router() -> super::Api {
+    super::Api::new()
+        .get("/api/v1/metrics/dora", dora)
+        .get("/api/v1/metrics/ci", ci)
 }
 
 /// The window, slice and bucketing of a metrics request.
@@ -255,7 +254,16 @@ pub async fn compute_dora(
     Ok((whole, series))
 }
 
-async fn dora(
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics/dora",
+    tag = "metrics",
+    operation_id = "dora",
+    summary = "The four DORA keys with their bands and counts",
+    params(("since" = Option<String>, Query, description = "Window start: RFC 3339, a date, or epoch ms (default 30 days before until)"), ("until" = Option<String>, Query, description = "Window end (default now)"), ("pipeline" = Option<String>, Query, description = "Pipeline"), ("environment" = Option<String>, Query, description = "Environment"), ("project" = Option<String>, Query, description = "Project"), ("branch" = Option<String>, Query, description = "Branch"), ("repo" = Option<String>, Query, description = "Repository"), ("instance" = Option<String>, Query, description = "Instance GUID"), ("interval" = Option<String>, Query, description = "Bucket of the series: day, week or month"), ("format" = Option<String>, Query, description = "csv for CSV")),
+    responses((status = 200, description = "The metrics", body = Object), (status = 400, description = "A bad parameter, named", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn dora(
     State(state): State<AppState>,
     Reader(caller): Reader,
     headers: HeaderMap,
@@ -309,7 +317,16 @@ fn ci_row(h: &CiHealth) -> Vec<String> {
     ]
 }
 
-async fn ci(
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics/ci",
+    tag = "metrics",
+    operation_id = "ci_health",
+    summary = "CI health: success rate, durations, red to green, flaky pipelines, slowest and most failing stages",
+    params(("since" = Option<String>, Query, description = "Window start: RFC 3339, a date, or epoch ms (default 30 days before until)"), ("until" = Option<String>, Query, description = "Window end (default now)"), ("pipeline" = Option<String>, Query, description = "Pipeline"), ("environment" = Option<String>, Query, description = "Environment"), ("project" = Option<String>, Query, description = "Project"), ("branch" = Option<String>, Query, description = "Branch"), ("repo" = Option<String>, Query, description = "Repository"), ("instance" = Option<String>, Query, description = "Instance GUID"), ("interval" = Option<String>, Query, description = "Bucket of the series: day, week or month"), ("format" = Option<String>, Query, description = "csv for CSV")),
+    responses((status = 200, description = "The metrics", body = Object), (status = 400, description = "A bad parameter, named", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn ci(
     State(state): State<AppState>,
     Reader(caller): Reader,
     headers: HeaderMap,

@@ -7,8 +7,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use cistern_core::FieldError;
 use cistern_dialects::logzip::{attach_logs, LogZip, ZipLimits};
 use cistern_dialects::propelo::{self, PropeloItem};
@@ -25,17 +23,43 @@ use crate::AppState;
 const HEARTBEAT_SECONDS: u64 = 60;
 
 /// Generic-request routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/generic-requests", post(json_request))
-        .route("/v1/generic-requests/multipart", post(multipart_request))
+pub fn router() -> super::Api {
+    super::Api::new()
+        .ingest("jenkins", "/v1/generic-requests", json_request)
+        .ingest(
+            "jenkins",
+            "/v1/generic-requests/multipart",
+            multipart_request,
+        )
 }
 
-async fn json_request(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+#[utoipa::path(
+    post,
+    path = "/v1/generic-requests",
+    tag = "ingest",
+    operation_id = "generic_request",
+    summary = "Jenkins Job Reporter: a job run, heartbeat or error report",
+    request_body(content = super::openapi::PluginEnvelope, content_type = "application/json"),
+    responses((status = 200, description = "Stored; the plugin's envelope with the run ids", body = super::openapi::PluginReply), (status = 400, description = "Refused; the plugin's envelope with the error, and the problem members", body = super::openapi::PluginReply), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 413, description = "The body is over max_body_bytes", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn json_request(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     handle(state, headers, body, false).await
 }
 
-async fn multipart_request(
+#[utoipa::path(
+    post,
+    path = "/v1/generic-requests/multipart",
+    tag = "ingest",
+    operation_id = "generic_request_multipart",
+    summary = "Jenkins Job Reporter: a job run with a zip of its failure logs",
+    request_body(content = super::openapi::PluginForm, content_type = "multipart/form-data"),
+    responses((status = 200, description = "Stored; the plugin's envelope with the run ids", body = super::openapi::PluginReply), (status = 400, description = "Refused; the plugin's envelope with the error, and the problem members", body = super::openapi::PluginReply), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 413, description = "The body is over max_body_bytes", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn multipart_request(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
@@ -178,11 +202,16 @@ async fn handle(state: AppState, headers: HeaderMap, body: Body, multipart: bool
                     } else {
                         json!(format!("logs not found in the zip: {}", missing.join(", ")))
                     };
-                    envelope(
+                    let created = out.runs.first().is_some_and(|r| r.created);
+                    crate::ops::limits::IngestNote {
+                        dialect: None,
+                        outcome: Some(if created { "created" } else { "updated" }),
+                    }
+                    .attach(envelope(
                         StatusCode::OK,
                         &req.request_type,
                         json!({"run_ids": ids, "error": error}),
-                    )
+                    ))
                 }
                 Err(e) => refusal(ApiError::from(e), &req.request_type),
             }
@@ -197,7 +226,11 @@ async fn handle(state: AppState, headers: HeaderMap, body: Body, multipart: bool
                 })
                 .await
             {
-                Ok(_) => envelope(
+                Ok(_) => crate::ops::limits::IngestNote {
+                    dialect: None,
+                    outcome: Some("heartbeat"),
+                }
+                .attach(envelope(
                     StatusCode::OK,
                     &req.request_type,
                     json!({
@@ -205,7 +238,7 @@ async fn handle(state: AppState, headers: HeaderMap, body: Body, multipart: bool
                         "server_version": env!("CARGO_PKG_VERSION"),
                         "configuration": {"heartbeat_duration": HEARTBEAT_SECONDS},
                     }),
-                ),
+                )),
                 Err(e) => refusal(ApiError::from(e), &req.request_type),
             }
         }
@@ -220,11 +253,15 @@ async fn handle(state: AppState, headers: HeaderMap, body: Body, multipart: bool
                 })
                 .await
             {
-                Ok(out) => envelope(
+                Ok(out) => crate::ops::limits::IngestNote {
+                    dialect: None,
+                    outcome: Some("error_report"),
+                }
+                .attach(envelope(
                     StatusCode::OK,
                     &req.request_type,
                     json!({"success": true, "event_id": out.event_id}),
-                ),
+                )),
                 Err(e) => refusal(ApiError::from(e), &req.request_type),
             }
         }

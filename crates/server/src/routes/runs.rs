@@ -3,8 +3,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use cistern_store::RunFilter;
 use serde_json::{json, Value};
 
@@ -14,13 +13,22 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// Run routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/runs", get(list))
-        .route("/api/v1/runs/{id}", get(one))
+pub fn router() -> super::Api {
+    super::Api::new()
+        .get("/api/v1/runs", list)
+        .get("/api/v1/runs/{id}", one)
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs",
+    tag = "runs",
+    operation_id = "list_runs",
+    summary = "Runs, newest first",
+    params(("pipeline" = Option<String>, Query, description = "Pipeline full name or name"), ("result" = Option<String>, Query, description = "A result word"), ("branch" = Option<String>, Query, description = "Branch"), ("instance" = Option<String>, Query, description = "Instance GUID"), ("since" = Option<String>, Query, description = "RFC 3339, a date, or epoch ms"), ("until" = Option<String>, Query, description = "RFC 3339, a date, or epoch ms"), ("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "From next_cursor"), ("format" = Option<String>, Query, description = "csv for CSV")),
+    responses((status = 200, description = "{\"runs\": [...], \"next_cursor\": ...} (or CSV with format=csv)", body = Object), (status = 400, description = "A bad filter, limit or cursor, named", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     Reader(caller): Reader,
     headers: axum::http::HeaderMap,
@@ -61,7 +69,16 @@ async fn list(
     Ok(Json(json!({"runs": runs, "next_cursor": found.next_cursor})).into_response())
 }
 
-async fn one(
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}",
+    tag = "runs",
+    operation_id = "get_run",
+    summary = "One run with stages, steps, logs and commits",
+    params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, description = "The run", body = Object), (status = 404, description = "No run of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn one(
     State(state): State<AppState>,
     Reader(caller): Reader,
     Path(id): Path<String>,

@@ -6,8 +6,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use cistern_dialects::fields::{type_name, Errors, Obj};
 use cistern_dialects::times;
 use cistern_store::{SatelliteHeartbeat, SatelliteInfo, Scope};
@@ -40,10 +39,10 @@ const KNOWN: &[&str] = &[
 ];
 
 /// Satellite routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/satellites/heartbeat", post(heartbeat))
-        .route("/api/v1/satellites", get(list))
+pub fn router() -> super::Api {
+    super::Api::new()
+        .ingest("satellite", "/api/v1/satellites/heartbeat", heartbeat)
+        .get("/api/v1/satellites", list)
 }
 
 /// Whether a satellite whose last heartbeat arrived at `last` is stale at `now`.
@@ -52,12 +51,25 @@ pub fn is_stale(last: OffsetDateTime, interval_seconds: i64, now: OffsetDateTime
     now - last > limit
 }
 
-async fn heartbeat(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+#[utoipa::path(
+    post,
+    path = "/api/v1/satellites/heartbeat",
+    tag = "satellites",
+    operation_id = "satellite_heartbeat",
+    summary = "A satellite's heartbeat",
+    request_body(content = super::openapi::SatelliteHeartbeat, content_type = "application/json"),
+    responses((status = 200, description = "Recorded", body = Object), (status = 400, description = "Broken field rules, each named", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 413, description = "The body is over max_admin_body_bytes", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn heartbeat(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let caller = match authenticate(&state, &headers, Scope::Ingest).await {
         Ok(c) => c,
         Err(f) => return f.error.into_response(),
     };
-    let bytes = match read_body(&headers, body, state.config.max_body_bytes).await {
+    let bytes = match read_body(&headers, body, state.config.max_admin_body_bytes).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -189,7 +201,15 @@ fn instant(
     }
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/v1/satellites",
+    tag = "satellites",
+    operation_id = "list_satellites",
+    summary = "Satellites with their last heartbeat (stale after three intervals)",
+    responses((status = 200, description = "{\"satellites\": [...]}", body = Object), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     Reader(caller): Reader,
 ) -> Result<Json<Value>, ApiError> {

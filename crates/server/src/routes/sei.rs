@@ -4,8 +4,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use cistern_dialects::{sei, Inbound as Parsed, ParseOptions};
 use cistern_store::{EventStatus, NewInstance, Scope, WriteOp, WriteOutcome};
 use serde_json::json;
@@ -16,23 +14,39 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// The SEI routes, under the paths senders already use.
-pub fn router() -> Router<AppState> {
-    let mut r = Router::new();
-    for path in [
-        "/v1/custom-cicd",
-        "/sei/api/v1/custom-cicd",
-        "/gratis/sei/api/v1/custom-cicd",
-        "/prod1/sei/api/v1/custom-cicd",
-        "/gateway/sei/api/v1/custom-cicd",
-    ] {
-        r = r.route(path, post(custom_cicd));
+pub fn router() -> super::Api {
+    let mut r = super::Api::new();
+    for path in PATHS {
+        r = r.ingest("sei", path, custom_cicd);
     }
     r
 }
 
+/// The endpoint and its aliases under the prefixes senders use.
+pub const PATHS: [&str; 5] = [
+    "/v1/custom-cicd",
+    "/sei/api/v1/custom-cicd",
+    "/gratis/sei/api/v1/custom-cicd",
+    "/prod1/sei/api/v1/custom-cicd",
+    "/gateway/sei/api/v1/custom-cicd",
+];
+
 const ENDPOINT: &str = "/v1/custom-cicd";
 
-async fn custom_cicd(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+#[utoipa::path(
+    post,
+    path = "/v1/custom-cicd",
+    tag = "ingest",
+    operation_id = "custom_cicd",
+    summary = "Report a job run (Harness SEI custom CI/CD), or register an instance",
+    request_body(content = super::openapi::SeiRun, content_type = "application/json"),
+    responses((status = 201, description = "A new run (or a registered instance)", body = super::openapi::RunWritten), (status = 200, description = "A known run, updated", body = super::openapi::RunWritten), (status = 400, description = "Malformed JSON or broken field rules, each field named", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 413, description = "The body is over max_body_bytes", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the tenant's rules (an unregistered instance of a strict tenant)", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 409, description = "Registration: the GUID is taken", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn custom_cicd(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let inbound = Inbound::new(ENDPOINT, "sei", &headers);
     let caller = match authenticate(&state, &headers, Scope::Ingest).await {
         Ok(c) => c,
@@ -101,7 +115,11 @@ async fn custom_cicd(State(state): State<AppState>, headers: HeaderMap, body: Bo
                 instance: Some(inst),
                 event_id,
                 ..
-            }) => json_reply(
+            }) => crate::ops::limits::IngestNote {
+                dialect: None,
+                outcome: Some("registered"),
+            }
+            .attach(json_reply(
                 StatusCode::CREATED,
                 json!({
                     "id": inst.guid,
@@ -112,7 +130,7 @@ async fn custom_cicd(State(state): State<AppState>, headers: HeaderMap, body: Bo
                     "integration_id": inst.integration_id,
                     "event_id": event_id,
                 }),
-            ),
+            )),
             Ok(_) => ApiError::internal("a registration returned no instance").into_response(),
             Err(e) => ApiError::from(e).into_response(),
         };

@@ -9,8 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use cistern_core::glob::Glob;
 use cistern_core::FieldError;
 use cistern_store::{
@@ -27,17 +26,17 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// Subscription routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/subscriptions", get(list).post(create))
-        .route(
-            "/api/v1/subscriptions/{id}",
-            get(one).patch(update).delete(remove),
-        )
-        .route("/api/v1/subscriptions/{id}/deliveries", get(deliveries))
-        .route("/api/v1/subscriptions/{id}/replay", post(replay))
-        .route("/api/v1/deliveries/{id}", get(delivery))
-        .route("/api/v1/deliveries/{id}/redeliver", post(redeliver))
+pub fn router() -> super::Api {
+    super::Api::new()
+        .get("/api/v1/subscriptions", list)
+        .post("/api/v1/subscriptions", create)
+        .get("/api/v1/subscriptions/{id}", one)
+        .patch("/api/v1/subscriptions/{id}", update)
+        .delete("/api/v1/subscriptions/{id}", remove)
+        .get("/api/v1/subscriptions/{id}/deliveries", deliveries)
+        .post("/api/v1/subscriptions/{id}/replay", replay)
+        .get("/api/v1/deliveries/{id}", delivery)
+        .post("/api/v1/deliveries/{id}/redeliver", redeliver)
 }
 
 /// What a user gives to create (or change) a subscription.
@@ -182,7 +181,15 @@ pub fn subscription_json(s: &Subscription) -> Value {
     v
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/v1/subscriptions",
+    tag = "subscriptions",
+    operation_id = "list_subscriptions",
+    summary = "Subscriptions",
+    responses((status = 200, description = "{\"subscriptions\": [...]}", body = Object), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     Admin(caller): Admin,
 ) -> Result<Json<Value>, ApiError> {
@@ -197,8 +204,12 @@ async fn list(
 }
 
 /// Reads a JSON object body.
-async fn object_body(headers: &HeaderMap, body: Body) -> Result<Map<String, Value>, ApiError> {
-    let bytes = read_body(headers, body, 64 * 1024).await?;
+async fn object_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Map<String, Value>, ApiError> {
+    let bytes = read_body(headers, body, limit).await?;
     match cistern_dialects::json::parse(&bytes, "") {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(ApiError::field("", "the body must be a JSON object")),
@@ -269,13 +280,22 @@ fn unknown_fields(m: &Map<String, Value>) -> Result<(), ApiError> {
     }
 }
 
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/api/v1/subscriptions",
+    tag = "subscriptions",
+    operation_id = "create_subscription",
+    summary = "Subscribe a URL to events",
+    request_body(content = super::openapi::SubscriptionFields, content_type = "application/json"),
+    responses((status = 201, description = "The subscription", body = Object), (status = 400, description = "Every broken rule, each field named", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 413, description = "The body is over max_admin_body_bytes", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn create(
     State(state): State<AppState>,
     Admin(caller): Admin,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let m = object_body(&headers, body).await?;
+    let m = object_body(&headers, body, state.config.max_admin_body_bytes).await?;
     unknown_fields(&m)?;
     let input = SubscriptionInput {
         url: text_field(&m, "url")?.unwrap_or_default(),
@@ -307,7 +327,16 @@ async fn found(state: &AppState, tenant_id: &str, id: &str) -> Result<Subscripti
         .ok_or_else(|| ApiError::not_found(format!("no subscription {id:?}")))
 }
 
-async fn one(
+#[utoipa::path(
+    get,
+    path = "/api/v1/subscriptions/{id}",
+    tag = "subscriptions",
+    operation_id = "get_subscription",
+    summary = "One subscription",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 200, description = "The subscription", body = Object), (status = 404, description = "No subscription of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn one(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,
@@ -319,7 +348,17 @@ async fn one(
 
 /// `PATCH`: any of the creation fields (a null or empty `pipeline`, `branch` or `project`
 /// removes that filter), and `enabled` (true resumes the queue).
-async fn update(
+#[utoipa::path(
+    patch,
+    path = "/api/v1/subscriptions/{id}",
+    tag = "subscriptions",
+    operation_id = "update_subscription",
+    summary = "Change a subscription, enable or disable it",
+    params(("id" = String, Path, description = "Subscription id")),
+    request_body(content = super::openapi::SubscriptionFields, content_type = "application/json"),
+    responses((status = 200, description = "The subscription", body = Object), (status = 400, description = "Every broken rule, each field named", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No subscription of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 413, description = "The body is over max_admin_body_bytes", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn update(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,
@@ -327,7 +366,7 @@ async fn update(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let current = found(&state, &caller.tenant.id, &id).await?;
-    let m = object_body(&headers, body).await?;
+    let m = object_body(&headers, body, state.config.max_admin_body_bytes).await?;
     unknown_fields(&m)?;
     let keep = |key: &str, now: &Option<String>| -> Result<Option<String>, ApiError> {
         if m.contains_key(key) {
@@ -383,7 +422,16 @@ async fn update(
     )))
 }
 
-async fn remove(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/subscriptions/{id}",
+    tag = "subscriptions",
+    operation_id = "delete_subscription",
+    summary = "Delete a subscription with its deliveries",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No subscription of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn remove(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,
@@ -399,7 +447,16 @@ async fn remove(
     }
 }
 
-async fn deliveries(
+#[utoipa::path(
+    get,
+    path = "/api/v1/subscriptions/{id}/deliveries",
+    tag = "subscriptions",
+    operation_id = "list_deliveries",
+    summary = "A subscription's deliveries, newest first",
+    params(("id" = String, Path, description = "Subscription id"), ("status" = Option<String>, Query, description = "pending, delivered or failed"), ("limit" = Option<u32>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "From next_cursor")),
+    responses((status = 200, description = "{\"deliveries\": [...], \"next_cursor\": ...}", body = Object), (status = 400, description = "A bad status, limit or cursor", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No subscription of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn deliveries(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,
@@ -428,7 +485,16 @@ async fn deliveries(
 
 /// `POST …/replay?since=…[&until=…]`: every delivery of the subscription created in the window
 /// is sent again (the same `webhook-id`), whatever its state.
-async fn replay(
+#[utoipa::path(
+    post,
+    path = "/api/v1/subscriptions/{id}/replay",
+    tag = "subscriptions",
+    operation_id = "replay_subscription",
+    summary = "Send again every delivery created in a window",
+    params(("id" = String, Path, description = "Subscription id"), ("since" = String, Query, description = "Window start: RFC 3339, a date, or epoch ms"), ("until" = Option<String>, Query, description = "Window end (default now)")),
+    responses((status = 202, description = "{\"subscription\", \"requeued\"}", body = Object), (status = 400, description = "since missing or bad, or until not after since", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No subscription of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn replay(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,
@@ -459,7 +525,16 @@ async fn replay(
     Ok(json_reply(StatusCode::ACCEPTED, body))
 }
 
-async fn delivery(
+#[utoipa::path(
+    get,
+    path = "/api/v1/deliveries/{id}",
+    tag = "subscriptions",
+    operation_id = "get_delivery",
+    summary = "One delivery with its message and attempt log",
+    params(("id" = String, Path, description = "Delivery id")),
+    responses((status = 200, description = "The delivery", body = Object), (status = 404, description = "No delivery of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn delivery(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,
@@ -470,7 +545,16 @@ async fn delivery(
     }
 }
 
-async fn redeliver(
+#[utoipa::path(
+    post,
+    path = "/api/v1/deliveries/{id}/redeliver",
+    tag = "subscriptions",
+    operation_id = "redeliver",
+    summary = "Send a delivery again",
+    params(("id" = String, Path, description = "Delivery id")),
+    responses((status = 202, description = "The delivery, queued", body = Object), (status = 404, description = "No delivery of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 429, description = "The key went over its rate (Retry-After)", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn redeliver(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,

@@ -82,6 +82,7 @@ pub(super) async fn run(
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     settings: StoreSettings,
     signal: Arc<tokio::sync::Notify>,
+    stats: Arc<WriterStats>,
 ) {
     loop {
         let batch = {
@@ -98,7 +99,9 @@ pub(super) async fn run(
             }
             batch
         };
-        let results = apply_batch(&pool, &batch, &settings).await;
+        let started = std::time::Instant::now();
+        let (results, committed) = apply_batch(&pool, &batch, &settings).await;
+        stats.record(batch.len(), started.elapsed(), committed);
         if results
             .iter()
             .any(|r| r.as_ref().is_ok_and(|o| o.deliveries > 0))
@@ -117,11 +120,11 @@ async fn apply_batch(
     pool: &PgPool,
     batch: &[Job],
     settings: &StoreSettings,
-) -> Vec<Result<WriteOutcome, StoreError>> {
+) -> (Vec<Result<WriteOutcome, StoreError>>, bool) {
     let mut attempt = 1;
     loop {
         match try_batch(pool, batch, settings).await {
-            Ok(results) => return results,
+            Ok(results) => return (results, true),
             Err(f) if f.retryable() && attempt < MAX_ATTEMPTS => {
                 // Jitter, so the two losers of a deadlock do not meet again at once.
                 let ms = 5 * u64::from(attempt) + (uuid::Uuid::new_v4().as_u128() % 20) as u64;
@@ -135,10 +138,11 @@ async fn apply_batch(
                     other => other.to_string(),
                 };
                 tracing::error!(error = %msg, size = batch.len(), "group commit failed");
-                return batch
+                let failed = batch
                     .iter()
                     .map(|_| Err(StoreError::Backend(msg.clone())))
                     .collect();
+                return (failed, false);
             }
         }
     }

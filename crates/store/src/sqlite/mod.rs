@@ -24,7 +24,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_secrets_sources.sql"),
     include_str!("../../migrations/sqlite/0005_satellites.sql"),
     include_str!("../../migrations/sqlite/0006_outbound.sql"),
-    include_str!("../../migrations/sqlite/0008_event_body_codec.sql"),
+    include_str!("../../migrations/sqlite/0009_retention.sql"),
+    include_str!("../../migrations/sqlite/0010_event_body_codec.sql"),
 ];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).
@@ -68,11 +69,14 @@ pub struct SqliteStore {
     /// Dropping it stops the checkpointer.
     _checkpoints: std::sync::mpsc::Sender<()>,
     max_event_body_bytes: usize,
+    writer_stats: Arc<WriterStats>,
+    path: PathBuf,
 }
 
 struct ReadPool {
     conns: Mutex<Vec<Connection>>,
     permits: Semaphore,
+    size: usize,
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -188,6 +192,7 @@ impl SqliteStore {
         }
         let reads = Arc::new(ReadPool {
             permits: Semaphore::new(conns.len()),
+            size: conns.len(),
             conns: Mutex::new(conns),
         });
         // `max(1)`: a zero-sized channel panics, and a batch holds at least one write.
@@ -195,9 +200,11 @@ impl SqliteStore {
         let wsettings = settings.clone();
         let signal = Arc::new(tokio::sync::Notify::new());
         let wsignal = signal.clone();
+        let writer_stats = Arc::new(WriterStats::default());
+        let wstats = writer_stats.clone();
         std::thread::Builder::new()
             .name("cistern-sqlite-writer".into())
-            .spawn(move || writer::run(wconn, rx, wsettings, wsignal))
+            .spawn(move || writer::run(wconn, rx, wsettings, wsignal, wstats))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(Self {
             reads,
@@ -205,6 +212,8 @@ impl SqliteStore {
             signal,
             _checkpoints: stop_checkpoints,
             max_event_body_bytes: settings.max_event_body_bytes,
+            writer_stats,
+            path: path.to_owned(),
         })
     }
 
@@ -785,4 +794,189 @@ impl Store for SqliteStore {
     fn delivery_signal(&self) -> Arc<tokio::sync::Notify> {
         self.signal.clone()
     }
+
+    fn stats(&self) -> StoreStats {
+        let capacity = self.writer.max_capacity() as u64;
+        StoreStats {
+            queue_depth: capacity.saturating_sub(self.writer.capacity() as u64),
+            queue_capacity: capacity,
+            writer: self.writer_stats.snapshot(),
+            pool_size: self.reads.size as u64,
+            pool_idle: self.reads.permits.available_permits() as u64,
+        }
+    }
+
+    async fn outbox_depth(&self, now: time::OffsetDateTime) -> Result<OutboxDepth, StoreError> {
+        let now = cistern_core::to_millis(now);
+        self.with_conn(move |c| {
+            let (pending, due): (i64, Option<i64>) = c
+                .prepare_cached(
+                    "SELECT COUNT(*), SUM(CASE WHEN next_attempt_at <= ?1 THEN 1 ELSE 0 END)
+                     FROM deliveries WHERE status = 'pending'",
+                )?
+                .query_row([now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(OutboxDepth {
+                pending: pending.max(0) as u64,
+                due: due.unwrap_or(0).max(0) as u64,
+            })
+        })
+        .await
+    }
+
+    async fn prune_events(
+        &self,
+        before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let before = cistern_core::to_millis(before);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // On the writer thread, inside its group commit: never waiting for the write lock, and
+        // a bounded batch only delays the writes queued behind it by its own few milliseconds.
+        self.in_writer(move |c| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM events WHERE rowid IN
+                       (SELECT rowid FROM events WHERE received_at < ?1 ORDER BY received_at LIMIT ?2)",
+                )?
+                .execute(params![before, limit])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn prune_deliveries(
+        &self,
+        before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<PrunedDeliveries, StoreError> {
+        let before = cistern_core::to_millis(before);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.in_writer(move |c| {
+            let ids: Vec<String> = c
+                .prepare_cached(
+                    "SELECT id FROM deliveries WHERE status <> 'pending'
+                       AND COALESCE(last_attempt_at, created_at) < ?1 LIMIT ?2",
+                )?
+                .query_map(params![before, limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut out = PrunedDeliveries::default();
+            let mut attempts = c.prepare_cached("DELETE FROM delivery_attempts WHERE delivery_id = ?1")?;
+            let mut deliveries = c.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?;
+            for id in &ids {
+                out.attempts += attempts.execute([id])? as u64;
+                out.deliveries += deliveries.execute([id])? as u64;
+            }
+            out.messages = c
+                .prepare_cached(
+                    "DELETE FROM outbound_messages WHERE id IN
+                       (SELECT m.id FROM outbound_messages m WHERE m.created_at < ?1
+                          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id) LIMIT ?2)",
+                )?
+                .execute(params![before, limit])? as u64;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// What an online backup copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupReport {
+    /// Pages of the copy.
+    pub pages: u64,
+    /// Bytes of the copy.
+    pub bytes: u64,
+    /// `PRAGMA quick_check` of the copy: `ok` when sound.
+    pub check: String,
+}
+
+/// Copies the SQLite database at `from` to the new file `to` with SQLite's online backup API, while
+/// other connections (a running `cistern serve`) keep writing: the copy is one consistent
+/// snapshot (the whole database in one step, under a WAL read lock that never blocks writers).
+/// The copy is written beside `to` and renamed into place only once complete and checked.
+pub fn backup(from: &Path, to: &Path) -> Result<BackupReport, StoreError> {
+    if !from.exists() {
+        return Err(StoreError::NotFound(format!(
+            "no SQLite database at {}",
+            from.display()
+        )));
+    }
+    if to.exists() {
+        return Err(StoreError::Conflict(format!(
+            "{} already exists; name a new file",
+            to.display()
+        )));
+    }
+    let src = Connection::open_with_flags(
+        from,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    src.busy_timeout(std::time::Duration::from_secs(10))?;
+    let dir = to
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "backup".into());
+    let partial = dir.join(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_file(&partial);
+    let result = (|| {
+        let mut dst = Connection::open(&partial)?;
+        {
+            let b = rusqlite::backup::Backup::new(&src, &mut dst)?;
+            // -1: every page in one step, so the copy is one snapshot even while others write
+            // (a copy in several steps restarts whenever another connection writes).
+            loop {
+                match b.step(-1)? {
+                    rusqlite::backup::StepResult::Done => break,
+                    rusqlite::backup::StepResult::More => continue,
+                    rusqlite::backup::StepResult::Busy | rusqlite::backup::StepResult::Locked => {
+                        std::thread::sleep(std::time::Duration::from_millis(50))
+                    }
+                    _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+                }
+            }
+        }
+        let check: String = dst.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        let pages: i64 = dst.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let page_size: i64 = dst.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        // The copy keeps the source's WAL mode; checkpoint so the file alone is the database.
+        dst.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+        drop(dst);
+        Ok::<_, StoreError>(BackupReport {
+            pages: pages.max(0) as u64,
+            bytes: (pages * page_size).max(0) as u64,
+            check,
+        })
+    })();
+    let report = match result {
+        Ok(r) if r.check == "ok" => r,
+        Ok(r) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(StoreError::Backend(format!(
+                "the copy failed its integrity check: {}",
+                r.check
+            )));
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", partial.display()));
+    }
+    std::fs::rename(&partial, to).map_err(|e| {
+        StoreError::Backend(format!("cannot move the copy to {}: {e}", to.display()))
+    })?;
+    Ok(report)
 }

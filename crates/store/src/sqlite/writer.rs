@@ -67,6 +67,7 @@ pub(super) fn run(
     mut rx: mpsc::Receiver<Job>,
     settings: StoreSettings,
     signal: std::sync::Arc<tokio::sync::Notify>,
+    stats: std::sync::Arc<WriterStats>,
 ) {
     let max_batch = settings.max_batch.max(1);
     while let Some(first) = rx.blocking_recv() {
@@ -77,7 +78,9 @@ pub(super) fn run(
                 Err(_) => break,
             }
         }
-        apply_batch(&mut conn, batch, &settings, &signal);
+        let (size, started) = (batch.len(), std::time::Instant::now());
+        let committed = apply_batch(&mut conn, batch, &settings, &signal);
+        stats.record(size, started.elapsed(), committed);
     }
     tracing::debug!("SQLite writer stopped: all senders gone");
 }
@@ -93,7 +96,7 @@ fn apply_batch(
     batch: Vec<Job>,
     settings: &StoreSettings,
     signal: &tokio::sync::Notify,
-) {
+) -> bool {
     let mut writes = Vec::with_capacity(batch.len());
     let mut tasks = Vec::new();
     for job in batch {
@@ -121,7 +124,8 @@ fn apply_batch(
         }
     };
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        return fail_all(writes, tasks, e.into());
+        fail_all(writes, tasks, e.into());
+        return false;
     }
     // Fast path: every write straight into the transaction. Writes seldom fail, and a savepoint
     // per write costs a copy of every page it touches (the statement journal). When one fails,
@@ -143,7 +147,8 @@ fn apply_batch(
             .and_then(|_| conn.execute_batch("BEGIN IMMEDIATE"));
         if let Err(e) = restarted {
             let _ = conn.execute_batch("ROLLBACK");
-            return fail_all(writes, tasks, e.into());
+            fail_all(writes, tasks, e.into());
+            return false;
         }
         results = writes
             .iter()
@@ -164,7 +169,8 @@ fn apply_batch(
     if let Err(e) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
         tracing::error!(error = %e, "group commit failed");
-        return fail_all(writes, tasks, e.into());
+        fail_all(writes, tasks, e.into());
+        return false;
     }
     if results
         .iter()
@@ -179,6 +185,7 @@ fn apply_batch(
     for t in tasks {
         t.answer(Ok(()));
     }
+    true
 }
 
 /// Applies one write in its own savepoint: on failure only its changes are undone, and a refused
@@ -219,6 +226,7 @@ fn apply_isolated(
             Err(e)
         }
     }
+    true
 }
 
 fn apply(
