@@ -460,7 +460,7 @@ async fn reopening_keeps_data_and_one_default_tenant() {
                 .expect("versions");
         assert_eq!(
             versions,
-            vec![1, 2, 3, 4, 5, 6],
+            vec![1, 2, 3, 4, 5, 6, 7],
             "each migration applied once"
         );
         let _ = conn.close().await;
@@ -2525,4 +2525,462 @@ async fn redeliver_replay_disable_and_delete() {
         .boxed()
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Triggers
+
+fn trigger(tenant_id: &str, id: &str, name: &str) -> Trigger {
+    let now = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    Trigger {
+        id: id.into(),
+        tenant_id: tenant_id.into(),
+        key: TriggerKey {
+            org: "default".into(),
+            project: "Platform".into(),
+            pipeline: "deploy".into(),
+            trigger: name.into(),
+        },
+        enabled: true,
+        allow_token: false,
+        token: format!("tok-{id}"),
+        preset: None,
+        target: TriggerTarget {
+            method: "POST".into(),
+            url: "https://ci.example.com/hook".into(),
+            headers: vec![TargetHeader {
+                name: "Authorization".into(),
+                value: "Bearer {{secret.ci}}".into(),
+            }],
+            body: Some("{\"id\":\"{{correlation_id}}\"}".into()),
+        },
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn trigger_event(t: &Trigger, state: DispatchState, at: time::OffsetDateTime) -> NewTriggerEvent {
+    NewTriggerEvent {
+        id: new_correlation_id(),
+        tenant_id: t.tenant_id.clone(),
+        trigger_id: Some(t.id.clone()),
+        key: t.key.clone(),
+        state,
+        refusal: (state == DispatchState::Refused)
+            .then(|| "NO_ENABLED_CUSTOM_TRIGGER_FOUND".into()),
+        message: None,
+        payload: "{\"version\":\"1.2\"}".into(),
+        target: Some(t.target.clone()),
+        key_id: Some("key-1".into()),
+        created_at: at,
+    }
+}
+
+fn dispatch_record(d: &ClaimedDispatch, next: NextStep, code: Option<u16>) -> DispatchRecord {
+    DispatchRecord {
+        event_id: d.id.clone(),
+        token: d.token.clone(),
+        attempt: DeliveryAttempt {
+            attempt: d.tries + 1,
+            started_at: time::OffsetDateTime::now_utc(),
+            duration_ms: 12,
+            status_code: code,
+            response_body: Some("ok".into()),
+            error: code.filter(|c| *c >= 300).map(|c| format!("HTTP {c}")),
+            node: Some("node-test".into()),
+        },
+        next,
+        exception: false,
+        message: None,
+    }
+}
+
+#[tokio::test]
+async fn triggers_are_kept_by_identifiers_within_their_tenant() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let other = s.create_tenant("other", false).await.expect("tenant");
+            let a = trigger(&t.id, "trg_a", "on-merge");
+            s.create_trigger(&a).await.expect("create");
+            let e = s
+                .create_trigger(&trigger(&t.id, "trg_b", "on-merge"))
+                .await
+                .expect_err("same identifiers");
+            assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+            // The same identifiers in another tenant are another trigger.
+            s.create_trigger(&trigger(&other.id, "trg_c", "on-merge"))
+                .await
+                .expect("other tenant");
+            let b = trigger(&t.id, "trg_b", "nightly");
+            s.create_trigger(&b).await.expect("create");
+
+            assert_eq!(
+                s.get_trigger(&t.id, "trg_a").await.unwrap(),
+                Some(a.clone())
+            );
+            assert_eq!(
+                s.get_trigger(&other.id, "trg_a").await.unwrap(),
+                None,
+                "a wall"
+            );
+            assert_eq!(
+                s.find_trigger(&t.id, &a.key).await.unwrap().map(|x| x.id),
+                Some("trg_a".to_owned())
+            );
+            let mut wrong = a.key.clone();
+            wrong.pipeline = "build".into();
+            assert_eq!(s.find_trigger(&t.id, &wrong).await.unwrap(), None);
+            let ids: Vec<String> = s
+                .list_triggers(&t.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|x| x.id)
+                .collect();
+            assert_eq!(ids, vec!["trg_a", "trg_b"]);
+
+            let mut changed = a.clone();
+            changed.enabled = false;
+            changed.allow_token = true;
+            changed.target.url = "https://ci.example.com/other".into();
+            changed.preset = Some("jenkins".into());
+            changed.updated_at += time::Duration::minutes(1);
+            assert!(s.update_trigger(&changed).await.unwrap());
+            assert_eq!(
+                s.get_trigger(&t.id, "trg_a").await.unwrap(),
+                Some(changed.clone())
+            );
+            let mut clash = b.clone();
+            clash.key.trigger = "on-merge".into();
+            assert!(matches!(
+                s.update_trigger(&clash).await,
+                Err(StoreError::Conflict(_))
+            ));
+            let mut stranger = changed.clone();
+            stranger.tenant_id = other.id.clone();
+            stranger.id = "trg_a".into();
+            assert!(
+                !s.update_trigger(&stranger).await.unwrap(),
+                "not its trigger"
+            );
+
+            let now = time::OffsetDateTime::now_utc();
+            assert!(!s.delete_trigger(&other.id, "trg_a", now).await.unwrap());
+            assert!(s.delete_trigger(&t.id, "trg_a", now).await.unwrap());
+            assert_eq!(s.get_trigger(&t.id, "trg_a").await.unwrap(), None);
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn trigger_events_are_leased_retried_fenced_and_expire() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let tr = trigger(&t.id, "trg_a", "on-merge");
+            s.create_trigger(&tr).await.expect("create");
+            let now = time::OffsetDateTime::now_utc();
+            let e1 = trigger_event(
+                &tr,
+                DispatchState::Pending,
+                now - time::Duration::seconds(2),
+            );
+            let e2 = trigger_event(
+                &tr,
+                DispatchState::Pending,
+                now - time::Duration::seconds(1),
+            );
+            let refused = trigger_event(&tr, DispatchState::Refused, now);
+            let old = trigger_event(&tr, DispatchState::Pending, now - time::Duration::hours(30));
+            for e in [&e1, &e2, &refused, &old] {
+                s.create_trigger_event(e).await.expect("create event");
+            }
+            let expire_before = now - time::Duration::hours(24);
+            let claimed = s
+                .claim_dispatches(&claim_req(now, 10, 1), expire_before)
+                .await
+                .expect("claim");
+            let ids: Vec<&str> = claimed.iter().map(|d| d.id.as_str()).collect();
+            assert_eq!(
+                ids,
+                vec![e1.id.as_str(), e2.id.as_str()],
+                "due, oldest first; never the refused one"
+            );
+            assert_eq!(claimed[0].target, tr.target);
+            assert_eq!(claimed[0].payload, "{\"version\":\"1.2\"}");
+            assert_eq!(claimed[0].tries, 0);
+            let expired = s.trigger_event(&old.id).await.unwrap().expect("found");
+            assert_eq!(
+                expired.state,
+                DispatchState::Failed,
+                "too old to start a pipeline"
+            );
+            assert_eq!(
+                expired.message.as_deref(),
+                Some(cistern_store::triggers::EXPIRED_MESSAGE)
+            );
+            assert!(
+                s.claim_dispatches(&claim_req(now, 10, 1), expire_before)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "leased"
+            );
+
+            // A retry, a stale token, a success.
+            let later = now + time::Duration::seconds(5);
+            let mut retry = dispatch_record(&claimed[0], NextStep::RetryAt(later), Some(503));
+            retry.message = Some("Waiting: HTTP 503".into());
+            let mut stale = dispatch_record(&claimed[1], NextStep::Delivered, Some(200));
+            stale.token = "not-the-holder".into();
+            s.record_dispatches(&[retry, stale], now)
+                .await
+                .expect("record");
+            let v1 = s.trigger_event(&e1.id).await.unwrap().expect("found");
+            assert_eq!(v1.state, DispatchState::Pending);
+            assert_eq!(v1.attempts, 1);
+            assert_eq!(v1.last_status_code, Some(503));
+            assert_eq!(
+                v1.next_attempt_at.map(cistern_core::to_millis),
+                Some(cistern_core::to_millis(later))
+            );
+            assert_eq!(v1.message.as_deref(), Some("Waiting: HTTP 503"));
+            let v2 = s.trigger_event(&e2.id).await.unwrap().expect("found");
+            assert_eq!(v2.state, DispatchState::Pending, "fenced");
+            assert_eq!(v2.attempts, 1, "but logged");
+            s.release_dispatches(&claimed[1].token, std::slice::from_ref(&claimed[1].id))
+                .await
+                .expect("release");
+            let again = s
+                .claim_dispatches(&claim_req(now, 10, 1), expire_before)
+                .await
+                .expect("claim");
+            assert_eq!(again.len(), 1, "released, and the retry is not due yet");
+            assert_eq!(again[0].id, e2.id);
+            s.record_dispatches(
+                &[dispatch_record(&again[0], NextStep::Delivered, Some(201))],
+                now,
+            )
+            .await
+            .expect("record");
+            let v2 = s.trigger_event(&e2.id).await.unwrap().expect("found");
+            assert_eq!(v2.state, DispatchState::Delivered);
+            assert!(v2.dispatched_at.is_some());
+            assert_eq!(v2.next_attempt_at, None);
+
+            let due = s
+                .claim_dispatches(
+                    &claim_req(later + time::Duration::seconds(1), 10, 1),
+                    expire_before,
+                )
+                .await
+                .expect("claim");
+            assert_eq!(due.len(), 1);
+            assert_eq!(due[0].tries, 1, "its place in the schedule");
+            let mut broken = dispatch_record(&due[0], NextStep::GiveUp, None);
+            broken.exception = true;
+            broken.message = Some("no secret named \"ci\"".into());
+            s.record_dispatches(&[broken], now).await.expect("record");
+            let v1 = s.trigger_event(&e1.id).await.unwrap().expect("found");
+            assert_eq!(v1.state, DispatchState::Exception);
+            assert_eq!(v1.attempts, 2);
+
+            // Listing: newest first, per trigger or for the tenant; a deleted trigger's waiting
+            // events fail, and stay readable.
+            let e3 = trigger_event(
+                &tr,
+                DispatchState::Pending,
+                now + time::Duration::seconds(1),
+            );
+            s.create_trigger_event(&e3).await.expect("create");
+            let listed: Vec<String> = s
+                .list_trigger_events(&t.id, Some("trg_a"), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+            assert_eq!(listed[0], e3.id);
+            assert_eq!(listed.len(), 5);
+            assert_eq!(
+                s.list_trigger_events(&t.id, None, 2).await.unwrap().len(),
+                2
+            );
+            let other = s.create_tenant("other", false).await.expect("tenant");
+            assert!(s
+                .list_trigger_events(&other.id, None, 10)
+                .await
+                .unwrap()
+                .is_empty());
+            assert!(s.delete_trigger(&t.id, "trg_a", now).await.unwrap());
+            let v3 = s.trigger_event(&e3.id).await.unwrap().expect("kept");
+            assert_eq!(v3.state, DispatchState::Failed);
+            assert_eq!(
+                v3.message.as_deref(),
+                Some(cistern_store::triggers::DELETED_MESSAGE)
+            );
+            assert_eq!(
+                s.trigger_event("000000000000000000000000").await.unwrap(),
+                None
+            );
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_run_carrying_a_correlation_id_links_to_its_event() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let other = s.create_tenant("other", false).await.expect("tenant");
+            let tr = trigger(&t.id, "trg_a", "on-merge");
+            s.create_trigger(&tr).await.expect("create");
+            let now = time::OffsetDateTime::now_utc();
+            let by_exec = trigger_event(&tr, DispatchState::Pending, now);
+            let by_param = trigger_event(&tr, DispatchState::Delivered, now);
+            let refused = trigger_event(&tr, DispatchState::Refused, now);
+            for e in [&by_exec, &by_param, &refused] {
+                s.create_trigger_event(e).await.expect("create");
+            }
+            assert_eq!(
+                s.trigger_event(&by_exec.id).await.unwrap().unwrap().run,
+                None
+            );
+
+            // Another tenant's run with the same id links nothing.
+            let mut stranger = small_report("g", "team/deploy", "x1", T0);
+            stranger.execution_id = Some(by_exec.id.clone());
+            write_runs(&s, &other, vec![stranger]).await;
+            assert_eq!(
+                s.trigger_event(&by_exec.id).await.unwrap().unwrap().run,
+                None
+            );
+
+            // Started: running, one stage done, one running.
+            let mut started = full_report("g-1", "team/deploy", "r1", T0);
+            started.execution_id = Some(by_exec.id.clone());
+            started.build_number = Some(7);
+            started.result = RunResult::Running;
+            started.finished_at = None;
+            started.stages[1].result = Some(RunResult::Running);
+            let out = write_runs(&s, &t, vec![started.clone()]).await;
+            let run_id = out.runs[0].id.clone();
+            let ev = s.trigger_event(&by_exec.id).await.unwrap().unwrap();
+            let run = ev.run.expect("linked");
+            assert_eq!(run.id, run_id);
+            assert_eq!(run.result, RunResult::Running);
+            assert_eq!(run.build_number, Some(7));
+            assert_eq!(run.pipeline_full_name, "team/deploy");
+            let mut stages = run.stage_results.clone();
+            stages.sort_by_key(|(r, _)| r.map(|r| r.as_str()));
+            assert_eq!(
+                stages,
+                vec![(Some(RunResult::Running), 1), (Some(RunResult::Success), 1)],
+                "top-level stages only"
+            );
+
+            // Finished: the same run, updated; still linked, counts follow.
+            let mut done = started.clone();
+            done.result = RunResult::Failure;
+            done.finished_at = Some(ms(T0 + 60_000));
+            done.stages[1].result = Some(RunResult::Failure);
+            write_runs(&s, &t, vec![done]).await;
+            let run = s
+                .trigger_event(&by_exec.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .run
+                .unwrap();
+            assert_eq!(run.id, run_id);
+            assert_eq!(run.result, RunResult::Failure);
+            assert!(run.stage_results.contains(&(Some(RunResult::Failure), 1)));
+
+            // Another run claiming the same id does not take the link.
+            let mut second = small_report("g-1", "team/deploy", "r2", T0 + 1);
+            second.execution_id = Some(by_exec.id.clone());
+            write_runs(&s, &t, vec![second]).await;
+            assert_eq!(
+                s.trigger_event(&by_exec.id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .run
+                    .unwrap()
+                    .id,
+                run_id,
+                "the first run linked stays linked"
+            );
+
+            // A parameter named correlation_id (any case) links too; a refused event never does.
+            let mut with_param = small_report("g-2", "team/build", "r3", T0);
+            with_param.params = vec![
+                Param {
+                    name: "CORRELATION_ID".into(),
+                    value: json!(by_param.id),
+                    kind: None,
+                },
+                Param {
+                    name: "correlation_id".into(),
+                    value: json!(refused.id),
+                    kind: None,
+                },
+            ];
+            let out = write_runs(&s, &t, vec![with_param]).await;
+            let linked = s
+                .trigger_event(&by_param.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .run
+                .unwrap();
+            assert_eq!(linked.id, out.runs[0].id);
+            assert!(linked.stage_results.is_empty());
+            assert_eq!(
+                s.trigger_event(&refused.id).await.unwrap().unwrap().run,
+                None
+            );
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[test]
+fn correlation_ids_have_one_shape() {
+    let a = new_correlation_id();
+    let b = new_correlation_id();
+    assert_ne!(a, b);
+    assert!(is_correlation_id(&a), "{a}");
+    assert!(
+        !is_correlation_id("62E2F35160958B611E494564"),
+        "lowercase only"
+    );
+    assert!(!is_correlation_id("github-actions-1234-1-test"));
+    assert!(!is_correlation_id(&a[..23]));
+    let mut r = small_report("g", "a/b", "k", T0);
+    r.execution_id = Some(a.clone());
+    r.params = vec![
+        Param {
+            name: "correlation_id".into(),
+            value: json!(a),
+            kind: None,
+        },
+        Param {
+            name: "correlation_id".into(),
+            value: json!(b),
+            kind: None,
+        },
+        Param {
+            name: "other".into(),
+            value: json!(new_correlation_id()),
+            kind: None,
+        },
+    ];
+    assert_eq!(correlation_candidates(&r), vec![a.as_str(), b.as_str()]);
 }
