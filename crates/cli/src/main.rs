@@ -109,7 +109,7 @@ enum KeysCmd {
         /// A name to recognise the key by.
         #[arg(long)]
         name: String,
-        /// Comma-separated scopes: ingest, read, admin.
+        /// Comma-separated scopes: ingest, read, admin, trigger.
         #[arg(long, default_value = "ingest")]
         scopes: String,
         #[command(flatten)]
@@ -503,11 +503,11 @@ async fn keys(store: &dyn Store, cmd: KeysCmd) -> Result<()> {
                 match Scope::parse(s) {
                     Some(scope) if !parsed.contains(&scope) => parsed.push(scope),
                     Some(_) => {}
-                    None => bail!("unknown scope {s:?}; scopes are ingest, read, admin"),
+                    None => bail!("unknown scope {s:?}; scopes are ingest, read, admin, trigger"),
                 }
             }
             if parsed.is_empty() {
-                bail!("--scopes names no scope; use ingest, read and/or admin");
+                bail!("--scopes names no scope; use ingest, read, admin and/or trigger");
             }
             if name.trim().is_empty() {
                 bail!("--name must not be empty");

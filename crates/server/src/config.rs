@@ -64,6 +64,15 @@ pub struct Config {
     /// other nodes' runs (`CISTERN_DELIVERY_POLL_INTERVAL`).
     #[serde(deserialize_with = "duration_text::one")]
     pub delivery_poll_interval: String,
+    /// Delay before each attempt to send a trigger event to its target, comma-separated; after
+    /// the last, the event is `TARGET_DID_NOT_EXECUTE` (`CISTERN_TRIGGER_SCHEDULE`). Shorter than
+    /// the delivery schedule: a pipeline started hours after it was asked for surprises people.
+    #[serde(deserialize_with = "duration_text::list")]
+    pub trigger_schedule: String,
+    /// A trigger event whose run has not been reported after this long is `Expired`, and one not
+    /// yet sent by then is not sent (`CISTERN_TRIGGER_EXPIRE_AFTER`).
+    #[serde(deserialize_with = "duration_text::one")]
+    pub trigger_expire_after: String,
 }
 
 /// Duration settings are text (`15s`, `500ms`, `5m`, `2h`, `5d`); a bare number is seconds.
@@ -161,6 +170,8 @@ const ENV_KEYS: &[&str] = &[
     "delivery_concurrency",
     "delivery_concurrency_per_subscription",
     "delivery_poll_interval",
+    "trigger_schedule",
+    "trigger_expire_after",
 ];
 
 impl Default for Config {
@@ -186,6 +197,8 @@ impl Default for Config {
             delivery_concurrency: 32,
             delivery_concurrency_per_subscription: 4,
             delivery_poll_interval: "1s".into(),
+            trigger_schedule: "0s,5s,30s,2m,10m".into(),
+            trigger_expire_after: "24h".into(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod routes;
 pub mod secrets;
 pub mod seed;
+pub mod triggers;
 
 pub use app::{AppState, Application};
 pub use config::Config;

@@ -83,8 +83,10 @@ pub enum Scope {
     Ingest,
     /// Read runs, pipelines, metrics.
     Read,
-    /// Manage keys, secrets, sources, subscriptions.
+    /// Manage keys, secrets, sources, subscriptions, triggers.
     Admin,
+    /// Fire triggers (start pipelines) and follow their events.
+    Trigger,
 }
 
 impl Scope {
@@ -94,6 +96,7 @@ impl Scope {
             "ingest" => Some(Scope::Ingest),
             "read" => Some(Scope::Read),
             "admin" => Some(Scope::Admin),
+            "trigger" => Some(Scope::Trigger),
             _ => None,
         }
     }
@@ -103,6 +106,7 @@ impl Scope {
             Scope::Ingest => "ingest",
             Scope::Read => "read",
             Scope::Admin => "admin",
+            Scope::Trigger => "trigger",
         }
     }
 }

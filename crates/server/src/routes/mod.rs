@@ -14,6 +14,7 @@ pub mod runs;
 pub mod satellites;
 pub mod sei;
 pub mod subscriptions;
+pub mod triggers;
 
 use axum::Router;
 
@@ -35,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .merge(crate::dashboard::router())
         .merge(satellites::router())
         .merge(subscriptions::router())
+        .merge(triggers::router())
         .fallback(fallback)
 }
 

@@ -197,7 +197,10 @@ async fn list(
 }
 
 /// Reads a JSON object body.
-async fn object_body(headers: &HeaderMap, body: Body) -> Result<Map<String, Value>, ApiError> {
+pub(super) async fn object_body(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Map<String, Value>, ApiError> {
     let bytes = read_body(headers, body, 64 * 1024).await?;
     match cistern_dialects::json::parse(&bytes, "") {
         Ok(Value::Object(m)) => Ok(m),
@@ -206,7 +209,7 @@ async fn object_body(headers: &HeaderMap, body: Body) -> Result<Map<String, Valu
     }
 }
 
-fn text_field(m: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
+pub(super) fn text_field(m: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -214,7 +217,7 @@ fn text_field(m: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiEr
     }
 }
 
-fn bool_field(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+pub(super) fn bool_field(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
