@@ -184,7 +184,11 @@ pub fn execution_details(
     let run = e.run.as_ref();
     let (ok, running, failed, total) = run.map(stage_counts).unwrap_or((0, 0, 0, 0));
     let end = match run {
-        Some(r) => r.finished_at.map(to_millis),
+        // A running run may carry a finish time derived from a duration so far: not an end.
+        Some(r) => r
+            .finished_at
+            .filter(|_| r.result.is_finished())
+            .map(to_millis),
         None if status == "Expired" => {
             let ms = i64::try_from(expire_after.as_millis()).unwrap_or(i64::MAX);
             Some(to_millis(e.created_at).saturating_add(ms))
