@@ -1032,7 +1032,7 @@ async fn triggers(store: &dyn Store, config: &Config, cmd: TriggersCmd) -> Resul
             store.create_trigger(&t).await?;
             println!("{}", t.id);
             eprintln!(
-                "fire it: curl -X POST -H 'Content-Type: application/json' -H \"X-Api-Key: $KEY\" --url '{}' -d '{{}}'",
+                "fire it: curl -X POST -H 'Content-Type: application/json' -H \"X-Api-Key: $TRIGGER_KEY\" --url '{}' -d '{{}}'",
                 cistern_server::triggers::webhook_url(public_url, &tenant.slug, &t)
             );
             if t.allow_token {

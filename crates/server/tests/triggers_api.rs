@@ -489,6 +489,32 @@ async fn a_fired_trigger_starts_the_ci_and_follows_its_run_to_the_end() {
         assert_eq!(status, 200, "{run}");
         assert_eq!(run["execution_id"], id.as_str());
 
+        // Members in the seed's order, as its readers see them.
+        let raw = hub
+            .app
+            .client
+            .get(hub.app.url(&format!("/gateway/pipeline/api/webhook/triggerExecutionDetails/{id}?accountIdentifier=default")))
+            .header("X-Api-Key", &hub.trigger_key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let head = format!(
+            r#"{{"status":"SUCCESS","data":{{"webhookProcessingDetails":{{"eventFound":true,"eventId":"{id}","accountIdentifier":"default","orgIdentifier":"default""#
+        );
+        assert!(raw.starts_with(&head), "{raw}");
+        assert!(raw.contains(r#""executionDetails":{"pipelineExecutionSummary":{"pipelineIdentifier":"deploy","planExecutionId":"#), "{raw}");
+        assert!(
+            raw.ends_with(&format!(
+                r#","metaData":null,"correlationId":"{}"}}"#,
+                serde_json::from_str::<Value>(&raw).unwrap()["correlationId"]
+                    .as_str()
+                    .unwrap()
+            )),
+            "{raw}"
+        );
         // The same answers without /gateway, and through triggerProcessingDetails.
         let (status, plain) = hub
             .details_with("/pipeline", &id, Some(&hub.trigger_key))

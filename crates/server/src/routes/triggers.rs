@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cistern_core::FieldError;
@@ -80,11 +80,14 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-fn success(headers: &HeaderMap, data: Value) -> Response {
-    json_reply(
-        StatusCode::OK,
-        json!({"status": "SUCCESS", "data": data, "metaData": null, "correlationId": request_id(headers)}),
-    )
+fn success<T: serde::Serialize>(headers: &HeaderMap, data: T) -> Response {
+    let envelope = details::Envelope {
+        status: "SUCCESS",
+        data,
+        meta_data: None,
+        correlation_id: request_id(headers),
+    };
+    (StatusCode::OK, Json(envelope)).into_response()
 }
 
 /// A refusal: a problem+json body (the field and the rule) that also carries Harness's members:
@@ -396,19 +399,31 @@ async fn fire(
     );
     state.store.create_trigger_event(&event).await?;
     tracing::info!(event = %event.id, trigger = %trigger.id, "trigger fired");
-    let data = match version {
-        Version::V1 => json!(event.id),
+    match version {
+        Version::V1 => Ok(success(&headers, event.id)),
         Version::V2 | Version::V3 => {
             let base = &state.delivery.public_url;
-            json!({
-                "eventCorrelationId": event.id,
-                "apiUrl": format!("{base}/gateway/pipeline/api/webhook/triggerExecutionDetails/{}?accountIdentifier={}", event.id, account),
-                "uiUrl": format!("{base}/admin/triggers#{}", trigger.id),
-                "uiSetupUrl": format!("{base}/api/v1/triggers/{}", trigger.id),
-            })
+            Ok(success(
+                &headers,
+                Fired {
+                    api_url: format!("{base}/gateway/pipeline/api/webhook/triggerExecutionDetails/{}?accountIdentifier={}", event.id, account),
+                    ui_url: format!("{base}/admin/triggers#{}", trigger.id),
+                    ui_setup_url: format!("{base}/api/v1/triggers/{}", trigger.id),
+                    event_correlation_id: event.id,
+                },
+            ))
         }
-    };
-    Ok(success(&headers, data))
+    }
+}
+
+/// `data` of the v2 and v3 replies.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Fired {
+    event_correlation_id: String,
+    api_url: String,
+    ui_url: String,
+    ui_setup_url: String,
 }
 
 /// Records a refused call (so it can be followed like any event); its id, when recorded.
@@ -483,19 +498,19 @@ async fn execution_details(
 ) -> Result<Response, ApiError> {
     let account = account_param(&q)?;
     let data = match readable_event(&state, &headers, &id, &account).await? {
-        Some(e) => json!({
-            "webhookProcessingDetails": details::processing_details(&e, &account),
-            "executionDetails": details::execution_details(
+        Some(e) => details::ExecutionData {
+            webhook_processing_details: details::processing_details(&e, &account),
+            execution_details: details::execution_details(
                 &e,
                 OffsetDateTime::now_utc(),
                 state.delivery.trigger_expire_after,
                 &state.delivery.public_url,
             ),
-        }),
-        None => json!({
-            "webhookProcessingDetails": details::not_found(&id, &account),
-            "executionDetails": null,
-        }),
+        },
+        None => details::ExecutionData {
+            webhook_processing_details: details::not_found(&id, &account),
+            execution_details: None,
+        },
     };
     Ok(success(&headers, data))
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cistern_core::{to_millis, RunResult};
 use cistern_store::{DispatchState, LinkedRun, TriggerEvent};
+use serde::Serialize;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -122,30 +123,76 @@ pub fn runtime_input(e: &TriggerEvent) -> String {
     template::render_body(body, template::body_kind(body, content_type), &ctx).unwrap_or_default()
 }
 
-/// `webhookProcessingDetails`.
-pub fn processing_details(e: &TriggerEvent, account: &str) -> Value {
+/// `webhookProcessingDetails`, its members in the seed's order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessingDetails {
+    event_found: bool,
+    event_id: String,
+    account_identifier: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    org_identifier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project_identifier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trigger_identifier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pipeline_identifier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pipeline_execution_id: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exception_occured: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_created_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runtime_input: Option<String>,
+}
+
+/// `webhookProcessingDetails` of an event.
+pub fn processing_details(e: &TriggerEvent, account: &str) -> ProcessingDetails {
     let (status, message, exception) = processing_status(e);
-    json!({
-        "eventFound": true,
-        "eventId": e.id,
-        "accountIdentifier": account,
-        "orgIdentifier": e.key.org,
-        "projectIdentifier": e.key.project,
-        "triggerIdentifier": e.key.trigger,
-        "pipelineIdentifier": e.key.pipeline,
-        "pipelineExecutionId": e.run.as_ref().map(|r| r.id.clone()),
-        "exceptionOccured": exception,
-        "status": status,
-        "message": message,
-        "payload": e.payload,
-        "eventCreatedAt": to_millis(e.created_at),
-        "runtimeInput": runtime_input(e),
-    })
+    ProcessingDetails {
+        event_found: true,
+        event_id: e.id.clone(),
+        account_identifier: account.to_owned(),
+        org_identifier: Some(e.key.org.clone()),
+        project_identifier: Some(e.key.project.clone()),
+        trigger_identifier: Some(e.key.trigger.clone()),
+        pipeline_identifier: Some(e.key.pipeline.clone()),
+        pipeline_execution_id: Some(e.run.as_ref().map(|r| r.id.clone())),
+        exception_occured: Some(exception),
+        status: Some(status),
+        message: Some(message),
+        payload: Some(e.payload.clone()),
+        event_created_at: Some(to_millis(e.created_at)),
+        runtime_input: Some(runtime_input(e)),
+    }
 }
 
 /// `webhookProcessingDetails` of an id that names no event the caller may read.
-pub fn not_found(id: &str, account: &str) -> Value {
-    json!({"eventFound": false, "eventId": id, "accountIdentifier": account})
+pub fn not_found(id: &str, account: &str) -> ProcessingDetails {
+    ProcessingDetails {
+        event_found: false,
+        event_id: id.to_owned(),
+        account_identifier: account.to_owned(),
+        org_identifier: None,
+        project_identifier: None,
+        trigger_identifier: None,
+        pipeline_identifier: None,
+        pipeline_execution_id: None,
+        exception_occured: None,
+        status: None,
+        message: None,
+        payload: None,
+        event_created_at: None,
+        runtime_input: None,
+    }
 }
 
 /// The pipeline status: from the linked run; `Queued` while the run is awaited; `Expired` once
@@ -170,17 +217,58 @@ pub fn pipeline_status(
     }
 }
 
-/// `executionDetails`: `{"pipelineExecutionSummary": …}`, or null when no execution was
-/// requested.
+/// Who started an execution.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TriggerInfo {
+    trigger_type: &'static str,
+    triggered_by: Value,
+    is_rerun: bool,
+}
+
+/// `pipelineExecutionSummary`: Harness's members in its order, then Cistern's own.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionSummary {
+    pipeline_identifier: String,
+    plan_execution_id: Option<String>,
+    name: String,
+    status: &'static str,
+    tags: Vec<Value>,
+    execution_trigger_info: TriggerInfo,
+    start_ts: Option<i64>,
+    end_ts: Option<i64>,
+    created_at: i64,
+    run_sequence: Option<i64>,
+    successful_stages_count: i64,
+    running_stages_count: i64,
+    failed_stages_count: i64,
+    total_stages_count: i64,
+    /// The CI's own id of the run.
+    execution_id: Option<String>,
+    /// The pipeline's full name in this hub.
+    pipeline_full_name: Option<String>,
+    /// The run in its CI.
+    web_url: Option<String>,
+    /// The run in this hub's API.
+    run_url: Option<String>,
+}
+
+/// `executionDetails`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionDetails {
+    pipeline_execution_summary: ExecutionSummary,
+}
+
+/// `executionDetails`, or `None` (null) when no execution was requested.
 pub fn execution_details(
     e: &TriggerEvent,
     now: OffsetDateTime,
     expire_after: Duration,
     public_url: &str,
-) -> Value {
-    let Some(status) = pipeline_status(e, now, expire_after) else {
-        return Value::Null;
-    };
+) -> Option<ExecutionDetails> {
+    let status = pipeline_status(e, now, expire_after)?;
     let run = e.run.as_ref();
     let (ok, running, failed, total) = run.map(stage_counts).unwrap_or((0, 0, 0, 0));
     let end = match run {
@@ -195,31 +283,56 @@ pub fn execution_details(
         }
         None => None,
     };
-    json!({"pipelineExecutionSummary": {
-        "pipelineIdentifier": e.key.pipeline,
-        "planExecutionId": run.map(|r| r.id.clone()),
-        "name": run.map(|r| r.pipeline_name.clone()).unwrap_or_else(|| e.key.pipeline.clone()),
-        "status": status,
-        "tags": [],
-        "executionTriggerInfo": {
-            "triggerType": "WEBHOOK_CUSTOM",
-            "triggeredBy": {
-                "identifier": e.key.trigger,
-                "extraInfo": {"eventCorrelationId": e.id},
+    Some(ExecutionDetails {
+        pipeline_execution_summary: ExecutionSummary {
+            pipeline_identifier: e.key.pipeline.clone(),
+            plan_execution_id: run.map(|r| r.id.clone()),
+            name: run
+                .map(|r| r.pipeline_name.clone())
+                .unwrap_or_else(|| e.key.pipeline.clone()),
+            status,
+            tags: Vec::new(),
+            execution_trigger_info: TriggerInfo {
+                trigger_type: "WEBHOOK_CUSTOM",
+                triggered_by: json!({"identifier": e.key.trigger, "extraInfo": {"eventCorrelationId": e.id}}),
+                is_rerun: false,
             },
-            "isRerun": false,
+            start_ts: run.map(|r| to_millis(r.started_at)),
+            end_ts: end,
+            created_at: to_millis(e.created_at),
+            run_sequence: run.and_then(|r| r.build_number),
+            successful_stages_count: ok,
+            running_stages_count: running,
+            failed_stages_count: failed,
+            total_stages_count: total,
+            execution_id: run.and_then(|r| r.execution_id.clone()),
+            pipeline_full_name: run.map(|r| r.pipeline_full_name.clone()),
+            web_url: run.and_then(|r| r.web_url.clone()),
+            run_url: run.map(|r| format!("{public_url}/api/v1/runs/{}", r.id)),
         },
-        "startTs": run.map(|r| to_millis(r.started_at)),
-        "endTs": end,
-        "createdAt": to_millis(e.created_at),
-        "runSequence": run.and_then(|r| r.build_number),
-        "successfulStagesCount": ok,
-        "runningStagesCount": running,
-        "failedStagesCount": failed,
-        "totalStagesCount": total,
-        "executionId": run.and_then(|r| r.execution_id.clone()),
-        "pipelineFullName": run.map(|r| r.pipeline_full_name.clone()),
-        "webUrl": run.and_then(|r| r.web_url.clone()),
-        "runUrl": run.map(|r| format!("{public_url}/api/v1/runs/{}", r.id)),
-    }})
+    })
+}
+
+/// The reply envelope of every Harness-compatible answer, its members in the seed's order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope<T: Serialize> {
+    /// `SUCCESS`.
+    pub status: &'static str,
+    /// The answer.
+    pub data: T,
+    /// Always null.
+    pub meta_data: Option<()>,
+    /// The request's id.
+    pub correlation_id: String,
+}
+
+/// `data` of `triggerExecutionDetails`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionData {
+    /// What happened to the event.
+    pub webhook_processing_details: ProcessingDetails,
+    /// The pipeline run it started.
+    pub execution_details: Option<ExecutionDetails>,
 }

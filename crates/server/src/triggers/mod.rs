@@ -287,7 +287,7 @@ pub fn trigger_json(t: &Trigger, public_url: &str, account: &str) -> Value {
         m.insert(
             "curl".into(),
             json!(format!(
-                "curl -X POST -H 'Content-Type: application/json' -H \"X-Api-Key: $KEY\" --url '{url}' -d '{{}}'"
+                "curl -X POST -H 'Content-Type: application/json' -H \"X-Api-Key: $TRIGGER_KEY\" --url '{url}' -d '{{}}'"
             )),
         );
         m.insert(
