@@ -275,6 +275,8 @@ enum SubscriptionsCmd {
     },
 }
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum TriggersCmd {
     /// Create a trigger and print its id, alone on stdout.
