@@ -374,6 +374,7 @@ async fn a_fired_trigger_starts_the_ci_and_follows_its_run_to_the_end() {
         );
         assert_eq!(t["preset"], "jenkins");
 
+        let fired_at = Instant::now();
         let (status, ct, reply) = hub
             .fire(
                 "/gateway/api/webhook/custom",
@@ -382,6 +383,7 @@ async fn a_fired_trigger_starts_the_ci_and_follows_its_run_to_the_end() {
                 "{\"version\": \"1.2\"}",
             )
             .await;
+        let acknowledged = fired_at.elapsed();
         assert_eq!(status, 200, "{reply}");
         assert!(ct.starts_with("application/json"), "{ct}");
         assert_eq!(reply["status"], "SUCCESS");
@@ -398,6 +400,10 @@ async fn a_fired_trigger_starts_the_ci_and_follows_its_run_to_the_end() {
 
         // The CI is asked as Jenkins is: form body, Basic auth, the correlation id twice.
         wait_for("the CI to be called", || async { !ci.calls().is_empty() }).await;
+        eprintln!(
+            "{backend:?}: call acknowledged in {acknowledged:?}, the CI called {:?} after the call",
+            fired_at.elapsed()
+        );
         let call = &ci.calls()[0];
         assert_eq!(call.method, "POST");
         assert_eq!(call.path, "/job/deploy/buildWithParameters");
