@@ -65,6 +65,9 @@ enum Command {
     /// Manage outbound webhook subscriptions (notifications of runs, deployments, incidents).
     #[command(subcommand)]
     Subscriptions(SubscriptionsCmd),
+    /// Manage triggers: custom webhooks that start pipelines on Jenkins, GitHub, GitLab or any URL.
+    #[command(subcommand)]
+    Triggers(TriggersCmd),
     /// Measure the hub: an HTTP load generator.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -141,7 +144,7 @@ enum KeysCmd {
         /// A name to recognise the key by.
         #[arg(long)]
         name: String,
-        /// Comma-separated scopes: ingest, read, admin.
+        /// Comma-separated scopes: ingest, read, admin, trigger.
         #[arg(long, default_value = "ingest")]
         scopes: String,
         #[command(flatten)]
@@ -304,6 +307,93 @@ enum SubscriptionsCmd {
     },
 }
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum TriggersCmd {
+    /// Create a trigger and print its id, alone on stdout.
+    Create {
+        /// orgIdentifier.
+        #[arg(long)]
+        org: String,
+        /// projectIdentifier.
+        #[arg(long)]
+        project: String,
+        /// pipelineIdentifier.
+        #[arg(long)]
+        pipeline: String,
+        /// triggerIdentifier.
+        #[arg(long)]
+        trigger: String,
+        /// The target URL; with a preset, Jenkins' job URL or the GitHub/GitLab API's base URL.
+        #[arg(long)]
+        url: Option<String>,
+        /// HTTP method (POST, PUT, PATCH, GET, DELETE).
+        #[arg(long)]
+        method: Option<String>,
+        /// A header, `Name: value` (repeatable); values may use {{correlation_id}},
+        /// {{payload.field}}, {{secret.NAME}}.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// Body template ({{correlation_id}}, {{payload}}, {{payload.a.b}}, {{secret.NAME}}).
+        #[arg(long)]
+        body: Option<String>,
+        /// A ready-made target: jenkins, github or gitlab.
+        #[arg(long)]
+        preset: Option<String>,
+        /// github: owner/repository.
+        #[arg(long)]
+        repo: Option<String>,
+        /// github: the workflow file (ci.yml) or id.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// github, gitlab: the branch or tag to run.
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        /// gitlab: the project's id or path.
+        #[arg(long)]
+        project_id: Option<String>,
+        /// The named secret with the CI's credential (jenkins: user:api-token; github: a token;
+        /// gitlab: the pipeline trigger token).
+        #[arg(long)]
+        token_secret: Option<String>,
+        /// Let the token URL fire it without an API key.
+        #[arg(long)]
+        allow_token: bool,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// List triggers.
+    List {
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// Enable a trigger.
+    Enable {
+        /// Trigger id.
+        id: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// Disable a trigger: calls are refused (NO_ENABLED_CUSTOM_TRIGGER_FOUND).
+    Disable {
+        /// Trigger id.
+        id: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// Delete a trigger (its events are kept; those not yet sent are not sent).
+    Delete {
+        /// Trigger id.
+        id: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+}
+
 #[derive(Subcommand)]
 enum TenantsCmd {
     /// Create a tenant.
@@ -449,6 +539,11 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(&config.log_format, "warn");
             let store = open_store(&config).await?;
             subscriptions(store.as_ref(), &config, cmd).await?;
+        }
+        Command::Triggers(cmd) => {
+            init_logging(&config.log_format, "warn");
+            let store = open_store(&config).await?;
+            triggers(store.as_ref(), &config, cmd).await?;
         }
         Command::Secrets(cmd) => {
             init_logging(&config.log_format, "warn");
@@ -635,11 +730,11 @@ async fn keys(store: &dyn Store, cmd: KeysCmd) -> Result<()> {
                 match Scope::parse(s) {
                     Some(scope) if !parsed.contains(&scope) => parsed.push(scope),
                     Some(_) => {}
-                    None => bail!("unknown scope {s:?}; scopes are ingest, read, admin"),
+                    None => bail!("unknown scope {s:?}; scopes are ingest, read, admin, trigger"),
                 }
             }
             if parsed.is_empty() {
-                bail!("--scopes names no scope; use ingest, read and/or admin");
+                bail!("--scopes names no scope; use ingest, read, admin and/or trigger");
             }
             if name.trim().is_empty() {
                 bail!("--name must not be empty");
@@ -996,6 +1091,120 @@ async fn subscriptions(store: &dyn Store, config: &Config, cmd: SubscriptionsCmd
                 bail!("no subscription {id:?}");
             }
             eprintln!("subscription {id} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn triggers(store: &dyn Store, config: &Config, cmd: TriggersCmd) -> Result<()> {
+    use cistern_server::triggers::{build_trigger, presets::PresetInput, TriggerInput};
+    let public_url = config
+        .public_url
+        .clone()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| format!("http://{}", config.listen));
+    let public_url = public_url.trim_end_matches('/');
+    let set_enabled = |id: String, tenant_slug: String, enabled: bool| async move {
+        let tenant = tenant(store, &tenant_slug).await?;
+        let Some(mut t) = store.get_trigger(&tenant.id, &id).await? else {
+            bail!("no trigger {id:?}");
+        };
+        t.enabled = enabled;
+        t.updated_at = time::OffsetDateTime::now_utc();
+        store.update_trigger(&t).await?;
+        eprintln!(
+            "trigger {id} {}",
+            if enabled { "enabled" } else { "disabled" }
+        );
+        Ok(())
+    };
+    match cmd {
+        TriggersCmd::Create {
+            org,
+            project,
+            pipeline,
+            trigger,
+            url,
+            method,
+            headers,
+            body,
+            preset,
+            repo,
+            workflow,
+            git_ref,
+            project_id,
+            token_secret,
+            allow_token,
+            disabled,
+            tenant: t,
+        } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            let input = TriggerInput {
+                org,
+                project,
+                pipeline,
+                trigger,
+                url,
+                method,
+                headers,
+                body,
+                preset: preset.map(|kind| PresetInput {
+                    kind,
+                    url: None,
+                    repo,
+                    workflow,
+                    project_id,
+                    git_ref,
+                    token_secret,
+                }),
+                allow_token,
+                enabled: !disabled,
+            };
+            let t = build_trigger(store, &tenant.id, input, config.allow_private_targets, None)
+                .await
+                .map_err(api)?;
+            store.create_trigger(&t).await?;
+            println!("{}", t.id);
+            eprintln!(
+                "fire it: curl -X POST -H 'Content-Type: application/json' -H \"X-Api-Key: $TRIGGER_KEY\" --url '{}' -d '{{}}'",
+                cistern_server::triggers::webhook_url(public_url, &tenant.slug, &t)
+            );
+            if t.allow_token {
+                eprintln!(
+                    "or, without a key: {}",
+                    cistern_server::triggers::token_url(public_url, &tenant.slug, &t)
+                );
+            }
+        }
+        TriggersCmd::List { tenant: t } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            println!("ID\tORG/PROJECT/PIPELINE\tTRIGGER\tTARGET\tSTATE");
+            for t in store.list_triggers(&tenant.id).await? {
+                println!(
+                    "{}\t{}/{}/{}\t{}\t{} {}\t{}{}",
+                    t.id,
+                    t.key.org,
+                    t.key.project,
+                    t.key.pipeline,
+                    t.key.trigger,
+                    t.target.method,
+                    t.target.url,
+                    if t.enabled { "enabled" } else { "disabled" },
+                    if t.allow_token { " token-url" } else { "" }
+                );
+            }
+        }
+        TriggersCmd::Enable { id, tenant: t } => set_enabled(id, t.tenant, true).await?,
+        TriggersCmd::Disable { id, tenant: t } => set_enabled(id, t.tenant, false).await?,
+        TriggersCmd::Delete { id, tenant: t } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            if !store
+                .delete_trigger(&tenant.id, &id, time::OffsetDateTime::now_utc())
+                .await?
+            {
+                bail!("no trigger {id:?}");
+            }
+            eprintln!("trigger {id} deleted");
         }
     }
     Ok(())

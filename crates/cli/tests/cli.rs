@@ -552,4 +552,114 @@ async fn count_runs(path: &std::path::Path) -> usize {
         .await
         .unwrap();
     body["runs"].as_array().map(Vec::len).unwrap_or(0)
+#[test]
+fn triggers_create_prints_the_id_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let base = [
+        "triggers",
+        "create",
+        "--org",
+        "default",
+        "--project",
+        "Platform",
+        "--pipeline",
+        "deploy",
+    ];
+    let github = [
+        "--preset",
+        "github",
+        "--url",
+        "https://93.184.216.34",
+        "--repo",
+        "acme/app",
+        "--workflow",
+        "ci.yml",
+        "--ref",
+        "main",
+        "--token-secret",
+        "gh",
+    ];
+    let args = |trigger: &str, extra: &[&str]| -> Vec<String> {
+        base.iter()
+            .chain(["--trigger", trigger].iter())
+            .chain(extra.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        cistern(&db, &refs)
+    };
+    let (ok, _, err) = run(args("on-merge", &github));
+    assert!(!ok && err.contains("no secret named \"gh\""), "{err}");
+    let (ok, _, err) = cistern(&db, &["secrets", "set", "gh=ghp_example"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(args("on-merge", &github));
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout must hold the id only: {out:?}");
+    let id = lines[0];
+    assert!(id.starts_with("trg_"), "{out}");
+    assert!(
+        err.contains("/gateway/api/webhook/custom?accountIdentifier=default&orgIdentifier=default"),
+        "{err}"
+    );
+    let (ok, _, err) = run(args("on-merge", &github));
+    assert!(!ok && err.contains("already exists"), "{err}");
+    // A plain target, a header and a body template; the token URL allowed.
+    let (ok, out, err) = run(args(
+        "nightly",
+        &[
+            "--url",
+            "https://93.184.216.34/hooks/build",
+            "--header",
+            "Authorization: Bearer {{secret.gh}}",
+            "--body",
+            "{\"id\": \"{{correlation_id}}\"}",
+            "--allow-token",
+        ],
+    ));
+    assert!(
+        ok && err.contains("/custom/") && err.contains("/v3?"),
+        "{err}"
+    );
+    let other = out.trim().to_owned();
+    let (ok, _, err) = run(args(
+        "bad",
+        &["--url", "https://93.184.216.34/x", "--body", "{{ nope }}"],
+    ));
+    assert!(
+        !ok && err.contains("body") && err.contains("unknown placeholder"),
+        "{err}"
+    );
+    let (ok, _, err) = run(args("local", &["--url", "http://127.0.0.1:9/x"]));
+    assert!(!ok && err.contains("allow_private_targets"), "{err}");
+
+    let (ok, out, _) = cistern(&db, &["triggers", "list"]);
+    assert!(ok);
+    assert!(
+        out.contains(id)
+            && out.contains("default/Platform/deploy\ton-merge")
+            && out.contains(
+                "POST https://93.184.216.34/repos/acme/app/actions/workflows/ci.yml/dispatches"
+            )
+            && out.contains(&format!("{other}\tdefault/Platform/deploy\tnightly"))
+            && out.contains("enabled token-url"),
+        "{out}"
+    );
+    let (ok, _, err) = cistern(&db, &["triggers", "disable", id]);
+    assert!(ok && err.contains("disabled"), "{err}");
+    let (_, out, _) = cistern(&db, &["triggers", "list"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(id) && l.ends_with("disabled")),
+        "{out}"
+    );
+    let (ok, _, _) = cistern(&db, &["triggers", "enable", id]);
+    assert!(ok);
+    let (ok, _, _) = cistern(&db, &["triggers", "delete", id]);
+    assert!(ok);
+    let (ok, _, err) = cistern(&db, &["triggers", "delete", id]);
+    assert!(!ok && err.contains("no trigger"), "{err}");
 }

@@ -245,6 +245,16 @@ fn pipeline_hook(root: &Obj<'_>, opts: &ParseOptions, errs: &mut Errors) -> Opti
     if let Some(tag) = attrs.opt_bool("tag", errs) {
         params.push(param("tag", Value::Bool(tag)));
     }
+    // The pipeline's variables may hold secrets: only a correlation id (set by a Cistern trigger,
+    // which links the run to its event) is kept.
+    for v in attrs.opt_array("variables", errs).into_iter().flatten() {
+        let key = v.get("key").and_then(Value::as_str).unwrap_or("");
+        if key.eq_ignore_ascii_case("correlation_id") {
+            if let Some(value) = v.get("value").and_then(Value::as_str) {
+                params.push(param(key, Value::String(value.to_owned())));
+            }
+        }
+    }
     let commit = root.opt_object("commit", errs);
     let committed_at = commit
         .as_ref()

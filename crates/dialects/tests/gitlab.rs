@@ -264,3 +264,31 @@ fn malformed_hooks_name_their_fields() {
         Err(Rejection::Malformed(_))
     ));
 }
+
+#[test]
+fn a_correlation_id_variable_is_kept_and_no_other() {
+    let mut v = fixture_json("gitlab", "pipeline_hook.json");
+    v["object_attributes"]["variables"] = serde_json::json!([
+        {"key": "DEPLOY_TOKEN", "value": "glpat-secret"},
+        {"key": "CORRELATION_ID", "value": "62e2f35160958b611e494564"}
+    ]);
+    let r = one_run(parse("Pipeline Hook", v.to_string().as_bytes()).unwrap());
+    let vars: Vec<(&str, &serde_json::Value)> = r
+        .params
+        .iter()
+        .filter(|p| p.name != "name" && p.name != "source" && p.name != "tag")
+        .map(|p| (p.name.as_str(), &p.value))
+        .collect();
+    assert_eq!(
+        vars,
+        [(
+            "CORRELATION_ID",
+            &serde_json::json!("62e2f35160958b611e494564")
+        )]
+    );
+    let fixture = pipeline("pipeline_hook.json");
+    assert!(fixture
+        .params
+        .iter()
+        .all(|p| p.name != "NESTOR_PROD_ENVIRONMENT"));
+}

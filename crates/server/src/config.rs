@@ -96,6 +96,15 @@ pub struct Config {
     /// How often retention runs (`CISTERN_RETENTION_INTERVAL`).
     #[serde(deserialize_with = "duration_text::one")]
     pub retention_interval: String,
+    /// Delay before each attempt to send a trigger event to its target, comma-separated; after
+    /// the last, the event is `TARGET_DID_NOT_EXECUTE` (`CISTERN_TRIGGER_SCHEDULE`). Shorter than
+    /// the delivery schedule: a pipeline started hours after it was asked for surprises people.
+    #[serde(deserialize_with = "duration_text::list")]
+    pub trigger_schedule: String,
+    /// A trigger event whose run has not been reported after this long is `Expired`, and one not
+    /// yet sent by then is not sent (`CISTERN_TRIGGER_EXPIRE_AFTER`).
+    #[serde(deserialize_with = "duration_text::one")]
+    pub trigger_expire_after: String,
 }
 
 /// Duration settings are text (`15s`, `500ms`, `5m`, `2h`, `5d`); a bare number is seconds.
@@ -213,6 +222,8 @@ const ENV_KEYS: &[&str] = &[
     "retention_events",
     "retention_deliveries",
     "retention_interval",
+    "trigger_schedule",
+    "trigger_expire_after",
 ];
 
 impl Default for Config {
@@ -247,6 +258,8 @@ impl Default for Config {
             retention_events: "30d".into(),
             retention_deliveries: "14d".into(),
             retention_interval: "1h".into(),
+            trigger_schedule: "0s,5s,30s,2m,10m".into(),
+            trigger_expire_after: "24h".into(),
         }
     }
 }

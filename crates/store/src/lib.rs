@@ -10,6 +10,7 @@ pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 mod stats;
+pub mod triggers;
 mod types;
 
 pub use stats::*;
@@ -261,6 +262,57 @@ pub trait Store: Send + Sync + 'static {
         before: time::OffsetDateTime,
         limit: usize,
     ) -> Result<PrunedDeliveries, StoreError>;
+    /// Creates a trigger; `Conflict` when the tenant has one with the same identifiers.
+    async fn create_trigger(&self, t: &Trigger) -> Result<(), StoreError>;
+    /// The tenant's triggers, oldest first.
+    async fn list_triggers(&self, tenant_id: &str) -> Result<Vec<Trigger>, StoreError>;
+    /// One trigger of the tenant.
+    async fn get_trigger(&self, tenant_id: &str, id: &str) -> Result<Option<Trigger>, StoreError>;
+    /// The tenant's trigger with these identifiers.
+    async fn find_trigger(
+        &self,
+        tenant_id: &str,
+        key: &TriggerKey,
+    ) -> Result<Option<Trigger>, StoreError>;
+    /// Saves a trigger's identifiers, target, flags and `updated_at`; `Conflict` when the new
+    /// identifiers are another trigger's; false when the tenant has none with this id.
+    async fn update_trigger(&self, t: &Trigger) -> Result<bool, StoreError>;
+    /// Deletes a trigger; its events stay (they are history), and those not yet sent fail.
+    async fn delete_trigger(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Stores a trigger event; returns after the commit. A pending one is then due at once
+    /// (this process's delivery worker is woken).
+    async fn create_trigger_event(&self, e: &NewTriggerEvent) -> Result<(), StoreError>;
+    /// A trigger event by its id, whatever its tenant (the caller checks the tenant), with the
+    /// run linked to it.
+    async fn trigger_event(&self, id: &str) -> Result<Option<TriggerEvent>, StoreError>;
+    /// The tenant's latest trigger events (of one trigger, or all), newest first.
+    async fn list_trigger_events(
+        &self,
+        tenant_id: &str,
+        trigger_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TriggerEvent>, StoreError>;
+    /// Leases due trigger events to one worker (at most `req.limit`; `per_subscription` is not
+    /// used). Pending events created before `expire_before` fail instead: too late to start a
+    /// pipeline.
+    async fn claim_dispatches(
+        &self,
+        req: &ClaimRequest,
+        expire_before: time::OffsetDateTime,
+    ) -> Result<Vec<ClaimedDispatch>, StoreError>;
+    /// Records dispatch attempts (log and event state) in one transaction.
+    async fn record_dispatches(
+        &self,
+        records: &[DispatchRecord],
+        now: time::OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Gives back dispatch leases that were not used.
+    async fn release_dispatches(&self, token: &str, ids: &[String]) -> Result<(), StoreError>;
 }
 
 /// Opens the store named by a database URL: `sqlite://path`, `sqlite:path`, a bare path, or

@@ -83,8 +83,10 @@ pub enum Scope {
     Ingest,
     /// Read runs, pipelines, metrics.
     Read,
-    /// Manage keys, secrets, sources, subscriptions.
+    /// Manage keys, secrets, sources, subscriptions, triggers.
     Admin,
+    /// Fire triggers (start pipelines) and follow their events.
+    Trigger,
 }
 
 impl Scope {
@@ -94,6 +96,7 @@ impl Scope {
             "ingest" => Some(Scope::Ingest),
             "read" => Some(Scope::Read),
             "admin" => Some(Scope::Admin),
+            "trigger" => Some(Scope::Trigger),
             _ => None,
         }
     }
@@ -103,6 +106,7 @@ impl Scope {
             Scope::Ingest => "ingest",
             Scope::Read => "read",
             Scope::Admin => "admin",
+            Scope::Trigger => "trigger",
         }
     }
 }
@@ -980,4 +984,276 @@ pub struct SubscriptionHealth {
     pub failing_since: Option<OffsetDateTime>,
     /// Still enabled.
     pub enabled: bool,
+}
+
+/// One header of a trigger's target. Its value may hold placeholders (`{{correlation_id}}`,
+/// `{{payload.a.b}}`, `{{secret.NAME}}`), rendered when the request is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TargetHeader {
+    /// Header name.
+    pub name: String,
+    /// Value template.
+    pub value: String,
+}
+
+/// Where a trigger sends its request: the CI system's API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TriggerTarget {
+    /// HTTP method (`POST` by default).
+    pub method: String,
+    /// URL (http or https; checked against the private-address guard).
+    pub url: String,
+    /// Headers (value templates).
+    #[serde(default)]
+    pub headers: Vec<TargetHeader>,
+    /// Body template, when the request has a body.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// What identifies a trigger within a tenant (Harness's custom-webhook query parameters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TriggerKey {
+    /// `orgIdentifier`.
+    pub org: String,
+    /// `projectIdentifier`.
+    pub project: String,
+    /// `pipelineIdentifier`.
+    pub pipeline: String,
+    /// `triggerIdentifier`.
+    pub trigger: String,
+}
+
+/// A trigger: a custom webhook that fires a pipeline on a CI system.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trigger {
+    /// Id (`trg_…`).
+    pub id: String,
+    /// Owning tenant.
+    #[serde(skip)]
+    pub tenant_id: String,
+    /// The identifiers callers name it by.
+    #[serde(flatten)]
+    pub key: TriggerKey,
+    /// False: calls are refused (`NO_ENABLED_CUSTOM_TRIGGER_FOUND`).
+    pub enabled: bool,
+    /// True: the token URL (`…/custom/{token}/v3`) fires it without an API key.
+    pub allow_token: bool,
+    /// The secret of its token URL.
+    #[serde(skip)]
+    pub token: String,
+    /// The preset it was made from (`jenkins`, `github`, `gitlab`), if any.
+    pub preset: Option<String>,
+    /// Where its requests go.
+    pub target: TriggerTarget,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Where a trigger event's request to the target stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DispatchState {
+    /// Waiting for its (next) attempt.
+    Pending,
+    /// The target answered 2xx.
+    Delivered,
+    /// The target refused it, or every attempt failed, or it expired first.
+    Failed,
+    /// The request could not be made (a missing secret, a template that does not render).
+    Exception,
+    /// The call itself was refused (unknown or disabled trigger, bad payload): nothing is sent.
+    Refused,
+}
+
+impl DispatchState {
+    /// The word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DispatchState::Pending => "pending",
+            DispatchState::Delivered => "delivered",
+            DispatchState::Failed => "failed",
+            DispatchState::Exception => "exception",
+            DispatchState::Refused => "refused",
+        }
+    }
+    /// Parses the word.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            DispatchState::Pending,
+            DispatchState::Delivered,
+            DispatchState::Failed,
+            DispatchState::Exception,
+            DispatchState::Refused,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+}
+
+/// A trigger event to store.
+#[derive(Debug, Clone)]
+pub struct NewTriggerEvent {
+    /// Its id: the `eventCorrelationId` (see [`new_correlation_id`]).
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// The trigger, when one matched.
+    pub trigger_id: Option<String>,
+    /// The identifiers the caller named.
+    pub key: TriggerKey,
+    /// `Pending` (to send) or `Refused`.
+    pub state: DispatchState,
+    /// The status word of a refused call (`NO_ENABLED_CUSTOM_TRIGGER_FOUND`, `INVALID_PAYLOAD`).
+    pub refusal: Option<String>,
+    /// A human message.
+    pub message: Option<String>,
+    /// The body the caller posted (text).
+    pub payload: String,
+    /// The trigger's target at the time of the call (what is sent, whatever changes later).
+    pub target: Option<TriggerTarget>,
+    /// The API key that fired it; `None` for the token URL.
+    pub key_id: Option<String>,
+    /// When it arrived (and when the first attempt is due).
+    pub created_at: OffsetDateTime,
+}
+
+/// The run a CI reported for a trigger event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkedRun {
+    /// Run id.
+    pub id: String,
+    /// Pipeline name.
+    pub pipeline_name: String,
+    /// Pipeline full name.
+    pub pipeline_full_name: String,
+    /// The CI's execution id.
+    pub execution_id: Option<String>,
+    /// Build number.
+    pub build_number: Option<i64>,
+    /// Result.
+    pub result: RunResult,
+    /// Started.
+    pub started_at: OffsetDateTime,
+    /// Finished.
+    pub finished_at: Option<OffsetDateTime>,
+    /// Link to the run in its CI.
+    pub web_url: Option<String>,
+    /// When it was linked.
+    pub linked_at: OffsetDateTime,
+    /// Top-level stages by result (`None`: no result reported), with their counts.
+    pub stage_results: Vec<(Option<RunResult>, i64)>,
+}
+
+/// A stored trigger event with its dispatch state and linked run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerEvent {
+    /// The `eventCorrelationId`.
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// The trigger, when one matched.
+    pub trigger_id: Option<String>,
+    /// The identifiers the caller named.
+    pub key: TriggerKey,
+    /// Dispatch state.
+    pub state: DispatchState,
+    /// The status word of a refused call.
+    pub refusal: Option<String>,
+    /// Human message (why it was refused, failed or is waiting).
+    pub message: Option<String>,
+    /// The body the caller posted.
+    pub payload: String,
+    /// The target it is sent to.
+    pub target: Option<TriggerTarget>,
+    /// The key that fired it; `None` for the token URL.
+    pub key_id: Option<String>,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Next attempt (pending only).
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// Last attempt.
+    pub last_attempt_at: Option<OffsetDateTime>,
+    /// HTTP status of the last attempt.
+    pub last_status_code: Option<u16>,
+    /// Error of the last attempt.
+    pub last_error: Option<String>,
+    /// When the target answered 2xx.
+    pub dispatched_at: Option<OffsetDateTime>,
+    /// When the call arrived.
+    pub created_at: OffsetDateTime,
+    /// The run the CI reported for it, once linked.
+    pub run: Option<LinkedRun>,
+}
+
+/// A trigger event handed to a worker.
+#[derive(Debug, Clone)]
+pub struct ClaimedDispatch {
+    /// The event id (the correlation id).
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// The target.
+    pub target: TriggerTarget,
+    /// The caller's payload.
+    pub payload: String,
+    /// When the call arrived.
+    pub created_at: OffsetDateTime,
+    /// Attempts already made (the position in the retry schedule).
+    pub tries: i64,
+    /// The claim's token.
+    pub token: String,
+}
+
+/// The outcome of one dispatch attempt.
+#[derive(Debug, Clone)]
+pub struct DispatchRecord {
+    /// The event id.
+    pub event_id: String,
+    /// The claim's token (an outcome recorded after the lease was lost changes only the log).
+    pub token: String,
+    /// The attempt, for the log.
+    pub attempt: DeliveryAttempt,
+    /// What comes next (`GiveUp` fails the event).
+    pub next: NextStep,
+    /// True when the request could not even be made (`Exception` instead of `Failed`).
+    pub exception: bool,
+    /// The event's new message.
+    pub message: Option<String>,
+}
+
+/// A new correlation id: 24 lowercase hexadecimal characters (the shape of Harness's ids),
+/// 90 of its bits random so that it cannot be guessed.
+pub fn new_correlation_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..24].to_owned()
+}
+
+/// True when `s` has the shape of a correlation id. Run writers only look for a trigger event
+/// when a run carries such a value, so runs that cannot be linked cost nothing.
+pub fn is_correlation_id(s: &str) -> bool {
+    s.len() == 24
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The correlation ids a run report carries: its `execution_id`, and its parameters named
+/// `correlation_id` (any case), when they have the shape of one.
+pub fn correlation_candidates(r: &RunReport) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    let params = r
+        .params
+        .iter()
+        .filter(|p| p.name.trim().eq_ignore_ascii_case("correlation_id"))
+        .filter_map(|p| p.value.as_str());
+    for c in r.execution_id.as_deref().into_iter().chain(params) {
+        let c = c.trim();
+        if is_correlation_id(c) && !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
 }

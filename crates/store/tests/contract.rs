@@ -460,7 +460,7 @@ async fn reopening_keeps_data_and_one_default_tenant() {
                 .expect("versions");
         assert_eq!(
             versions,
-            vec![1, 2, 3, 4, 5, 6, 9, 10],
+            vec![1, 2, 3, 4, 5, 6, 7, 9, 10],
             "each migration applied once"
         );
         let _ = conn.close().await;
@@ -2528,77 +2528,7 @@ async fn redeliver_replay_disable_and_delete() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Retention and monitoring
-
-/// Writes one run through an event received at `at`.
-async fn write_run_at(
-    s: &Arc<dyn Store>,
-    t: &Tenant,
-    run_key: &str,
-    at: time::OffsetDateTime,
-) -> WriteOutcome {
-    let mut ev = event(&t.id, b"{\"run\":1}");
-    ev.received_at = at;
-    let mut r = small_report("g-ret", "team/retained", run_key, T0);
-    r.finished_at = Some(ms(T0 + 1000));
-    s.write(WriteOp::Runs {
-        event: ev,
-        tenant: t.clone(),
-        runs: vec![r],
-    })
-    .await
-    .expect("write runs")
-}
-
-#[tokio::test]
-async fn retention_prunes_old_events_in_batches_and_keeps_new_ones_and_runs() {
-    for_each_backend(|s| {
-        async move {
-            let t = default_tenant(&s).await;
-            let now = time::OffsetDateTime::now_utc();
-            let old = now - time::Duration::days(40);
-            let mut old_runs = Vec::new();
-            for n in 0..5 {
-                let out = write_run_at(
-                    &s,
-                    &t,
-                    &format!("old-{n}"),
-                    old + time::Duration::minutes(n),
-                )
-                .await;
-                old_runs.push(out.runs[0].id.clone());
-            }
-            let mut rej = rejected_event(&t.id, b"{}");
-            rej.received_at = old;
-            s.write(WriteOp::Reject { event: rej })
-                .await
-                .expect("reject");
-            let mut fresh = Vec::new();
-            for n in 0..3 {
-                fresh.push(
-                    write_run_at(&s, &t, &format!("new-{n}"), now)
-                        .await
-                        .event_id,
-                );
-            }
-            let cutoff = now - time::Duration::days(30);
-            // Batches of at most 4: 4, then the last 2 old ones, then nothing.
-            assert_eq!(s.prune_events(cutoff, 4).await.expect("prune"), 4);
-            assert_eq!(s.prune_events(cutoff, 4).await.expect("prune"), 2);
-            assert_eq!(s.prune_events(cutoff, 4).await.expect("prune"), 0);
-            let left = s
-                .list_events(&t.id, &EventFilter::default(), &page(100))
-                .await
-                .expect("list")
-                .items;
-            let mut left_ids: Vec<String> = left.iter().map(|e| e.id.clone()).collect();
-            left_ids.sort();
-            fresh.sort();
-            assert_eq!(left_ids, fresh, "exactly the new events remain");
-            // The runs those events reported are kept.
-            for id in &old_runs {
-                assert!(s.get_run(&t.id, id).await.expect("get").is_some());
-            }
+            vec![1, 2, 3, 4, 5, 6, 7, 9, 10],
         }
         .boxed()
     })
@@ -2688,50 +2618,199 @@ async fn retention_prunes_finished_deliveries_with_their_attempts_and_messages()
                 .expect("get")
                 .expect("the pending one is kept");
             assert_eq!(kept.attempt_log.len(), 1, "with its attempt log");
+async fn trigger_events_are_leased_retried_fenced_and_expire() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let tr = trigger(&t.id, "trg_a", "on-merge");
+            s.create_trigger(&tr).await.expect("create");
+            let now = time::OffsetDateTime::now_utc();
+            let e1 = trigger_event(
+                &tr,
+                DispatchState::Pending,
+                now - time::Duration::seconds(2),
+            );
+            let e2 = trigger_event(
+                &tr,
+                DispatchState::Pending,
+                now - time::Duration::seconds(1),
+            );
+            let refused = trigger_event(&tr, DispatchState::Refused, now);
+            let old = trigger_event(&tr, DispatchState::Pending, now - time::Duration::hours(30));
+            for e in [&e1, &e2, &refused, &old] {
+                s.create_trigger_event(e).await.expect("create event");
+            }
+            let expire_before = now - time::Duration::hours(24);
+            let claimed = s
+                .claim_dispatches(&claim_req(now, 10, 1), expire_before)
+                .await
+                .expect("claim");
+            let ids: Vec<&str> = claimed.iter().map(|d| d.id.as_str()).collect();
+            assert_eq!(
+                ids,
+                vec![e1.id.as_str(), e2.id.as_str()],
+                "due, oldest first; never the refused one"
+            );
+            assert_eq!(claimed[0].target, tr.target);
+            assert_eq!(claimed[0].payload, "{\"version\":\"1.2\"}");
+            assert_eq!(claimed[0].tries, 0);
+            let expired = s.trigger_event(&old.id).await.unwrap().expect("found");
+            assert_eq!(
+                expired.state,
+                DispatchState::Failed,
+                "too old to start a pipeline"
+            );
+            assert_eq!(
+                expired.message.as_deref(),
+                Some(cistern_store::triggers::EXPIRED_MESSAGE)
+            );
+            assert!(
+                s.claim_dispatches(&claim_req(now, 10, 1), expire_before)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "leased"
+            );
+
+            // A retry, a stale token, a success.
+            let later = now + time::Duration::seconds(5);
+            let mut retry = dispatch_record(&claimed[0], NextStep::RetryAt(later), Some(503));
+            retry.message = Some("Waiting: HTTP 503".into());
+            let mut stale = dispatch_record(&claimed[1], NextStep::Delivered, Some(200));
+            stale.token = "not-the-holder".into();
+            s.record_dispatches(&[retry, stale], now)
+                .await
+                .expect("record");
+            let v1 = s.trigger_event(&e1.id).await.unwrap().expect("found");
+            assert_eq!(v1.state, DispatchState::Pending);
+            assert_eq!(v1.attempts, 1);
+            assert_eq!(v1.last_status_code, Some(503));
+            assert_eq!(
+                v1.next_attempt_at.map(cistern_core::to_millis),
+                Some(cistern_core::to_millis(later))
+            );
+            assert_eq!(v1.message.as_deref(), Some("Waiting: HTTP 503"));
+            let v2 = s.trigger_event(&e2.id).await.unwrap().expect("found");
+            assert_eq!(v2.state, DispatchState::Pending, "fenced");
+            assert_eq!(v2.attempts, 1, "but logged");
+            s.release_dispatches(&claimed[1].token, std::slice::from_ref(&claimed[1].id))
+                .await
+                .expect("release");
+            let again = s
+                .claim_dispatches(&claim_req(now, 10, 1), expire_before)
+                .await
+                .expect("claim");
+            assert_eq!(again.len(), 1, "released, and the retry is not due yet");
+            assert_eq!(again[0].id, e2.id);
+            s.record_dispatches(
+                &[dispatch_record(&again[0], NextStep::Delivered, Some(201))],
+                now,
+            )
+            .await
+            .expect("record");
+            let v2 = s.trigger_event(&e2.id).await.unwrap().expect("found");
+            assert_eq!(v2.state, DispatchState::Delivered);
+            assert!(v2.dispatched_at.is_some());
+            assert_eq!(v2.next_attempt_at, None);
+
+            let due = s
+                .claim_dispatches(
+                    &claim_req(later + time::Duration::seconds(1), 10, 1),
+                    expire_before,
+                )
+                .await
+                .expect("claim");
+            assert_eq!(due.len(), 1);
+            assert_eq!(due[0].tries, 1, "its place in the schedule");
+            let mut broken = dispatch_record(&due[0], NextStep::GiveUp, None);
+            broken.exception = true;
+            broken.message = Some("no secret named \"ci\"".into());
+            s.record_dispatches(&[broken], now).await.expect("record");
+            let v1 = s.trigger_event(&e1.id).await.unwrap().expect("found");
+            assert_eq!(v1.state, DispatchState::Exception);
+            assert_eq!(v1.attempts, 2);
+
+            // Listing: newest first, per trigger or for the tenant; a deleted trigger's waiting
+            // events fail, and stay readable.
+            let e3 = trigger_event(
+                &tr,
+                DispatchState::Pending,
+                now + time::Duration::seconds(1),
+            );
+            s.create_trigger_event(&e3).await.expect("create");
+            let listed: Vec<String> = s
+                .list_trigger_events(&t.id, Some("trg_a"), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+            assert_eq!(listed[0], e3.id);
+            assert_eq!(listed.len(), 5);
+            assert_eq!(
+                s.list_trigger_events(&t.id, None, 2).await.unwrap().len(),
+                2
+            );
+            let other = s.create_tenant("other", false).await.expect("tenant");
+            assert!(s
+                .list_trigger_events(&other.id, None, 10)
+                .await
+                .unwrap()
+                .is_empty());
+            assert!(s.delete_trigger(&t.id, "trg_a", now).await.unwrap());
+            let v3 = s.trigger_event(&e3.id).await.unwrap().expect("kept");
+            assert_eq!(v3.state, DispatchState::Failed);
+            assert_eq!(
+                v3.message.as_deref(),
+                Some(cistern_store::triggers::DELETED_MESSAGE)
+            );
+            assert_eq!(
+                s.trigger_event("000000000000000000000000").await.unwrap(),
+                None
+            );
         }
         .boxed()
     })
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stats_count_batches_and_the_pool() {
-    for_each_backend(|s| {
-        async move {
-            let t = default_tenant(&s).await;
-            let before = s.stats();
-            assert!(before.pool_size >= 1);
-            assert!(before.queue_capacity >= 1);
-            let writes: Vec<_> = (0..20)
-                .map(|n| {
-                    let s = s.clone();
-                    let t = t.clone();
-                    tokio::spawn(async move {
-                        write_runs(
-                            &s,
-                            &t,
-                            vec![small_report("g-st", "a/b", &n.to_string(), T0)],
-                        )
-                        .await
-                    })
-                })
-                .collect();
-            for w in writes {
-                w.await.expect("join");
-            }
-            let after = s.stats();
-            assert!(after.writer.batches > before.writer.batches);
-            assert_eq!(after.writer.writes - before.writer.writes, 20);
-            assert!(after.writer.batches - before.writer.batches <= 20);
-            let last = after.writer.size_buckets.last().expect("buckets").1;
-            assert_eq!(
-                last, after.writer.batches,
-                "every batch of at most 512 is in a bucket"
-            );
-            assert_eq!(after.queue_depth, 0, "nothing waits once all are answered");
-            assert!(after.pool_idle <= after.pool_size);
+            vec![1, 2, 3, 4, 5, 6, 7, 9, 10],
         }
         .boxed()
     })
     .await;
+}
+
+#[test]
+fn correlation_ids_have_one_shape() {
+    let a = new_correlation_id();
+    let b = new_correlation_id();
+    assert_ne!(a, b);
+    assert!(is_correlation_id(&a), "{a}");
+    assert!(
+        !is_correlation_id("62E2F35160958B611E494564"),
+        "lowercase only"
+    );
+    assert!(!is_correlation_id("github-actions-1234-1-test"));
+    assert!(!is_correlation_id(&a[..23]));
+    let mut r = small_report("g", "a/b", "k", T0);
+    r.execution_id = Some(a.clone());
+    r.params = vec![
+        Param {
+            name: "correlation_id".into(),
+            value: json!(a),
+            kind: None,
+        },
+        Param {
+            name: "correlation_id".into(),
+            value: json!(b),
+            kind: None,
+        },
+        Param {
+            name: "other".into(),
+            value: json!(new_correlation_id()),
+            kind: None,
+        },
+    ];
+    assert_eq!(correlation_candidates(&r), vec![a.as_str(), b.as_str()]);
 }

@@ -19,6 +19,8 @@ pub enum Nav {
     Instances,
     /// Rejected events.
     Events,
+    /// Triggers.
+    Triggers,
     /// None.
     None,
 }
@@ -81,6 +83,7 @@ pub fn page(title: &str, session: &Session, current: Nav, body: Markup) -> Marku
                             (item(Nav::Pipelines, "/pipelines", "Pipelines"))
                             (item(Nav::Instances, "/admin/instances", "Instances"))
                             (item(Nav::Events, "/admin/events?status=rejected", "Rejected events"))
+                            (item(Nav::Triggers, "/admin/triggers", "Triggers"))
                         }
                     }
                     div class="who" {

@@ -14,6 +14,7 @@ pub mod pipelines;
 pub mod runs;
 pub mod session;
 pub mod svg;
+pub mod triggers;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::map_response;
@@ -38,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/instances", get(admin::instances))
         .route("/admin/events", get(admin::events))
         .route("/admin/events/{id}", get(admin::raw_event))
+        .route("/admin/triggers", get(triggers::page))
         .route("/login", get(session::login_form).post(session::login))
         .route("/logout", get(session::logout_page).post(session::logout))
         .route(assets::CSS_PATH, get(assets::css))

@@ -7,6 +7,7 @@
 //! deliveries until the lease ends. Concurrency is bounded in total (per node) and per
 //! subscription (across nodes). Outcomes are recorded in batches, one transaction each.
 
+pub mod dispatch;
 pub mod format;
 pub mod schedule;
 pub mod sign;
@@ -17,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cistern_store::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryAttempt, DeliveryFormat, NextStep, Store,
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryAttempt, DeliveryFormat, DispatchRecord,
+    NextStep, Store,
 };
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
@@ -58,6 +60,10 @@ pub struct DeliverySettings {
     pub allow_private_targets: bool,
     /// Base URL of the hub, for links in payloads.
     pub public_url: String,
+    /// Retry schedule of trigger events.
+    pub trigger_schedule: RetrySchedule,
+    /// A trigger event without a run after this long is expired.
+    pub trigger_expire_after: Duration,
 }
 
 impl DeliverySettings {
@@ -91,6 +97,13 @@ impl DeliverySettings {
             .max(Duration::from_millis(10)),
             allow_private_targets: c.allow_private_targets,
             public_url: public_url.trim_end_matches('/').to_owned(),
+            trigger_schedule: RetrySchedule::parse(&c.trigger_schedule)
+                .map_err(|e| format!("trigger_schedule: {e}"))?,
+            trigger_expire_after: named(
+                "trigger_expire_after",
+                parse_duration(&c.trigger_expire_after),
+            )?
+            .max(Duration::from_secs(1)),
         })
     }
 }
@@ -153,7 +166,10 @@ async fn dispatch(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(ctx.settings.concurrency));
     let (done_tx, done_rx) = mpsc::unbounded_channel::<AttemptRecord>();
     let recorder = tokio::spawn(record(ctx.clone(), done_rx));
-    let in_flight: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let (sent_tx, sent_rx) = mpsc::unbounded_channel::<DispatchRecord>();
+    let dispatch_recorder = tokio::spawn(record_dispatches(ctx.clone(), sent_rx));
+    // Leases in flight: id → (token, is a trigger event).
+    let in_flight: Arc<Mutex<HashMap<String, (String, bool)>>> = Arc::default();
     let mut tasks = JoinSet::new();
     tracing::info!(node = %ctx.node, concurrency = ctx.settings.concurrency, "delivery worker started");
     let mut backoff = Duration::ZERO;
@@ -161,28 +177,59 @@ async fn dispatch(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             break;
         }
-        let free = permits.available_permits();
         let mut claimed_all = false;
+        // Trigger events first: someone is waiting for their pipeline to start, and they are
+        // few next to notifications.
+        let free = permits.available_permits();
         if free > 0 {
             let now = OffsetDateTime::now_utc();
-            let req = ClaimRequest {
-                node: ctx.node.clone(),
-                token: uuid::Uuid::new_v4().to_string(),
-                now,
-                lease_until: now + ctx.settings.timeout + LEASE_MARGIN,
-                limit: free,
-                per_subscription: ctx.settings.per_subscription,
-            };
-            match ctx.store.claim_deliveries(&req).await {
+            let req = claim_request(&ctx, now, free);
+            match ctx
+                .store
+                .claim_dispatches(&req, now - ctx.settings.trigger_expire_after)
+                .await
+            {
                 Ok(batch) => {
-                    backoff = Duration::ZERO;
-                    claimed_all = batch.len() == free;
+                    claimed_all |= batch.len() == free;
                     for d in batch {
                         let Ok(permit) = permits.clone().try_acquire_owned() else {
                             break;
                         };
                         if let Ok(mut m) = in_flight.lock() {
-                            m.insert(d.id.clone(), d.token.clone());
+                            m.insert(d.id.clone(), (d.token.clone(), true));
+                        }
+                        let (ctx, done, flight) = (ctx.clone(), sent_tx.clone(), in_flight.clone());
+                        tasks.spawn(async move {
+                            let id = d.id.clone();
+                            let rec = dispatch::attempt(&ctx, d).await;
+                            let _ = done.send(rec);
+                            if let Ok(mut m) = flight.lock() {
+                                m.remove(&id);
+                            }
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => {
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
+                    tracing::warn!(error = %e, retry_in = ?backoff, "could not claim trigger events");
+                }
+            }
+        }
+        let free = permits.available_permits();
+        if free > 0 {
+            let req = claim_request(&ctx, OffsetDateTime::now_utc(), free);
+            match ctx.store.claim_deliveries(&req).await {
+                Ok(batch) => {
+                    backoff = Duration::ZERO;
+                    claimed_all |= batch.len() == free;
+                    for d in batch {
+                        let Ok(permit) = permits.clone().try_acquire_owned() else {
+                            break;
+                        };
+                        if let Ok(mut m) = in_flight.lock() {
+                            m.insert(d.id.clone(), (d.token.clone(), false));
                         }
                         let (ctx, done, flight) = (ctx.clone(), done_tx.clone(), in_flight.clone());
                         tasks.spawn(async move {
@@ -231,17 +278,67 @@ async fn dispatch(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     .is_err()
     {
         tasks.abort_all();
-        let left: Vec<(String, String)> = in_flight
+        let left: Vec<(String, (String, bool))> = in_flight
             .lock()
             .map(|m| m.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
             .unwrap_or_default();
-        for (id, token) in left {
-            let _ = ctx.store.release_deliveries(&token, &[id]).await;
+        for (id, (token, trigger_event)) in left {
+            let _ = if trigger_event {
+                ctx.store.release_dispatches(&token, &[id]).await
+            } else {
+                ctx.store.release_deliveries(&token, &[id]).await
+            };
         }
     }
     drop(done_tx);
+    drop(sent_tx);
     let _ = recorder.await;
+    let _ = dispatch_recorder.await;
     tracing::info!(node = %ctx.node, "delivery worker stopped");
+}
+
+fn claim_request(ctx: &Ctx, now: OffsetDateTime, limit: usize) -> ClaimRequest {
+    ClaimRequest {
+        node: ctx.node.clone(),
+        token: uuid::Uuid::new_v4().to_string(),
+        now,
+        lease_until: now + ctx.settings.timeout + LEASE_MARGIN,
+        limit,
+        per_subscription: ctx.settings.per_subscription,
+    }
+}
+
+/// Records trigger events' attempts in batches.
+async fn record_dispatches(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<DispatchRecord>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < RECORD_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut tries = 0;
+        loop {
+            match ctx
+                .store
+                .record_dispatches(&batch, OffsetDateTime::now_utc())
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    tracing::warn!(error = %e, tries, "could not record trigger attempts; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, size = batch.len(), "could not record trigger attempts; they will be retried when their lease ends");
+                    break;
+                }
+            }
+        }
+        ctx.kick.notify_one();
+    }
 }
 
 /// Records outcomes in batches; disables subscriptions failing for too long.

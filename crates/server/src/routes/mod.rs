@@ -20,6 +20,7 @@ pub mod runs;
 pub mod satellites;
 pub mod sei;
 pub mod subscriptions;
+pub mod triggers;
 
 use std::collections::HashMap;
 
@@ -175,6 +176,7 @@ pub fn table() -> Vec<Route> {
 /// Every route of the hub: the API, the dashboard, and a problem+json 404 for the rest.
 pub fn router(api: Api) -> Router<AppState> {
     api.into_router()
+        .merge(triggers::router())
         .merge(crate::dashboard::router())
         .fallback(fallback)
 }

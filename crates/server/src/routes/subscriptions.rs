@@ -204,7 +204,7 @@ pub(crate) async fn list(
 }
 
 /// Reads a JSON object body.
-async fn object_body(
+pub(super) async fn object_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -217,7 +217,7 @@ async fn object_body(
     }
 }
 
-fn text_field(m: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
+pub(super) fn text_field(m: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -225,7 +225,7 @@ fn text_field(m: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiEr
     }
 }
 
-fn bool_field(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+pub(super) fn bool_field(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),

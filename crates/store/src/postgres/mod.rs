@@ -9,6 +9,7 @@ mod metrics;
 mod outbound;
 mod read;
 mod satellites;
+mod triggers;
 mod writer;
 
 use std::sync::Arc;
@@ -43,6 +44,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../../migrations/postgres/0006_outbound.sql"),
+    ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_triggers.sql"),
     ),
     (
         9,
@@ -731,5 +736,79 @@ impl Store for PgStore {
             attempts,
             messages,
         })
+
+    async fn create_trigger(&self, t: &Trigger) -> Result<(), StoreError> {
+        triggers::create_trigger(&self.pool, t).await
+    }
+
+    async fn list_triggers(&self, tenant_id: &str) -> Result<Vec<Trigger>, StoreError> {
+        triggers::list_triggers(&self.pool, tenant_id).await
+    }
+
+    async fn get_trigger(&self, tenant_id: &str, id: &str) -> Result<Option<Trigger>, StoreError> {
+        triggers::get_trigger(&self.pool, tenant_id, id).await
+    }
+
+    async fn find_trigger(
+        &self,
+        tenant_id: &str,
+        key: &TriggerKey,
+    ) -> Result<Option<Trigger>, StoreError> {
+        triggers::find_trigger(&self.pool, tenant_id, key).await
+    }
+
+    async fn update_trigger(&self, t: &Trigger) -> Result<bool, StoreError> {
+        triggers::update_trigger(&self.pool, t).await
+    }
+
+    async fn delete_trigger(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        triggers::delete_trigger(&self.pool, tenant_id, id, now).await
+    }
+
+    async fn create_trigger_event(&self, e: &NewTriggerEvent) -> Result<(), StoreError> {
+        triggers::create_event(&self.pool, e).await?;
+        if e.state == DispatchState::Pending {
+            // Committed: this node's worker sends it now (other nodes poll).
+            self.signal.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn trigger_event(&self, id: &str) -> Result<Option<TriggerEvent>, StoreError> {
+        triggers::get_event(&self.pool, id).await
+    }
+
+    async fn list_trigger_events(
+        &self,
+        tenant_id: &str,
+        trigger_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TriggerEvent>, StoreError> {
+        triggers::list_events(&self.pool, tenant_id, trigger_id, limit).await
+    }
+
+    async fn claim_dispatches(
+        &self,
+        req: &ClaimRequest,
+        expire_before: time::OffsetDateTime,
+    ) -> Result<Vec<ClaimedDispatch>, StoreError> {
+        triggers::claim(&self.pool, req, expire_before).await
+    }
+
+    async fn record_dispatches(
+        &self,
+        records: &[DispatchRecord],
+        now: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        triggers::record(&self.pool, records, now).await
+    }
+
+    async fn release_dispatches(&self, token: &str, ids: &[String]) -> Result<(), StoreError> {
+        triggers::release(&self.pool, token, ids).await
     }
 }

@@ -853,6 +853,7 @@ async fn upsert_run(
         .execute(&mut *conn)
         .await?;
     }
+    super::triggers::link_run(conn, &tenant.id, &id, r, received_at).await?;
     let facts = crate::outbox::RunFacts {
         run_id: id.clone(),
         created,

@@ -665,6 +665,7 @@ fn upsert_run(
     for c in unique_commits(r) {
         cst.execute(params![id, c.sha, tenant.id, c.committed_at.map(to_millis)])?;
     }
+    super::triggers::link_run(conn, &tenant.id, &id, r, received_at)?;
     let facts = crate::outbox::RunFacts {
         run_id: id.clone(),
         created,

@@ -1,0 +1,815 @@
+//! Triggers (seed 002).
+//!
+//! Firing, as Harness's custom webhooks are called: `POST …/api/webhook/custom` (the reply's
+//! `data` is the event's correlation id), `…/custom/v2` and `…/custom/{token}/v3` (`data` is
+//! `{eventCorrelationId, apiUrl, uiUrl, uiSetupUrl}`), with the `accountIdentifier`,
+//! `orgIdentifier`, `projectIdentifier`, `pipelineIdentifier` and `triggerIdentifier` query
+//! parameters, under the prefixes `/gateway`, `/pipeline`, `/gateway/pipeline` or none. An API
+//! key with the `trigger` scope is needed, except on the token URL of a trigger that allows it.
+//!
+//! Following: `GET …/api/webhook/triggerExecutionDetails/{eventCorrelationId}?accountIdentifier=`
+//! (and `triggerProcessingDetails?eventId=`). With a key (`read` or `trigger`), any event of the
+//! key's tenant; an unknown id answers `eventFound: false`. Without a key, only events fired
+//! through a token URL (their unguessable id is the capability, as the token was).
+//!
+//! Managing (admin): `GET|POST /api/v1/triggers`, `GET|PATCH|DELETE /api/v1/triggers/{id}`,
+//! `GET /api/v1/triggers/{id}/events`.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cistern_core::FieldError;
+use cistern_store::{
+    DispatchState, NewTriggerEvent, Scope, Tenant, Trigger, TriggerEvent, TriggerKey,
+};
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+use super::ingest::{json_reply, read_body};
+use super::subscriptions::{bool_field, object_body, text_field};
+use crate::auth::{authenticate, key_from_headers, Admin, Caller};
+use crate::error::ApiError;
+use crate::triggers::details::{self, *};
+use crate::triggers::{build_trigger, presets::PresetInput, trigger_json, TriggerInput};
+use crate::AppState;
+
+const PREFIXES: [&str; 4] = ["", "/gateway", "/pipeline", "/gateway/pipeline"];
+
+/// Trigger routes.
+pub fn router() -> Router<AppState> {
+    let mut r = Router::new()
+        .route("/api/v1/triggers", get(list).post(create))
+        .route(
+            "/api/v1/triggers/{id}",
+            get(one).patch(update).delete(remove),
+        )
+        .route("/api/v1/triggers/{id}/events", get(events));
+    for p in PREFIXES {
+        r = r
+            .route(&format!("{p}/api/webhook/custom"), post(fire_v1))
+            .route(&format!("{p}/api/webhook/custom/v2"), post(fire_v2))
+            .route(
+                &format!("{p}/api/webhook/custom/{{token}}/v3"),
+                post(fire_v3),
+            )
+            .route(
+                &format!("{p}/api/webhook/triggerExecutionDetails/{{id}}"),
+                get(execution_details),
+            )
+            .route(
+                &format!("{p}/api/webhook/triggerProcessingDetails"),
+                get(processing_details),
+            );
+    }
+    r
+}
+
+// ---- Harness envelopes ---------------------------------------------------------------------
+
+/// The request's id (set by the request-id layer): Harness's `correlationId`.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn success<T: serde::Serialize>(headers: &HeaderMap, data: T) -> Response {
+    let envelope = details::Envelope {
+        status: "SUCCESS",
+        data,
+        meta_data: None,
+        correlation_id: request_id(headers),
+    };
+    (StatusCode::OK, Json(envelope)).into_response()
+}
+
+/// A refusal: a problem+json body (the field and the rule) that also carries Harness's members:
+/// `code` (the status word), `message`, `data` (the event's correlation id when the refusal was
+/// recorded, to follow it like any event), `metaData`, `correlationId`.
+fn refusal(
+    headers: &HeaderMap,
+    status: StatusCode,
+    word: &'static str,
+    errors: Vec<FieldError>,
+    detail: String,
+    event: Option<&str>,
+) -> ApiError {
+    let mut e = if errors.is_empty() {
+        ApiError::new(
+            status,
+            "trigger-refused",
+            "The trigger was not fired",
+            detail.clone(),
+        )
+    } else {
+        let mut e = ApiError::invalid(errors);
+        e.status = status;
+        e.kind = "trigger-refused";
+        e.title = "The trigger was not fired".into();
+        e
+    };
+    let mut extra = Map::new();
+    extra.insert("code".into(), json!(word));
+    extra.insert("message".into(), json!(detail));
+    extra.insert("data".into(), json!(event));
+    extra.insert("metaData".into(), Value::Null);
+    extra.insert("correlationId".into(), json!(request_id(headers)));
+    e.extra = Some(extra);
+    e
+}
+
+fn auth_failed(headers: &HeaderMap, detail: impl Into<String>) -> ApiError {
+    refusal(
+        headers,
+        StatusCode::UNAUTHORIZED,
+        TRIGGER_AUTHENTICATION_FAILED,
+        Vec::new(),
+        detail.into(),
+        None,
+    )
+}
+
+// ---- firing --------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+    V3,
+}
+
+async fn fire_v1(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    fire(state, Version::V1, None, q, headers, body).await
+}
+
+async fn fire_v2(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    fire(state, Version::V2, None, q, headers, body).await
+}
+
+async fn fire_v3(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    fire(state, Version::V3, Some(token), q, headers, body).await
+}
+
+const PARAMS: [&str; 5] = [
+    "accountIdentifier",
+    "orgIdentifier",
+    "projectIdentifier",
+    "pipelineIdentifier",
+    "triggerIdentifier",
+];
+
+fn matches_account(t: &Tenant, account: &str) -> bool {
+    account == t.slug || account == t.id
+}
+
+async fn fire(
+    state: AppState,
+    version: Version,
+    token: Option<String>,
+    q: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let param = |n: &str| {
+        q.get(n)
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let missing: Vec<FieldError> = PARAMS
+        .iter()
+        .filter(|n| param(n).is_none())
+        .map(|n| FieldError::new(*n, "is required (a query parameter)"))
+        .collect();
+    if !missing.is_empty() {
+        let detail = format!(
+            "the query names no {}; the URL is …/api/webhook/custom?accountIdentifier=<tenant>&orgIdentifier=…&projectIdentifier=…&pipelineIdentifier=…&triggerIdentifier=…",
+            missing.iter().map(|e| e.field.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        return Err(refusal(
+            &headers,
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            missing,
+            detail,
+            None,
+        ));
+    }
+    let account = param("accountIdentifier").unwrap_or_default();
+    let key = TriggerKey {
+        org: param("orgIdentifier").unwrap_or_default(),
+        project: param("projectIdentifier").unwrap_or_default(),
+        pipeline: param("pipelineIdentifier").unwrap_or_default(),
+        trigger: param("triggerIdentifier").unwrap_or_default(),
+    };
+
+    // Who calls: a key with the trigger scope, or (v3 only) the trigger's token.
+    let caller: Option<Caller> = if key_from_headers(&headers).is_some() {
+        match authenticate(&state, &headers, Scope::Trigger).await {
+            Ok(c) => Some(c),
+            Err(f) if f.error.status == StatusCode::FORBIDDEN => {
+                return Err(refusal(
+                    &headers,
+                    StatusCode::FORBIDDEN,
+                    TRIGGER_AUTHENTICATION_FAILED,
+                    Vec::new(),
+                    f.error.detail.clone(),
+                    None,
+                ));
+            }
+            Err(f) => return Err(auth_failed(&headers, f.error.detail.clone())),
+        }
+    } else if version == Version::V3 {
+        None
+    } else {
+        return Err(auth_failed(
+            &headers,
+            "no API key: send `X-Api-Key: <key>` (or `Authorization: Bearer <key>`) with a key that has the `trigger` scope (`cistern keys create --name ci --scopes trigger`), or use the trigger's token URL if it allows calls without a key",
+        ));
+    };
+    let tenant = match &caller {
+        Some(c) => {
+            if !matches_account(&c.tenant, &account) {
+                let shown: String = account.chars().take(100).collect();
+                return Err(refusal(
+                    &headers,
+                    StatusCode::NOT_FOUND,
+                    NO_ENABLED_CUSTOM_TRIGGER_FOUND_FOR_ACCOUNT,
+                    vec![FieldError::new("accountIdentifier", format!("{shown:?} is not this key's account; use your tenant's slug ({:?}) or id", c.tenant.slug))],
+                    format!("no enabled custom trigger found for account {shown:?}"),
+                    None,
+                ));
+            }
+            c.tenant.clone()
+        }
+        None => {
+            let t = match state.store.tenant_by_slug(&account).await? {
+                Some(t) => Some(t),
+                None => state.store.tenant_by_id(&account).await?,
+            };
+            // One answer for every wrong part: a token URL reveals nothing to a guesser.
+            t.ok_or_else(|| auth_failed(&headers, "the token URL is not valid"))?
+        }
+    };
+    let trigger = state.store.find_trigger(&tenant.id, &key).await?;
+    if let Some(token) = &token {
+        let valid = trigger.as_ref().is_some_and(|t| {
+            cistern_core::signatures::constant_time_eq(t.token.as_bytes(), token.as_bytes())
+                && (caller.is_some() || t.allow_token)
+        });
+        if !valid {
+            if caller.is_none() {
+                return Err(auth_failed(&headers, "the token URL is not valid, or the trigger does not allow calls without an API key (allow_token)"));
+            }
+            if trigger.is_some() {
+                return Err(auth_failed(
+                    &headers,
+                    "the token in the URL is not this trigger's",
+                ));
+            }
+        }
+    }
+
+    let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let now = OffsetDateTime::now_utc();
+    // No body is an empty payload (`curl -X POST <url>` fires too).
+    let payload_text = if bytes.iter().all(u8::is_ascii_whitespace) {
+        "{}".to_owned()
+    } else {
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let record = |state_: DispatchState,
+                  refusal_word: Option<&'static str>,
+                  message: String,
+                  t: Option<&Trigger>| NewTriggerEvent {
+        id: cistern_store::new_correlation_id(),
+        tenant_id: tenant.id.clone(),
+        trigger_id: t.map(|t| t.id.clone()),
+        key: key.clone(),
+        state: state_,
+        refusal: refusal_word.map(str::to_owned),
+        message: Some(message),
+        payload: payload_text.clone(),
+        target: t.map(|t| t.target.clone()),
+        key_id: caller.as_ref().map(|c| c.key.id.clone()),
+        created_at: now,
+    };
+
+    let Some(trigger) = trigger else {
+        let msg = format!(
+            "No enabled custom trigger found: there is no trigger {:?} for pipeline {:?} in org {:?}, project {:?}",
+            key.trigger, key.pipeline, key.org, key.project
+        );
+        let id = keep_refusal(
+            &state,
+            record(
+                DispatchState::Refused,
+                Some(NO_ENABLED_CUSTOM_TRIGGER_FOUND),
+                msg.clone(),
+                None,
+            ),
+        )
+        .await;
+        return Err(refusal(
+            &headers,
+            StatusCode::NOT_FOUND,
+            NO_ENABLED_CUSTOM_TRIGGER_FOUND,
+            vec![FieldError::new("triggerIdentifier", "no trigger has these identifiers; list them with GET /api/v1/triggers or `cistern triggers list`")],
+            msg,
+            id.as_deref(),
+        ));
+    };
+    if !trigger.enabled {
+        let msg = format!(
+            "No enabled custom trigger found: the trigger {:?} is disabled; enable it (`cistern triggers enable {}`)",
+            key.trigger, trigger.id
+        );
+        let id = keep_refusal(
+            &state,
+            record(
+                DispatchState::Refused,
+                Some(NO_ENABLED_CUSTOM_TRIGGER_FOUND),
+                msg.clone(),
+                Some(&trigger),
+            ),
+        )
+        .await;
+        return Err(refusal(
+            &headers,
+            StatusCode::CONFLICT,
+            NO_ENABLED_CUSTOM_TRIGGER_FOUND,
+            vec![FieldError::new(
+                "triggerIdentifier",
+                "this trigger is disabled",
+            )],
+            msg,
+            id.as_deref(),
+        ));
+    }
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        if let Err(e) = cistern_dialects::json::parse(&bytes, "") {
+            let msg = format!("Invalid payload: the body must be JSON ({})", e.message);
+            let id = keep_refusal(
+                &state,
+                record(
+                    DispatchState::Refused,
+                    Some(INVALID_PAYLOAD),
+                    msg.clone(),
+                    Some(&trigger),
+                ),
+            )
+            .await;
+            return Err(refusal(
+                &headers,
+                StatusCode::BAD_REQUEST,
+                INVALID_PAYLOAD,
+                vec![e],
+                msg,
+                id.as_deref(),
+            ));
+        }
+    }
+    let event = record(
+        DispatchState::Pending,
+        None,
+        cistern_store::triggers::QUEUED_MESSAGE.to_owned(),
+        Some(&trigger),
+    );
+    state.store.create_trigger_event(&event).await?;
+    tracing::info!(event = %event.id, trigger = %trigger.id, "trigger fired");
+    match version {
+        Version::V1 => Ok(success(&headers, event.id)),
+        Version::V2 | Version::V3 => {
+            let base = &state.delivery.public_url;
+            Ok(success(
+                &headers,
+                Fired {
+                    api_url: format!("{base}/gateway/pipeline/api/webhook/triggerExecutionDetails/{}?accountIdentifier={}", event.id, account),
+                    ui_url: format!("{base}/admin/triggers#{}", trigger.id),
+                    ui_setup_url: format!("{base}/api/v1/triggers/{}", trigger.id),
+                    event_correlation_id: event.id,
+                },
+            ))
+        }
+    }
+}
+
+/// `data` of the v2 and v3 replies.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Fired {
+    event_correlation_id: String,
+    api_url: String,
+    ui_url: String,
+    ui_setup_url: String,
+}
+
+/// Records a refused call (so it can be followed like any event); its id, when recorded.
+async fn keep_refusal(state: &AppState, e: NewTriggerEvent) -> Option<String> {
+    match state.store.create_trigger_event(&e).await {
+        Ok(()) => Some(e.id),
+        Err(err) => {
+            tracing::error!(error = %err, "could not record a refused trigger call");
+            None
+        }
+    }
+}
+
+// ---- following -----------------------------------------------------------------------------
+
+/// The event `id` if the caller may read it: `Ok(None)` answers `eventFound: false`.
+async fn readable_event(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    account: &str,
+) -> Result<Option<TriggerEvent>, ApiError> {
+    let found = if cistern_store::is_correlation_id(id) {
+        state.store.trigger_event(id).await?
+    } else {
+        None
+    };
+    if key_from_headers(headers).is_some() {
+        let caller = match authenticate(state, headers, Scope::Read).await {
+            Ok(c) => c,
+            Err(f) if f.error.status == StatusCode::FORBIDDEN => {
+                authenticate(state, headers, Scope::Trigger)
+                    .await
+                    .map_err(|_| f.error)?
+            }
+            Err(f) => return Err(f.error),
+        };
+        return Ok(found.filter(|e| {
+            e.tenant_id == caller.tenant.id && matches_account(&caller.tenant, account)
+        }));
+    }
+    // No key: only an event fired through a token URL, named with its own account.
+    if let Some(e) = found.filter(|e| e.key_id.is_none()) {
+        if let Some(t) = state.store.tenant_by_id(&e.tenant_id).await? {
+            if matches_account(&t, account) {
+                return Ok(Some(e));
+            }
+        }
+    }
+    Err(ApiError::unauthorized(
+        "no API key: send `X-Api-Key: <key>` (a key with the read or trigger scope); only events fired through a token URL can be read without one",
+    ))
+}
+
+fn account_param(q: &HashMap<String, String>) -> Result<String, ApiError> {
+    q.get("accountIdentifier")
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::field(
+                "accountIdentifier",
+                "is required (a query parameter): your tenant's slug or id",
+            )
+        })
+}
+
+async fn execution_details(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = account_param(&q)?;
+    let data = match readable_event(&state, &headers, &id, &account).await? {
+        Some(e) => details::ExecutionData {
+            webhook_processing_details: details::processing_details(&e, &account),
+            execution_details: details::execution_details(
+                &e,
+                OffsetDateTime::now_utc(),
+                state.delivery.trigger_expire_after,
+                &state.delivery.public_url,
+            ),
+        },
+        None => details::ExecutionData {
+            webhook_processing_details: details::not_found(&id, &account),
+            execution_details: None,
+        },
+    };
+    Ok(success(&headers, data))
+}
+
+async fn processing_details(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = account_param(&q)?;
+    let id = q
+        .get("eventId")
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::field(
+                "eventId",
+                "is required (a query parameter): the eventCorrelationId",
+            )
+        })?;
+    let data = match readable_event(&state, &headers, &id, &account).await? {
+        Some(e) => details::processing_details(&e, &account),
+        None => details::not_found(&id, &account),
+    };
+    Ok(success(&headers, data))
+}
+
+// ---- managing ------------------------------------------------------------------------------
+
+const KNOWN_FIELDS: [&str; 17] = [
+    "org",
+    "project",
+    "pipeline",
+    "trigger",
+    "url",
+    "method",
+    "headers",
+    "body",
+    "preset",
+    "repo",
+    "workflow",
+    "ref",
+    "project_id",
+    "token_secret",
+    "allow_token",
+    "enabled",
+    "api_url",
+];
+
+fn unknown_fields(m: &Map<String, Value>) -> Result<(), ApiError> {
+    let unknown: Vec<FieldError> = m
+        .keys()
+        .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
+        .map(|k| {
+            FieldError::new(
+                k.as_str(),
+                format!("unknown field; fields: {}", KNOWN_FIELDS.join(", ")),
+            )
+        })
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(unknown))
+    }
+}
+
+/// `headers`: a list of `"Name: value"` strings or `{"name", "value"}` objects.
+fn headers_field(m: &Map<String, Value>) -> Result<Option<Vec<String>>, ApiError> {
+    let bad = || {
+        ApiError::field(
+            "headers",
+            "must be a list of \"Name: value\" strings or {\"name\", \"value\"} objects",
+        )
+    };
+    match m.get("headers") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|h| match h {
+                Value::String(s) => Ok(s.clone()),
+                Value::Object(o) => match (
+                    o.get("name").and_then(Value::as_str),
+                    o.get("value").and_then(Value::as_str),
+                ) {
+                    (Some(n), Some(v)) => Ok(format!("{n}: {v}")),
+                    _ => Err(bad()),
+                },
+                _ => Err(bad()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(bad()),
+    }
+}
+
+fn preset_field(m: &Map<String, Value>) -> Result<Option<PresetInput>, ApiError> {
+    let Some(kind) = text_field(m, "preset")?.filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
+    Ok(Some(PresetInput {
+        kind,
+        url: None,
+        repo: text_field(m, "repo")?,
+        workflow: text_field(m, "workflow")?,
+        project_id: text_field(m, "project_id")?,
+        git_ref: text_field(m, "ref")?,
+        token_secret: text_field(m, "token_secret")?,
+    }))
+}
+
+fn show(state: &AppState, caller: &Caller, t: &Trigger) -> Value {
+    trigger_json(t, &state.delivery.public_url, &caller.tenant.slug)
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+) -> Result<Json<Value>, ApiError> {
+    let items: Vec<Value> = state
+        .store
+        .list_triggers(&caller.tenant.id)
+        .await?
+        .iter()
+        .map(|t| show(&state, &caller, t))
+        .collect();
+    Ok(Json(json!({ "triggers": items })))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let m = object_body(&headers, body, state.config.max_admin_body_bytes).await?;
+    unknown_fields(&m)?;
+    let input = TriggerInput {
+        org: text_field(&m, "org")?.unwrap_or_default(),
+        project: text_field(&m, "project")?.unwrap_or_default(),
+        pipeline: text_field(&m, "pipeline")?.unwrap_or_default(),
+        trigger: text_field(&m, "trigger")?.unwrap_or_default(),
+        url: text_field(&m, "url")?.or(text_field(&m, "api_url")?),
+        method: text_field(&m, "method")?,
+        headers: headers_field(&m)?.unwrap_or_default(),
+        body: text_field(&m, "body")?,
+        preset: preset_field(&m)?,
+        allow_token: bool_field(&m, "allow_token")?.unwrap_or(false),
+        enabled: bool_field(&m, "enabled")?.unwrap_or(true),
+    };
+    let t = build_trigger(
+        state.store.as_ref(),
+        &caller.tenant.id,
+        input,
+        state.delivery.allow_private_targets,
+        None,
+    )
+    .await?;
+    state.store.create_trigger(&t).await?;
+    Ok(json_reply(StatusCode::CREATED, show(&state, &caller, &t)))
+}
+
+async fn found(state: &AppState, tenant_id: &str, id: &str) -> Result<Trigger, ApiError> {
+    state
+        .store
+        .get_trigger(tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no trigger {id:?}")))
+}
+
+async fn one(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let t = found(&state, &caller.tenant.id, &id).await?;
+    Ok(Json(show(&state, &caller, &t)))
+}
+
+/// `PATCH`: any creation field. A preset rebuilds the target; otherwise `url`, `method`,
+/// `headers` (the whole list) and `body` (null removes it) replace the current ones.
+async fn update(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let current = found(&state, &caller.tenant.id, &id).await?;
+    let m = object_body(&headers, body, state.config.max_admin_body_bytes).await?;
+    unknown_fields(&m)?;
+    let preset = preset_field(&m)?;
+    let text_or = |key: &str, now: &str| -> Result<String, ApiError> {
+        Ok(text_field(&m, key)?.unwrap_or_else(|| now.to_owned()))
+    };
+    let input = TriggerInput {
+        org: text_or("org", &current.key.org)?,
+        project: text_or("project", &current.key.project)?,
+        pipeline: text_or("pipeline", &current.key.pipeline)?,
+        trigger: text_or("trigger", &current.key.trigger)?,
+        url: match text_field(&m, "url")?.or(text_field(&m, "api_url")?) {
+            Some(u) => Some(u),
+            None if preset.is_some() => None,
+            None => Some(current.target.url.clone()),
+        },
+        method: text_field(&m, "method")?
+            .or_else(|| preset.is_none().then(|| current.target.method.clone())),
+        headers: match headers_field(&m)? {
+            Some(h) => h,
+            None if preset.is_some() => Vec::new(),
+            None => current
+                .target
+                .headers
+                .iter()
+                .map(|h| format!("{}: {}", h.name, h.value))
+                .collect(),
+        },
+        body: if m.contains_key("body") {
+            Some(text_field(&m, "body")?.unwrap_or_default())
+        } else if preset.is_some() {
+            None
+        } else {
+            Some(current.target.body.clone().unwrap_or_default())
+        },
+        preset,
+        allow_token: bool_field(&m, "allow_token")?.unwrap_or(current.allow_token),
+        enabled: bool_field(&m, "enabled")?.unwrap_or(current.enabled),
+    };
+    let next = build_trigger(
+        state.store.as_ref(),
+        &caller.tenant.id,
+        input,
+        state.delivery.allow_private_targets,
+        Some(&current),
+    )
+    .await?;
+    if !state.store.update_trigger(&next).await? {
+        return Err(ApiError::not_found(format!("no trigger {id:?}")));
+    }
+    Ok(Json(show(&state, &caller, &next)))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state
+        .store
+        .delete_trigger(&caller.tenant.id, &id, OffsetDateTime::now_utc())
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no trigger {id:?}")))
+    }
+}
+
+/// An event as the native API shows it.
+pub fn event_json(e: &TriggerEvent, now: OffsetDateTime, state: &AppState) -> Value {
+    let (status, message, _) = details::processing_status(e);
+    let rfc = |t: Option<OffsetDateTime>| t.map(crate::delivery::format::rfc3339);
+    json!({
+        "id": e.id,
+        "trigger_id": e.trigger_id,
+        "org": e.key.org,
+        "project": e.key.project,
+        "pipeline": e.key.pipeline,
+        "trigger": e.key.trigger,
+        "status": status,
+        "message": message,
+        "dispatch": e.state,
+        "pipeline_status": details::pipeline_status(e, now, state.delivery.trigger_expire_after),
+        "run_id": e.run.as_ref().map(|r| r.id.clone()),
+        "attempts": e.attempts,
+        "last_status_code": e.last_status_code,
+        "last_error": e.last_error,
+        "next_attempt_at": rfc(e.next_attempt_at),
+        "dispatched_at": rfc(e.dispatched_at),
+        "created_at": crate::delivery::format::rfc3339(e.created_at),
+        "fired_with_key": e.key_id.is_some(),
+    })
+}
+
+async fn events(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    found(&state, &caller.tenant.id, &id).await?;
+    let limit = super::query::Params(q).page()?.limit;
+    let now = OffsetDateTime::now_utc();
+    let items: Vec<Value> = state
+        .store
+        .list_trigger_events(&caller.tenant.id, Some(&id), limit)
+        .await?
+        .iter()
+        .map(|e| event_json(e, now, &state))
+        .collect();
+    Ok(Json(json!({ "events": items })))
+}

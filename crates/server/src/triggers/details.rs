@@ -1,0 +1,338 @@
+//! What a caller reads about a trigger event, in Harness's words: the webhook processing status
+//! (`TARGET_EXECUTION_REQUESTED`, `TARGET_DID_NOT_EXECUTE`, …) and the pipeline execution
+//! summary (`Queued`, `Running`, `Success`, `Failed`, `Aborted`, `Expired`) built from the run
+//! the CI reported for it.
+
+use std::time::Duration;
+
+use cistern_core::{to_millis, RunResult};
+use cistern_store::{DispatchState, LinkedRun, TriggerEvent};
+use serde::Serialize;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use super::template;
+
+/// The execution was asked of the target (it answered 2xx, or its run has been reported).
+pub const TARGET_EXECUTION_REQUESTED: &str = "TARGET_EXECUTION_REQUESTED";
+/// The target refused the request, or could not be reached in time.
+pub const TARGET_DID_NOT_EXECUTE: &str = "TARGET_DID_NOT_EXECUTE";
+/// The request could not be made (a missing secret, a template that does not render).
+pub const EXCEPTION_WHILE_PROCESSING: &str = "EXCEPTION_WHILE_PROCESSING";
+/// No enabled trigger has these identifiers.
+pub const NO_ENABLED_CUSTOM_TRIGGER_FOUND: &str = "NO_ENABLED_CUSTOM_TRIGGER_FOUND";
+/// The account identifier is not the caller's.
+pub const NO_ENABLED_CUSTOM_TRIGGER_FOUND_FOR_ACCOUNT: &str =
+    "NO_ENABLED_CUSTOM_TRIGGER_FOUND_FOR_ACCOUNT";
+/// The body is not JSON.
+pub const INVALID_PAYLOAD: &str = "INVALID_PAYLOAD";
+/// No key, a bad key, or a bad token.
+pub const TRIGGER_AUTHENTICATION_FAILED: &str = "TRIGGER_AUTHENTICATION_FAILED";
+/// Cistern's word for an event waiting to be sent (Harness has none: it answers
+/// `eventFound: false` until it has processed an event).
+pub const QUEUED: &str = "QUEUED";
+
+/// The seed's message for a requested execution.
+pub const REQUESTED_MESSAGE: &str = "Pipeline execution was requested successfully";
+
+/// The processing status of an event: its word, message, and whether an exception occurred.
+pub fn processing_status(e: &TriggerEvent) -> (&'static str, String, bool) {
+    let msg = |fallback: &str| e.message.clone().unwrap_or_else(|| fallback.to_owned());
+    if e.run.is_some() {
+        // The CI reported the run: whatever the worker recorded, the target executed.
+        return (
+            TARGET_EXECUTION_REQUESTED,
+            REQUESTED_MESSAGE.to_owned(),
+            false,
+        );
+    }
+    match e.state {
+        DispatchState::Delivered => (
+            TARGET_EXECUTION_REQUESTED,
+            REQUESTED_MESSAGE.to_owned(),
+            false,
+        ),
+        DispatchState::Pending => (QUEUED, msg(cistern_store::triggers::QUEUED_MESSAGE), false),
+        DispatchState::Failed => (TARGET_DID_NOT_EXECUTE, msg("Target did not execute"), false),
+        DispatchState::Exception => (
+            EXCEPTION_WHILE_PROCESSING,
+            msg("Exception while processing"),
+            true,
+        ),
+        DispatchState::Refused => {
+            let word = match e.refusal.as_deref() {
+                Some(INVALID_PAYLOAD) => INVALID_PAYLOAD,
+                _ => NO_ENABLED_CUSTOM_TRIGGER_FOUND,
+            };
+            (word, msg("No enabled custom trigger found"), false)
+        }
+    }
+}
+
+/// A run result in Harness's execution-status words.
+pub fn harness_status(r: RunResult) -> &'static str {
+    match r {
+        RunResult::Success => "Success",
+        RunResult::Failure | RunResult::Unstable | RunResult::Error => "Failed",
+        RunResult::Aborted => "Aborted",
+        RunResult::Running => "Running",
+        RunResult::Queued => "Queued",
+        RunResult::OnHold => "ApprovalWaiting",
+        RunResult::Skipped => "Skipped",
+    }
+}
+
+/// Stage counts: (successful, running, failed, total), top-level stages only. Failed counts
+/// failure, unstable, error and aborted; stages without a result count only in the total.
+pub fn stage_counts(run: &LinkedRun) -> (i64, i64, i64, i64) {
+    let (mut ok, mut running, mut failed, mut total) = (0, 0, 0, 0);
+    for (result, n) in &run.stage_results {
+        total += n;
+        match result {
+            Some(RunResult::Success) => ok += n,
+            Some(RunResult::Running) => running += n,
+            Some(
+                RunResult::Failure | RunResult::Unstable | RunResult::Error | RunResult::Aborted,
+            ) => failed += n,
+            _ => {}
+        }
+    }
+    (ok, running, failed, total)
+}
+
+/// The body the target receives, with secrets left as their placeholders (Harness's
+/// `runtimeInput`: what the pipeline was given).
+pub fn runtime_input(e: &TriggerEvent) -> String {
+    let Some(t) = &e.target else {
+        return String::new();
+    };
+    let Some(body) = &t.body else {
+        return String::new();
+    };
+    let payload: Value = serde_json::from_str(&e.payload).unwrap_or(Value::Null);
+    let ctx = template::Context {
+        correlation_id: &e.id,
+        payload: &payload,
+        secrets: None,
+    };
+    let content_type = t
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+        .map(|h| h.value.as_str());
+    template::render_body(body, template::body_kind(body, content_type), &ctx).unwrap_or_default()
+}
+
+/// `webhookProcessingDetails`, its members in the seed's order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessingDetails {
+    event_found: bool,
+    event_id: String,
+    account_identifier: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    org_identifier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project_identifier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trigger_identifier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pipeline_identifier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pipeline_execution_id: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exception_occured: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_created_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runtime_input: Option<String>,
+}
+
+/// `webhookProcessingDetails` of an event.
+pub fn processing_details(e: &TriggerEvent, account: &str) -> ProcessingDetails {
+    let (status, message, exception) = processing_status(e);
+    ProcessingDetails {
+        event_found: true,
+        event_id: e.id.clone(),
+        account_identifier: account.to_owned(),
+        org_identifier: Some(e.key.org.clone()),
+        project_identifier: Some(e.key.project.clone()),
+        trigger_identifier: Some(e.key.trigger.clone()),
+        pipeline_identifier: Some(e.key.pipeline.clone()),
+        pipeline_execution_id: Some(e.run.as_ref().map(|r| r.id.clone())),
+        exception_occured: Some(exception),
+        status: Some(status),
+        message: Some(message),
+        payload: Some(e.payload.clone()),
+        event_created_at: Some(to_millis(e.created_at)),
+        runtime_input: Some(runtime_input(e)),
+    }
+}
+
+/// `webhookProcessingDetails` of an id that names no event the caller may read.
+pub fn not_found(id: &str, account: &str) -> ProcessingDetails {
+    ProcessingDetails {
+        event_found: false,
+        event_id: id.to_owned(),
+        account_identifier: account.to_owned(),
+        org_identifier: None,
+        project_identifier: None,
+        trigger_identifier: None,
+        pipeline_identifier: None,
+        pipeline_execution_id: None,
+        exception_occured: None,
+        status: None,
+        message: None,
+        payload: None,
+        event_created_at: None,
+        runtime_input: None,
+    }
+}
+
+/// The pipeline status: from the linked run; `Queued` while the run is awaited; `Expired` once
+/// it has been awaited longer than `expire_after`; `None` when no execution was requested.
+pub fn pipeline_status(
+    e: &TriggerEvent,
+    now: OffsetDateTime,
+    expire_after: Duration,
+) -> Option<&'static str> {
+    if let Some(run) = &e.run {
+        return Some(harness_status(run.result));
+    }
+    match e.state {
+        DispatchState::Pending | DispatchState::Delivered => {
+            if now - e.created_at > expire_after {
+                Some("Expired")
+            } else {
+                Some("Queued")
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Who started an execution.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TriggerInfo {
+    trigger_type: &'static str,
+    triggered_by: Value,
+    is_rerun: bool,
+}
+
+/// `pipelineExecutionSummary`: Harness's members in its order, then Cistern's own.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionSummary {
+    pipeline_identifier: String,
+    plan_execution_id: Option<String>,
+    name: String,
+    status: &'static str,
+    tags: Vec<Value>,
+    execution_trigger_info: TriggerInfo,
+    start_ts: Option<i64>,
+    end_ts: Option<i64>,
+    created_at: i64,
+    run_sequence: Option<i64>,
+    successful_stages_count: i64,
+    running_stages_count: i64,
+    failed_stages_count: i64,
+    total_stages_count: i64,
+    /// The CI's own id of the run.
+    execution_id: Option<String>,
+    /// The pipeline's full name in this hub.
+    pipeline_full_name: Option<String>,
+    /// The run in its CI.
+    web_url: Option<String>,
+    /// The run in this hub's API.
+    run_url: Option<String>,
+}
+
+/// `executionDetails`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionDetails {
+    pipeline_execution_summary: ExecutionSummary,
+}
+
+/// `executionDetails`, or `None` (null) when no execution was requested.
+pub fn execution_details(
+    e: &TriggerEvent,
+    now: OffsetDateTime,
+    expire_after: Duration,
+    public_url: &str,
+) -> Option<ExecutionDetails> {
+    let status = pipeline_status(e, now, expire_after)?;
+    let run = e.run.as_ref();
+    let (ok, running, failed, total) = run.map(stage_counts).unwrap_or((0, 0, 0, 0));
+    let end = match run {
+        // A running run may carry a finish time derived from a duration so far: not an end.
+        Some(r) => r
+            .finished_at
+            .filter(|_| r.result.is_finished())
+            .map(to_millis),
+        None if status == "Expired" => {
+            let ms = i64::try_from(expire_after.as_millis()).unwrap_or(i64::MAX);
+            Some(to_millis(e.created_at).saturating_add(ms))
+        }
+        None => None,
+    };
+    Some(ExecutionDetails {
+        pipeline_execution_summary: ExecutionSummary {
+            pipeline_identifier: e.key.pipeline.clone(),
+            plan_execution_id: run.map(|r| r.id.clone()),
+            name: run
+                .map(|r| r.pipeline_name.clone())
+                .unwrap_or_else(|| e.key.pipeline.clone()),
+            status,
+            tags: Vec::new(),
+            execution_trigger_info: TriggerInfo {
+                trigger_type: "WEBHOOK_CUSTOM",
+                triggered_by: json!({"identifier": e.key.trigger, "extraInfo": {"eventCorrelationId": e.id}}),
+                is_rerun: false,
+            },
+            start_ts: run.map(|r| to_millis(r.started_at)),
+            end_ts: end,
+            created_at: to_millis(e.created_at),
+            run_sequence: run.and_then(|r| r.build_number),
+            successful_stages_count: ok,
+            running_stages_count: running,
+            failed_stages_count: failed,
+            total_stages_count: total,
+            execution_id: run.and_then(|r| r.execution_id.clone()),
+            pipeline_full_name: run.map(|r| r.pipeline_full_name.clone()),
+            web_url: run.and_then(|r| r.web_url.clone()),
+            run_url: run.map(|r| format!("{public_url}/api/v1/runs/{}", r.id)),
+        },
+    })
+}
+
+/// The reply envelope of every Harness-compatible answer, its members in the seed's order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope<T: Serialize> {
+    /// `SUCCESS`.
+    pub status: &'static str,
+    /// The answer.
+    pub data: T,
+    /// Always null.
+    pub meta_data: Option<()>,
+    /// The request's id.
+    pub correlation_id: String,
+}
+
+/// `data` of `triggerExecutionDetails`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionData {
+    /// What happened to the event.
+    pub webhook_processing_details: ProcessingDetails,
+    /// The pipeline run it started.
+    pub execution_details: Option<ExecutionDetails>,
+}
