@@ -460,7 +460,7 @@ async fn reopening_keeps_data_and_one_default_tenant() {
                 .expect("versions");
         assert_eq!(
             versions,
-            vec![1, 2, 3, 4, 5, 6],
+            vec![1, 2, 3, 4, 5, 6, 7],
             "each migration applied once"
         );
         let _ = conn.close().await;
@@ -1153,6 +1153,7 @@ async fn strict_tenant_rejects_unknown_instances_and_logs_the_event() {
                     &t.id,
                     &EventFilter {
                         status: Some(EventStatus::Rejected),
+                        ..Default::default()
                     },
                     &page(10),
                 )
@@ -1171,6 +1172,7 @@ async fn strict_tenant_rejects_unknown_instances_and_logs_the_event() {
                     &t.id,
                     &EventFilter {
                         status: Some(EventStatus::Accepted),
+                        ..Default::default()
                     },
                     &page(10),
                 )
@@ -1227,6 +1229,7 @@ async fn strict_tenant_rejects_unknown_instances_and_logs_the_event() {
                     &t.id,
                     &EventFilter {
                         status: Some(EventStatus::Rejected),
+                        ..Default::default()
                     },
                     &page(10),
                 )
@@ -1286,6 +1289,7 @@ async fn a_refused_write_does_not_sink_its_batch() {
                     &t.id,
                     &EventFilter {
                         status: Some(EventStatus::Rejected),
+                        ..Default::default()
                     },
                     &page(100),
                 )
@@ -1746,6 +1750,7 @@ async fn the_event_log_keeps_rejections_and_caps_bodies() {
                     &t.id,
                     &EventFilter {
                         status: Some(EventStatus::Rejected),
+                        ..Default::default()
                     },
                     &page(50),
                 )
@@ -1761,6 +1766,7 @@ async fn the_event_log_keeps_rejections_and_caps_bodies() {
                     &t.id,
                     &EventFilter {
                         status: Some(EventStatus::Accepted),
+                        ..Default::default()
                     },
                     &page(50),
                 )
@@ -2474,6 +2480,7 @@ async fn redeliver_replay_disable_and_delete() {
                     "sub_r",
                     &DeliveryFilter {
                         status: Some(DeliveryStatus::Pending),
+                        ..Default::default()
                     },
                     &page(2),
                 )
@@ -2486,6 +2493,7 @@ async fn redeliver_replay_disable_and_delete() {
                     "sub_r",
                     &DeliveryFilter {
                         status: Some(DeliveryStatus::Pending),
+                        ..Default::default()
                     },
                     &PageRequest {
                         limit: 2,
@@ -2521,6 +2529,236 @@ async fn redeliver_replay_disable_and_delete() {
                 .await
                 .expect("get")
                 .is_none());
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_filter_by_source_and_window() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let hour = time::Duration::hours(1);
+            let now = time::OffsetDateTime::now_utc();
+            // (hours ago, source): three through src_a, one through src_b, two through none.
+            let plan: [(i64, Option<&str>); 6] = [
+                (30, Some("src_a")),
+                (20, None),
+                (5, Some("src_a")),
+                (4, Some("src_b")),
+                (3, Some("src_a")),
+                (1, None),
+            ];
+            let mut ids = Vec::new();
+            for (ago, source) in plan {
+                let out = s
+                    .write(WriteOp::Reject {
+                        event: EventRecord {
+                            received_at: now - hour * ago as i32,
+                            source_id: source.map(str::to_owned),
+                            ..rejected_event(&t.id, b"{}")
+                        },
+                    })
+                    .await
+                    .expect("write");
+                ids.push(out.event_id);
+            }
+            let list = |f: EventFilter, limit: usize| {
+                let s = s.clone();
+                let t = t.id.clone();
+                async move {
+                    s.list_events(&t, &f, &page(limit))
+                        .await
+                        .expect("list_events")
+                        .items
+                }
+            };
+            // The source's events, newest first, each saying where it came from.
+            let a = list(
+                EventFilter {
+                    source_id: Some("src_a".into()),
+                    ..Default::default()
+                },
+                50,
+            )
+            .await;
+            let got: Vec<&str> = a.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(got, vec![&*ids[4], &*ids[2], &*ids[0]]);
+            assert!(a.iter().all(|e| e.source_id.as_deref() == Some("src_a")));
+            // The latest of a source (what the sources page asks).
+            let latest = list(
+                EventFilter {
+                    source_id: Some("src_b".into()),
+                    ..Default::default()
+                },
+                1,
+            )
+            .await;
+            assert_eq!(latest.len(), 1);
+            assert_eq!(latest[0].id, ids[3]);
+            assert!(list(
+                EventFilter {
+                    source_id: Some("src_none".into()),
+                    ..Default::default()
+                },
+                1
+            )
+            .await
+            .is_empty());
+            let plain = s
+                .get_event(&t.id, &ids[1])
+                .await
+                .expect("get")
+                .expect("found");
+            assert_eq!(plain.source_id, None);
+
+            // The window: since inclusive, until exclusive.
+            let window = list(
+                EventFilter {
+                    since: Some(now - hour * 20),
+                    until: Some(now - hour * 3),
+                    ..Default::default()
+                },
+                50,
+            )
+            .await;
+            let got: Vec<&str> = window.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(got, vec![&*ids[3], &*ids[2], &*ids[1]]);
+            // Window, source and status together, paged.
+            let f = EventFilter {
+                status: Some(EventStatus::Rejected),
+                source_id: Some("src_a".into()),
+                since: Some(now - hour * 24),
+                until: None,
+            };
+            let first = s.list_events(&t.id, &f, &page(1)).await.expect("page 1");
+            assert_eq!(first.items[0].id, ids[4]);
+            let second = s
+                .list_events(
+                    &t.id,
+                    &f,
+                    &PageRequest {
+                        limit: 1,
+                        cursor: first.next_cursor.clone(),
+                    },
+                )
+                .await
+                .expect("page 2");
+            assert_eq!(second.items[0].id, ids[2]);
+            assert!(second.next_cursor.is_none(), "the 30 h old one is outside");
+            // Another tenant sees none of them, whatever the filter.
+            let other = s.create_tenant("other-src", false).await.expect("tenant");
+            assert!(s
+                .list_events(
+                    &other.id,
+                    &EventFilter {
+                        source_id: Some("src_a".into()),
+                        ..Default::default()
+                    },
+                    &page(10)
+                )
+                .await
+                .expect("list")
+                .items
+                .is_empty());
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deliveries_filter_by_window() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            s.create_subscription(&subscription(&t.id, "sub_w", &[EventType::RunCompleted]))
+                .await
+                .expect("create");
+            let now = time::OffsetDateTime::now_utc();
+            let day = time::Duration::days(1);
+            // Runs reported 9, 6 and 2 days ago (a delivery is as old as its event).
+            for (n, ago) in [(1, 9), (2, 6), (3, 2)] {
+                let mut r = small_report("g", "a/b", &n.to_string(), T0);
+                r.finished_at = Some(ms(T0 + 1000));
+                s.write(WriteOp::Runs {
+                    event: EventRecord {
+                        received_at: now - day * ago,
+                        ..event(&t.id, b"{}")
+                    },
+                    tenant: t.clone(),
+                    runs: vec![r],
+                })
+                .await
+                .expect("write");
+            }
+            let all = deliveries_of(&s, &t.id, "sub_w").await;
+            assert_eq!(all.len(), 3);
+            let ages: Vec<i64> = all
+                .iter()
+                .map(|d| (now - d.created_at).whole_days())
+                .collect();
+            assert_eq!(ages, vec![2, 6, 9], "newest first");
+            let window = |since: Option<i64>, until: Option<i64>| DeliveryFilter {
+                since: since.map(|d| now - day * d as i32),
+                until: until.map(|d| now - day * d as i32),
+                ..Default::default()
+            };
+            let last_week = s
+                .list_deliveries(&t.id, "sub_w", &window(Some(7), None), &page(10))
+                .await
+                .expect("list");
+            assert_eq!(last_week.items.len(), 2);
+            assert_eq!(last_week.items[0].id, all[0].id);
+            let older = s
+                .list_deliveries(&t.id, "sub_w", &window(Some(10), Some(6)), &page(10))
+                .await
+                .expect("list");
+            assert_eq!(
+                older.items.iter().map(|d| &d.id).collect::<Vec<_>>(),
+                vec![&all[2].id],
+                "until is exclusive: the 6-day-old one is not before 6 days ago"
+            );
+            // With a status and a page size: the cursor keeps the window.
+            let f = DeliveryFilter {
+                status: Some(DeliveryStatus::Pending),
+                ..window(Some(30), None)
+            };
+            let p1 = s
+                .list_deliveries(&t.id, "sub_w", &f, &page(2))
+                .await
+                .expect("p1");
+            assert_eq!(p1.items.len(), 2);
+            let p2 = s
+                .list_deliveries(
+                    &t.id,
+                    "sub_w",
+                    &f,
+                    &PageRequest {
+                        limit: 2,
+                        cursor: p1.next_cursor.clone(),
+                    },
+                )
+                .await
+                .expect("p2");
+            assert_eq!(p2.items.len(), 1);
+            assert_eq!(p2.items[0].id, all[2].id);
+            assert!(s
+                .list_deliveries(
+                    &t.id,
+                    "sub_w",
+                    &DeliveryFilter {
+                        status: Some(DeliveryStatus::Delivered),
+                        ..window(Some(30), None)
+                    },
+                    &page(10)
+                )
+                .await
+                .expect("list")
+                .items
+                .is_empty());
         }
         .boxed()
     })

@@ -124,7 +124,10 @@ async fn build_events(
         .store
         .list_events(
             &session.caller.tenant.id,
-            &EventFilter { status },
+            &EventFilter {
+                status,
+                ..EventFilter::default()
+            },
             &PageRequest {
                 limit: 50,
                 cursor: q.get("cursor").filter(|c| !c.is_empty()).cloned(),

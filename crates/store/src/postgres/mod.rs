@@ -44,6 +44,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../migrations/postgres/0006_outbound.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_source_events.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serializes migrators (the bytes of `cistern`).

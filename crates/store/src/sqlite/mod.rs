@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_secrets_sources.sql"),
     include_str!("../../migrations/sqlite/0005_satellites.sql"),
     include_str!("../../migrations/sqlite/0006_outbound.sql"),
+    include_str!("../../migrations/sqlite/0007_source_events.sql"),
 ];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).

@@ -225,7 +225,7 @@ pub(super) fn list_instances(c: &Connection, tenant_id: &str) -> Result<Vec<Inst
     Ok(rows)
 }
 
-const EVENT_COLS: &str = "id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body_size, body, body_truncated";
+const EVENT_COLS: &str = "id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body_size, body, body_truncated, source_id";
 
 fn event_row(row: &Row<'_>, with_body: bool) -> rusqlite::Result<EventView> {
     let status: String = row.get(5)?;
@@ -254,6 +254,7 @@ fn event_row(row: &Row<'_>, with_body: bool) -> rusqlite::Result<EventView> {
         body_size: row.get(10)?,
         body: body.map(|b| String::from_utf8_lossy(&b).into_owned()),
         body_truncated: row.get(12)?,
+        source_id: row.get(13)?,
     })
 }
 
@@ -268,6 +269,18 @@ pub(super) fn list_events(
     if let Some(s) = f.status {
         sql.push_str(" AND status = ?");
         args.push(Box::new(s.as_str()));
+    }
+    if let Some(src) = &f.source_id {
+        sql.push_str(" AND source_id = ?");
+        args.push(Box::new(src.clone()));
+    }
+    if let Some(t) = f.since {
+        sql.push_str(" AND received_at >= ?");
+        args.push(Box::new(to_millis(t)));
+    }
+    if let Some(t) = f.until {
+        sql.push_str(" AND received_at < ?");
+        args.push(Box::new(to_millis(t)));
     }
     if let Some(cur) = &page.cursor {
         let (ms, id) = cursor::decode(cur)?;
