@@ -439,7 +439,9 @@ pub struct EventView {
     pub body: Option<String>,
     /// True when the body was cut.
     pub body_truncated: bool,
-    /// The signed source it came through, if any.
+    /// The signed source it came through, if any. Not serialized: a source's id is the
+    /// capability in its hook URL, and the events API answers keys with the `read` scope only.
+    #[serde(skip)]
     pub source_id: Option<String>,
 }
 
