@@ -240,7 +240,11 @@ async fn hook(
         "cdevents" => "cdevents",
         _ => "standard",
     };
-    let inbound = Inbound { dialect, ..inbound };
+    let inbound = Inbound {
+        dialect,
+        source_id: Some(source.id.clone()),
+        ..inbound
+    };
     let bytes = match read_body(&headers, body, state.config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {
@@ -311,7 +315,6 @@ async fn hook(
         202,
     );
     event.request_type = request_type;
-    event.source_id = Some(source.id.clone());
     event.dedupe_key = dedupe;
     let op = WriteOp::Signals {
         event,
