@@ -122,7 +122,10 @@ fn state_badge(s: &Subscription, now: OffsetDateTime) -> Markup {
             span class="badge r-failure" { "Disabled" }
             @if let Some(at) = s.disabled_at { " " (when(Some(at), now)) }
         } @else if let Some(since) = s.failing_since {
-            span class="badge r-unstable" { "Failing" } " since " (when(Some(since), now))
+            span class="badge r-unstable" { "Failing" } " "
+            span title={ "every attempt failed since " (format::datetime_s(since)) } {
+                "for " (format::duration_ms((now - since).whole_milliseconds().max(0) as i64))
+            }
         } @else {
             span class="badge r-success" { "Enabled" }
         }
@@ -486,7 +489,14 @@ async fn build_delivery(
             dt { "Status" } dd { (status_badge(d)) }
             dt { "Event" } dd {
                 (d.event_type.as_str()) " "
-                @if let Some(run) = &d.run_id { a href={ "/runs/" (run) } { "the run" } }
+                @if let Some(run) = &d.run_id {
+                    a href={ "/runs/" (run) } {
+                        @match detail.message["pipeline"]["full_name"].as_str() {
+                            Some(name) => { (name) @if let Some(b) = detail.message["build_number"].as_i64() { " #" (b) } },
+                            None => "the run",
+                        }
+                    }
+                }
             }
             dt { "Created" } dd { (when(Some(d.created_at), now)) }
             dt { "Subscription" } dd { code { (shown_url(&sub.url, admin)) } " " (state_badge(&sub, now)) }
@@ -514,7 +524,7 @@ async fn build_delivery(
                     @for a in &detail.attempt_log {
                         tr {
                             td class="num" { (a.attempt) }
-                            td { (when(Some(a.started_at), now)) }
+                            td title=(format::ago(a.started_at, now)) { (format::datetime_s(a.started_at)) }
                             td class="num" { (format::duration_ms(a.duration_ms)) }
                             td {
                                 @match a.status_code {
