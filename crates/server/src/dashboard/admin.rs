@@ -204,7 +204,7 @@ async fn build_events(
                     th scope="col" { "Why" } th scope="col" { "Body" }
                 } }
                 tbody {
-                    @if page.items.is_empty() { tr { td colspan="5" class="empty" { "No events in " (window.describe()) "." } } }
+                    @if page.items.is_empty() { tr { td colspan="5" class="empty" { "No events. Window: " (window.describe()) "." } } }
                     @for e in &page.items {
                         tr {
                             td title=(format::datetime(e.received_at)) { (format::ago(e.received_at, now)) }
