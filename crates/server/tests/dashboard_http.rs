@@ -1116,6 +1116,10 @@ async fn redeliver_needs_the_form_token_and_the_admin_scope_and_requeues() {
         assert!(back_page
             .body
             .contains(&format!("Delivery <code>{id}</code> is queued again")));
+        assert!(
+            back_page.body.contains("This node runs no delivery worker"),
+            "the worker is off in this test"
+        );
         let pending = admin.get("/admin/subscriptions?status=pending").await;
         assert!(delivery_rows(&pending.body).contains(&(id.clone(), "pending".to_owned())));
 

@@ -294,8 +294,10 @@ async fn redelivered_notice(
             "Delivery " code { (d.delivery.id) } " is queued again, on a fresh retry schedule."
             @if sub.is_some_and(|s| !s.enabled) {
                 " Its subscription is disabled: the delivery waits until the subscription is enabled again."
-            } @else {
+            } @else if state.delivery.worker {
                 " The delivery worker sends it within seconds."
+            } @else {
+                " This node runs no delivery worker (" code { "delivery_worker = false" } "): a node that runs one sends it."
             }
         }
     })
