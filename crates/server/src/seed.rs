@@ -1110,9 +1110,11 @@ async fn write_runs(
     summary: &mut SeedSummary,
     progress: &mut impl FnMut(u64),
 ) -> Result<(), SeedError> {
-    // The generator's state is sequential, so payloads are made here, in order; serializing,
-    // parsing and writing each one runs as its own task on the runtime's workers, many at once,
-    // so the store's group commit fills its batches.
+    // The generator's state is sequential, so payloads are made here, in order; serializing and
+    // parsing each one runs as its own task on the runtime's workers, many at once. The writes
+    // are then handed to the store in the history's order (several in flight, so its group
+    // commit fills its batches): deliveries are queued in the order of their events, as a live
+    // hub would queue them.
     let tasks = std::iter::from_fn(|| {
         if let (Some(cut), Some(next)) = (before_ms, gen.next_start()) {
             if next >= cut {
@@ -1120,7 +1122,6 @@ async fn write_runs(
             }
         }
         let g = gen.next_run()?;
-        let store = Arc::clone(store);
         let tenant = tenant.clone();
         let parse_opts = parse_opts.clone();
         Some(tokio::spawn(async move {
@@ -1142,21 +1143,24 @@ async fn write_runs(
                 tenant,
                 runs,
             };
-            store.write(op).await?;
-            Ok::<_, SeedError>((g.deployment, g.failed))
+            Ok::<_, SeedError>((op, g.deployment, g.failed))
         }))
     });
-    // After the subscriptions exist, runs are written one after another, as a live hub would
-    // receive them: their deliveries are then queued in the order of their events.
-    let concurrency = if before_ms.is_none() && opts.master.is_some() {
-        1
-    } else {
-        opts.concurrency.max(1)
-    };
-    let mut writes = futures::stream::iter(tasks).buffer_unordered(concurrency);
+    let concurrency = opts.concurrency.max(1);
+    let mut writes = futures::stream::iter(tasks)
+        .buffered(concurrency)
+        .map(|parsed| {
+            let store = Arc::clone(store);
+            async move {
+                let (op, deployment, failed) = parsed
+                    .map_err(|e| SeedError::Payload(format!("a parse task failed: {e}")))??;
+                store.write(op).await?;
+                Ok::<_, SeedError>((deployment, failed))
+            }
+        })
+        .buffered(concurrency);
     while let Some(done) = writes.next().await {
-        let (deployment, failed) =
-            done.map_err(|e| SeedError::Payload(format!("a write task failed: {e}")))??;
+        let (deployment, failed) = done?;
         summary.runs += 1;
         summary.deployments += u64::from(deployment);
         summary.failed += u64::from(failed);
@@ -1178,7 +1182,7 @@ async fn sources_and_secrets(
     tenant: &Tenant,
     opts: &SeedOptions,
 ) -> Result<usize, SeedError> {
-    let mut rng = SmallRng::seed_from_u64(opts.seed ^ 0x5ec7_e75);
+    let mut rng = SmallRng::seed_from_u64(opts.seed ^ 0x05ec_7e75);
     let grace = crate::config::Config::default().secret_grace_hours;
     let names = SUBSCRIPTIONS
         .iter()
@@ -1500,8 +1504,18 @@ async fn play_deliveries(
 
     // When each fresh delivery is next due (first: its event's time).
     let mut due: HashMap<String, OffsetDateTime> = HashMap::new();
+    let mut sub_of: HashMap<String, String> = HashMap::new();
     let mut queue: BinaryHeap<Reverse<(i64, String)>> = BinaryHeap::new();
+    // Subscriptions that are disabled: their deliveries wait, nobody claims them.
+    let mut off: HashSet<String> = HashSet::new();
     for (sub, _) in subs {
+        if store
+            .get_subscription(&tenant.id, sub)
+            .await?
+            .is_some_and(|s| !s.enabled)
+        {
+            off.insert(sub.clone());
+        }
         let mut cursor = None;
         loop {
             let page = store
@@ -1519,6 +1533,7 @@ async fn play_deliveries(
                 let at = d.next_attempt_at.unwrap_or(d.created_at);
                 queue.push(Reverse((cistern_core::to_millis(at), d.id.clone())));
                 due.insert(d.id.clone(), at);
+                sub_of.insert(d.id.clone(), sub.clone());
             }
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
@@ -1526,18 +1541,23 @@ async fn play_deliveries(
             }
         }
     }
-    let step = Duration::minutes(10);
+    let step = Duration::minutes(30);
     while let Some(Reverse((first, _))) = queue.peek().cloned() {
         let first = cistern_core::from_millis(first);
         if first > now {
             break;
         }
         let clock = (first + step).min(now);
-        while queue
-            .peek()
-            .is_some_and(|Reverse((t, _))| *t <= cistern_core::to_millis(clock))
-        {
+        let mut live = false;
+        while let Some(Reverse((t, id))) = queue.peek() {
+            if *t > cistern_core::to_millis(clock) {
+                break;
+            }
+            live |= sub_of.get(id).is_some_and(|s| !off.contains(s));
             queue.pop();
+        }
+        if !live {
+            continue;
         }
         let claimed = store
             .claim_deliveries(&ClaimRequest {
@@ -1554,7 +1574,9 @@ async fn play_deliveries(
             due.contains_key(&d.id) && receivers.contains_key(d.subscription.id.as_str())
         });
         for d in &others {
-            store.release_deliveries(&d.token, &[d.id.clone()]).await?;
+            store
+                .release_deliveries(&d.token, std::slice::from_ref(&d.id))
+                .await?;
         }
         let mut records = Vec::with_capacity(mine.len());
         for d in mine {
@@ -1599,13 +1621,27 @@ async fn play_deliveries(
             continue;
         }
         records.sort_by_key(|r| r.attempt.started_at);
+        // Recorded as of the batch's last answer (delivery and disable times follow it).
+        let clock = records
+            .iter()
+            .map(|r| r.attempt.started_at + Duration::milliseconds(r.attempt.duration_ms))
+            .max()
+            .unwrap_or(clock)
+            .min(now);
         let health = store.record_attempts(&records, clock).await?;
+        off.extend(
+            health
+                .iter()
+                .filter(|h| !h.enabled)
+                .map(|h| h.subscription_id.clone()),
+        );
         for (tenant_id, sub, reason) in
             crate::delivery::to_disable(&health, &records, clock, disable_after)
         {
             store
                 .set_subscription_enabled(&tenant_id, &sub, false, Some(&reason), clock)
                 .await?;
+            off.insert(sub);
         }
     }
     let mut counts = [0u64; 3];
@@ -1642,6 +1678,19 @@ async fn play_deliveries(
     Ok(counts)
 }
 
+/// A seeded satellite's last heartbeat.
+struct SatSpec {
+    id: &'static str,
+    version: &'static str,
+    /// How long ago it arrived.
+    age: Duration,
+    spool: i64,
+    /// How long ago it last forwarded something.
+    forward: Duration,
+    error: Option<&'static str>,
+    details: Value,
+}
+
 /// Satellites: one well, one degraded (its last heartbeat reports an error), one stale.
 async fn satellites(
     store: &Arc<dyn Store>,
@@ -1649,62 +1698,62 @@ async fn satellites(
     opts: &SeedOptions,
 ) -> Result<usize, SeedError> {
     let now = opts.now;
-    let version = env!("CARGO_PKG_VERSION");
-    let specs: [(&str, &str, Duration, i64, Option<Duration>, Option<&str>, Value); 3] = [
-        (
-            "plant-berlin",
-            version,
-            Duration::seconds(40),
-            0,
-            Some(Duration::minutes(2)),
-            None,
-            json!({"spool_bytes": 0, "spool_bound_bytes": 1_073_741_824u64,
+    let current = env!("CARGO_PKG_VERSION");
+    let specs = [
+        SatSpec {
+            id: "plant-berlin",
+            version: current,
+            age: Duration::seconds(40),
+            spool: 0,
+            forward: Duration::minutes(2),
+            error: None,
+            details: json!({"spool_bytes": 0, "spool_bound_bytes": 1_073_741_824u64,
                    "integrations": [{"id": "jenkins-main", "application": "jenkins", "poll_seconds": 60}]}),
-        ),
-        (
-            "plant-lyon",
-            "0.0.9",
-            Duration::seconds(25),
-            37,
-            Some(Duration::hours(2)),
-            Some("GET https://gitlab.plant-lyon.example/api/v4/projects/12/pipelines: 503 Service Unavailable"),
-            json!({"spool_bytes": 5_872_311, "spool_bound_bytes": 1_073_741_824u64,
+        },
+        SatSpec {
+            id: "plant-lyon",
+            version: "0.0.9",
+            age: Duration::seconds(25),
+            spool: 37,
+            forward: Duration::hours(2),
+            error: Some("GET https://gitlab.plant-lyon.example/api/v4/projects/12/pipelines: 503 Service Unavailable"),
+            details: json!({"spool_bytes": 5_872_311, "spool_bound_bytes": 1_073_741_824u64,
                    "integrations": [{"id": "gitlab-lyon", "application": "gitlab", "poll_seconds": 120}]}),
-        ),
-        (
-            "lab-rack-2",
-            version,
-            Duration::hours(3),
-            4,
-            Some(Duration::hours(3)),
-            None,
-            json!({"spool_bytes": 18_204, "spool_bound_bytes": 268_435_456u64, "integrations": []}),
-        ),
+        },
+        SatSpec {
+            id: "lab-rack-2",
+            version: current,
+            age: Duration::hours(3),
+            spool: 4,
+            forward: Duration::hours(3),
+            error: None,
+            details: json!({"spool_bytes": 18_204, "spool_bound_bytes": 268_435_456u64, "integrations": []}),
+        },
     ];
     let first_seen = now - Duration::days(i64::from(opts.days));
-    for (id, version, age, spool, forward, error, details) in specs {
+    for spec in &specs {
         let hb = |at: OffsetDateTime| SatelliteHeartbeat {
-            satellite_id: id.into(),
-            version: version.into(),
+            satellite_id: spec.id.into(),
+            version: spec.version.into(),
             config_hash: Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-                format!("{id} {version}").as_bytes(),
+                format!("{} {}", spec.id, spec.version).as_bytes(),
             ))),
             sent_at: at - Duration::milliseconds(180),
             received_at: at,
             interval_seconds: 60,
-            spool_depth: spool,
-            last_forward_at: forward.map(|f| now - f),
-            last_error: error.map(str::to_owned),
-            details: details.clone(),
+            spool_depth: spec.spool,
+            last_forward_at: Some(now - spec.forward),
+            last_error: spec.error.map(str::to_owned),
+            details: spec.details.clone(),
         };
         store
             .put_satellite_heartbeat(&tenant.id, &hb(first_seen))
             .await?;
         store
-            .put_satellite_heartbeat(&tenant.id, &hb(now - age))
+            .put_satellite_heartbeat(&tenant.id, &hb(now - spec.age))
             .await?;
     }
-    Ok(3)
+    Ok(specs.len())
 }
 
 #[cfg(test)]
