@@ -1807,6 +1807,74 @@ mod tests {
         assert!(logs * 10 >= failed * 8, "most failures carry a log");
     }
 
+    #[tokio::test]
+    async fn seeding_twice_keeps_one_of_each_admin_thing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            cistern_store::sqlite::SqliteStore::open(
+                &dir.path().join("c.db"),
+                &cistern_store::StoreSettings::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let master = crate::secrets::MasterKey::load(None, &dir.path().join("c.key")).unwrap();
+        let mut opts = SeedOptions::new(300, 12);
+        opts.concurrency = 16;
+        opts.master = Some(Arc::new(master));
+        let first = seed(&store, &opts).await.unwrap();
+        assert_eq!(
+            (first.sources, first.subscriptions, first.satellites),
+            (3, 3, 3)
+        );
+        let [delivered, pending, failed] = first.deliveries;
+        assert!(
+            delivered > 0 && pending + failed > 0,
+            "{:?}",
+            first.deliveries
+        );
+        let tenant = store.tenant_by_slug("default").await.unwrap().unwrap();
+        let secrets = store.list_secrets(&tenant.id).await.unwrap();
+        assert_eq!(secrets.len(), 6);
+        // Every delivery was played: none is left unattempted but those a disabled
+        // subscription holds.
+        for s in store.list_subscriptions(&tenant.id).await.unwrap() {
+            let page = store
+                .list_deliveries(
+                    &tenant.id,
+                    &s.id,
+                    &DeliveryFilter::default(),
+                    &PageRequest {
+                        limit: 500,
+                        cursor: None,
+                    },
+                )
+                .await
+                .unwrap();
+            if s.enabled {
+                assert!(page.items.iter().all(|d| d.attempts > 0), "{}", s.id);
+            }
+        }
+
+        let again = seed(&store, &opts).await.unwrap();
+        assert_eq!(again.deliveries, first.deliveries, "nothing new to deliver");
+        assert_eq!(store.list_sources(&tenant.id).await.unwrap().len(), 3);
+        assert_eq!(store.list_subscriptions(&tenant.id).await.unwrap().len(), 3);
+        assert_eq!(store.list_satellites(&tenant.id).await.unwrap().len(), 3);
+        let after = store.list_secrets(&tenant.id).await.unwrap();
+        assert!(
+            after.iter().all(|s| s.previous_valid_until.is_none()),
+            "no secret was rotated"
+        );
+        // The secrets are the hub's: its master key opens them.
+        let key = crate::secrets::MasterKey::load(None, &dir.path().join("c.key")).unwrap();
+        let (value, _) = crate::secrets::reveal(store.as_ref(), &key, &tenant.id, "chat-hook")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(value.len(), 48);
+    }
+
     #[test]
     fn the_same_seed_gives_the_same_history() {
         let mut opts = SeedOptions::new(50, 7);

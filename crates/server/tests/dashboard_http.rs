@@ -153,6 +153,14 @@ async fn pages_need_a_session_and_assets_do_not() {
             "%2Fadmin%2Fevents%3Fstatus%3Drejected",
         ),
         ("/admin/events/x", "%2Fadmin%2Fevents%2Fx"),
+        ("/admin", "%2Fadmin"),
+        ("/admin/satellites", "%2Fadmin%2Fsatellites"),
+        ("/admin/sources", "%2Fadmin%2Fsources"),
+        (
+            "/admin/subscriptions?days=7",
+            "%2Fadmin%2Fsubscriptions%3Fdays%3D7",
+        ),
+        ("/admin/deliveries/x", "%2Fadmin%2Fdeliveries%2Fx"),
     ] {
         let r = web.get(path).await;
         assert_eq!(r.status, 303, "{path}");
