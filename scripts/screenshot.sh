@@ -43,7 +43,8 @@ db="sqlite://$tmp/cistern.db"
 key="$("$bin" --database "$db" keys create --name screenshot --scopes read)"
 
 port="$(free_port)"
-CISTERN_LOG=warn "$bin" --database "$db" serve --listen "127.0.0.1:$port" &
+# The seeded subscriptions point at hosts that never resolve: no worker, no lookups.
+CISTERN_LOG=warn CISTERN_DELIVERY_WORKER=false "$bin" --database "$db" serve --listen "127.0.0.1:$port" &
 server_pid=$!
 dport="$(free_port)"
 chromedriver --port="$dport" --log-level=OFF >/dev/null 2>&1 &

@@ -103,7 +103,8 @@ enum Command {
 #[derive(Subcommand)]
 enum DevCmd {
     /// Write a realistic history (pipelines, runs with stages and logs, deployments, failures
-    /// and recoveries, heartbeats, rejected posts) into the database, through the store's writer.
+    /// and recoveries, heartbeats, satellites, signed sources, subscriptions with their
+    /// deliveries, rejected posts) into the database, through the store's writer.
     Seed {
         /// Runs to write.
         #[arg(long, default_value_t = 2_000)]
@@ -568,9 +569,14 @@ async fn run(cli: Cli) -> Result<()> {
         }) => {
             init_logging(&config.log_format, "warn");
             let store = open_store(&config).await?;
+            let master = config
+                .master_key(store.as_ref())
+                .await
+                .map_err(anyhow::Error::msg)?;
             let mut opts = cistern_server::seed::SeedOptions::new(runs, days);
             opts.seed = seed;
             opts.tenant = tenant.tenant;
+            opts.master = Some(std::sync::Arc::new(master));
             let started = std::time::Instant::now();
             let summary = cistern_server::seed::seed_with_progress(&store, &opts, |n| {
                 if n > 0 && n < runs as u64 {
@@ -580,12 +586,18 @@ async fn run(cli: Cli) -> Result<()> {
             .await?;
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
-                "seeded {} runs ({} deployments, {} failed) over {days} days for {} pipelines on {} instances, and {} rejected events, in {secs:.1} s ({:.0} runs/s)",
+                "seeded {} runs ({} deployments, {} failed) over {days} days for {} pipelines on {} instances, {} satellites, {} signed sources, {} subscriptions ({} deliveries delivered, {} pending, {} failed), and {} rejected events, in {secs:.1} s ({:.0} runs/s)",
                 summary.runs,
                 summary.deployments,
                 summary.failed,
                 summary.pipelines,
                 summary.instances,
+                summary.satellites,
+                summary.sources,
+                summary.subscriptions,
+                summary.deliveries[0],
+                summary.deliveries[1],
+                summary.deliveries[2],
                 summary.rejected_events,
                 summary.runs as f64 / secs.max(1e-9)
             );

@@ -1,5 +1,6 @@
-//! `cistern dev seed`: the fixture history lands in the database through the store's writer, and
-//! seeding again with the same seed updates the same runs instead of doubling them.
+//! `cistern dev seed`: the fixture history (runs, satellites, sources, subscriptions) lands in the
+//! database through the store, and seeding again with the same seed updates the same runs
+//! instead of doubling them.
 
 use std::process::Command;
 
@@ -38,6 +39,17 @@ async fn dev_seed_writes_a_history_once() {
     assert!(instances
         .iter()
         .all(|i| i.last_heartbeat_at.is_some() && i.details.is_some()));
+    // The admin side: satellites, signed sources, subscriptions with their deliveries, all
+    // usable by a hub on this database (the secrets are encrypted with its key file).
+    assert!(
+        err.contains("3 satellites, 3 signed sources, 3 subscriptions"),
+        "{err}"
+    );
+    assert_eq!(store.list_satellites(&tenant.id).await.unwrap().len(), 3);
+    assert_eq!(store.list_sources(&tenant.id).await.unwrap().len(), 3);
+    let subs = store.list_subscriptions(&tenant.id).await.unwrap();
+    assert_eq!(subs.len(), 3);
+    assert!(dir.path().join("cistern.key").exists());
     drop(store);
 
     // The same seed on the same day makes the same runs: they are updated, not added.

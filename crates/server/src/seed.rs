@@ -1,7 +1,13 @@
 //! A realistic history, for demos, screenshots and the dashboard's tests: three projects with
 //! eight pipelines on two CI/CD instances, weeks of runs with stages, steps and failure logs,
 //! deployments to staging and prod that ship the commits CI built, broken streaks and their
-//! recoveries, instance heartbeats, and a few rejected posts.
+//! recoveries, instance heartbeats, satellites (one well, one degraded, one stale), and a few
+//! rejected posts. Given the master key ([`SeedOptions::master`]), also named secrets, signed
+//! sources with their latest events, and three subscriptions created partway through the history,
+//! whose deliveries play out against receivers that behave like real ones: a chat hook that
+//! mostly answers and crashes on some messages, a deployment tracker timing out for the last
+//! hours, and a decommissioned legacy receiver whose subscription ends up disabled. Their
+//! attempts go through the store's own claim and record calls and the delivery worker's rules.
 //!
 //! Every run is an SEI payload parsed by the SEI dialect and written with [`WriteOp::Runs`],
 //! exactly as `POST /v1/custom-cicd` would store it (its raw body is the event's body). Writes are
@@ -11,9 +17,15 @@
 
 use std::sync::Arc;
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use cistern_core::FieldError;
 use cistern_dialects::{sei, Inbound, ParseOptions};
 use cistern_store::{
-    EventRecord, EventStatus, HeartbeatRecord, Store, StoreError, Tenant, WriteOp,
+    AttemptRecord, ClaimRequest, DeliveryAttempt, DeliveryFilter, DeliveryFormat, DeliveryStatus,
+    EventRecord, EventStatus, EventType, HeartbeatRecord, NextStep, PageRequest,
+    SatelliteHeartbeat, Store, StoreError, Subscription, Tenant, WriteOp,
 };
 use futures::StreamExt;
 use rand::rngs::SmallRng;
@@ -36,6 +48,9 @@ pub struct SeedOptions {
     pub concurrency: usize,
     /// The end of the history.
     pub now: OffsetDateTime,
+    /// The hub's master key: with it, named secrets (encrypted with it, so the hub can use
+    /// them), signed sources and subscriptions with their deliveries are written too.
+    pub master: Option<Arc<crate::secrets::MasterKey>>,
 }
 
 impl SeedOptions {
@@ -48,6 +63,7 @@ impl SeedOptions {
             seed: 8,
             concurrency: 512,
             now: OffsetDateTime::now_utc(),
+            master: None,
         }
     }
 }
@@ -67,6 +83,14 @@ pub struct SeedSummary {
     pub instances: usize,
     /// Rejected events recorded.
     pub rejected_events: u64,
+    /// Satellites (with a heartbeat each).
+    pub satellites: usize,
+    /// Signed sources.
+    pub sources: usize,
+    /// Subscriptions.
+    pub subscriptions: usize,
+    /// Deliveries of the subscriptions, by status: delivered, pending, failed.
+    pub deliveries: [u64; 3],
 }
 
 /// Why seeding stopped.
@@ -81,6 +105,9 @@ pub enum SeedError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A secret or a source could not be written.
+    #[error("{0}")]
+    Admin(String),
 }
 
 struct InstanceSpec {
@@ -645,6 +672,11 @@ impl Generator {
         &mut self.repos[i].1
     }
 
+    /// The start of the next run, if any is left.
+    fn next_start(&self) -> Option<i64> {
+        self.starts.get(self.next).copied()
+    }
+
     fn next_run(&mut self) -> Option<Generated> {
         let start_ms = *self.starts.get(self.next)?;
         self.next += 1;
@@ -952,50 +984,40 @@ pub async fn seed_with_progress(
         ..SeedSummary::default()
     };
 
-    // The generator's state is sequential, so payloads are made here, in order; serializing,
-    // parsing and writing each one runs as its own task on the runtime's workers, many at once,
-    // so the store's group commit fills its batches.
+    // The subscriptions arrive partway through the history: the runs before them are written
+    // first, the runs after them queue deliveries in the outbox as they are written.
     let mut gen = Generator::new(opts);
-    let tasks = std::iter::from_fn(|| {
-        let g = gen.next_run()?;
-        let store = Arc::clone(store);
-        let tenant = tenant.clone();
-        let parse_opts = parse_opts.clone();
-        Some(tokio::spawn(async move {
-            let body =
-                serde_json::to_vec(&g.payload).map_err(|e| SeedError::Payload(e.to_string()))?;
-            let runs = match sei::parse(&body, &parse_opts) {
-                Ok(items) => items
-                    .into_iter()
-                    .filter_map(|i| match i {
-                        Inbound::Run(r) => Some(*r),
-                        _ => None,
-                    })
-                    .collect(),
-                Err(rej) => return Err(SeedError::Payload(rej.summary())),
-            };
-            let at = cistern_core::from_millis(g.finished_ms + 800);
-            let op = WriteOp::Runs {
-                event: event(&tenant, "/v1/custom-cicd", "sei", body, at),
-                tenant,
-                runs,
-            };
-            store.write(op).await?;
-            Ok::<_, SeedError>((g.deployment, g.failed))
-        }))
-    });
-    let mut writes = futures::stream::iter(tasks).buffer_unordered(opts.concurrency.max(1));
-    while let Some(done) = writes.next().await {
-        let (deployment, failed) =
-            done.map_err(|e| SeedError::Payload(format!("a write task failed: {e}")))??;
-        summary.runs += 1;
-        summary.deployments += u64::from(deployment);
-        summary.failed += u64::from(failed);
-        if summary.runs.is_multiple_of(5_000) {
-            progress(summary.runs);
-        }
+    let span = Duration::days(i64::from(opts.days.min(SUBSCRIPTION_DAYS)));
+    let subs_from = opts.now - span;
+    let mut subs = Vec::new();
+    if let Some(master) = &opts.master {
+        let cut = cistern_core::to_millis(subs_from);
+        write_runs(
+            store,
+            &tenant,
+            &mut gen,
+            Some(cut),
+            opts,
+            &parse_opts,
+            &mut summary,
+            &mut progress,
+        )
+        .await?;
+        summary.sources = sources_and_secrets(store, master, &tenant, opts).await?;
+        subs = subscriptions(store, &tenant, subs_from).await?;
+        summary.subscriptions = subs.len();
     }
-    drop(writes);
+    write_runs(
+        store,
+        &tenant,
+        &mut gen,
+        None,
+        opts,
+        &parse_opts,
+        &mut summary,
+        &mut progress,
+    )
+    .await?;
     progress(summary.runs);
 
     for inst in &INSTANCES {
@@ -1068,7 +1090,670 @@ pub async fn seed_with_progress(
         store.write(WriteOp::Reject { event: ev }).await?;
         summary.rejected_events += 1;
     }
+
+    summary.satellites = satellites(store, &tenant, opts).await?;
+    if !subs.is_empty() {
+        summary.deliveries = play_deliveries(store, &tenant, &subs, opts.now, opts.seed).await?;
+    }
     Ok(summary)
+}
+
+/// Writes the generator's runs that start before `before_ms` (all of them without it).
+#[allow(clippy::too_many_arguments)]
+async fn write_runs(
+    store: &Arc<dyn Store>,
+    tenant: &Tenant,
+    gen: &mut Generator,
+    before_ms: Option<i64>,
+    opts: &SeedOptions,
+    parse_opts: &ParseOptions,
+    summary: &mut SeedSummary,
+    progress: &mut impl FnMut(u64),
+) -> Result<(), SeedError> {
+    // The generator's state is sequential, so payloads are made here, in order; serializing and
+    // parsing each one runs as its own task on the runtime's workers, many at once. The writes
+    // are then handed to the store in the history's order (several in flight, so its group
+    // commit fills its batches): deliveries are queued in the order of their events, as a live
+    // hub would queue them.
+    let tasks = std::iter::from_fn(|| {
+        if let (Some(cut), Some(next)) = (before_ms, gen.next_start()) {
+            if next >= cut {
+                return None;
+            }
+        }
+        let g = gen.next_run()?;
+        let tenant = tenant.clone();
+        let parse_opts = parse_opts.clone();
+        Some(tokio::spawn(async move {
+            let body =
+                serde_json::to_vec(&g.payload).map_err(|e| SeedError::Payload(e.to_string()))?;
+            let runs = match sei::parse(&body, &parse_opts) {
+                Ok(items) => items
+                    .into_iter()
+                    .filter_map(|i| match i {
+                        Inbound::Run(r) => Some(*r),
+                        _ => None,
+                    })
+                    .collect(),
+                Err(rej) => return Err(SeedError::Payload(rej.summary())),
+            };
+            let at = cistern_core::from_millis(g.finished_ms + 800);
+            let op = WriteOp::Runs {
+                event: event(&tenant, "/v1/custom-cicd", "sei", body, at),
+                tenant,
+                runs,
+            };
+            Ok::<_, SeedError>((op, g.deployment, g.failed))
+        }))
+    });
+    let concurrency = opts.concurrency.max(1);
+    let mut writes = futures::stream::iter(tasks)
+        .buffered(concurrency)
+        .map(|parsed| {
+            let store = Arc::clone(store);
+            async move {
+                let (op, deployment, failed) = parsed
+                    .map_err(|e| SeedError::Payload(format!("a parse task failed: {e}")))??;
+                store.write(op).await?;
+                Ok::<_, SeedError>((deployment, failed))
+            }
+        })
+        .buffered(concurrency);
+    while let Some(done) = writes.next().await {
+        let (deployment, failed) = done?;
+        summary.runs += 1;
+        summary.deployments += u64::from(deployment);
+        summary.failed += u64::from(failed);
+        if summary.runs.is_multiple_of(5_000) {
+            progress(summary.runs);
+        }
+    }
+    Ok(())
+}
+
+/// Days before `now` the subscriptions were created (at most the history's length).
+const SUBSCRIPTION_DAYS: u32 = 14;
+
+/// Named secrets (random values, encrypted with the master key like `cistern secrets set`), and
+/// signed sources with a few events each; both are left alone when they exist already.
+async fn sources_and_secrets(
+    store: &Arc<dyn Store>,
+    master: &crate::secrets::MasterKey,
+    tenant: &Tenant,
+    opts: &SeedOptions,
+) -> Result<usize, SeedError> {
+    let mut rng = SmallRng::seed_from_u64(opts.seed ^ 0x05ec_7e75);
+    let grace = crate::config::Config::default().secret_grace_hours;
+    let names = SUBSCRIPTIONS
+        .iter()
+        .map(|s| s.secret)
+        .chain(SOURCES.iter().filter_map(|s| s.secret));
+    for name in names {
+        if store.get_secret(&tenant.id, name).await?.is_some() {
+            continue;
+        }
+        let value = hex_id(&mut rng, 48);
+        crate::routes::admin::set_secret(
+            store.as_ref(),
+            master,
+            grace,
+            &tenant.id,
+            name,
+            value.as_bytes(),
+        )
+        .await
+        .map_err(|e| SeedError::Admin(e.detail.clone()))?;
+    }
+    let existing: HashSet<String> = store
+        .list_sources(&tenant.id)
+        .await?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    for spec in &SOURCES {
+        if existing.contains(spec.name) {
+            continue;
+        }
+        let source = crate::routes::admin::new_source(
+            store.as_ref(),
+            &tenant.id,
+            spec.kind,
+            spec.secret,
+            Some(spec.name),
+        )
+        .await
+        .map_err(|e| SeedError::Admin(e.detail.clone()))?;
+        for ev in spec.events {
+            let mut rec = event(
+                tenant,
+                "/v1/hooks/{source_id}",
+                spec.kind,
+                ev.body.as_bytes().to_vec(),
+                opts.now - ev.age,
+            );
+            rec.request_type = Some(ev.request_type.into());
+            rec.source_id = Some(source.id.clone());
+            rec.http_status = ev.http_status;
+            let op = match ev.refused {
+                Some(why) => {
+                    rec.status = EventStatus::Rejected;
+                    rec.errors = vec![FieldError::new("", why)];
+                    WriteOp::Reject { event: rec }
+                }
+                None => WriteOp::Signals {
+                    event: rec,
+                    tenant: tenant.clone(),
+                    runs: Vec::new(),
+                    incidents: Vec::new(),
+                    commit_times: Vec::new(),
+                },
+            };
+            store.write(op).await?;
+        }
+    }
+    Ok(SOURCES.len())
+}
+
+struct SourceEvent {
+    age: Duration,
+    request_type: &'static str,
+    http_status: u16,
+    /// Why it was refused, when it was.
+    refused: Option<&'static str>,
+    body: &'static str,
+}
+
+struct SourceSpec {
+    name: &'static str,
+    kind: &'static str,
+    secret: Option<&'static str>,
+    events: &'static [SourceEvent],
+}
+
+static SOURCES: [SourceSpec; 3] = [
+    SourceSpec {
+        name: "GitHub example org",
+        kind: "github",
+        secret: Some("github-org"),
+        events: &[
+            SourceEvent {
+                age: Duration::days(2),
+                request_type: "ping",
+                http_status: 202,
+                refused: None,
+                body: r#"{"zen":"Keep it logically awesome.","hook_id":481516,"hook":{"type":"Organization","events":["workflow_run","workflow_job"]}}"#,
+            },
+            SourceEvent {
+                age: Duration::minutes(12),
+                request_type: "workflow_job",
+                http_status: 202,
+                refused: None,
+                body: r#"{"action":"queued","workflow_job":{"id":29679449,"run_id":10423811,"name":"lint","head_branch":"main","status":"queued"},"repository":{"full_name":"example/shop"}}"#,
+            },
+        ],
+    },
+    SourceSpec {
+        name: "GitLab payments",
+        kind: "gitlab",
+        secret: Some("gitlab-payments"),
+        events: &[
+            SourceEvent {
+                age: Duration::days(1),
+                request_type: "Job Hook",
+                http_status: 202,
+                refused: None,
+                body: r#"{"object_kind":"build","build_id":1977,"build_name":"rspec","build_stage":"test","build_status":"created","project_name":"payments / ledger"}"#,
+            },
+            SourceEvent {
+                age: Duration::hours(3),
+                request_type: "Pipeline Hook",
+                http_status: 401,
+                refused: Some("X-Gitlab-Token does not match the source's secret"),
+                body: r#"{"object_kind":"pipeline","object_attributes":{"id":31,"ref":"main","status":"success","duration":63},"project":{"path_with_namespace":"payments/ledger"}}"#,
+            },
+        ],
+    },
+    SourceSpec {
+        name: "Incident bot",
+        kind: "standard",
+        secret: Some("incident-bot"),
+        events: &[],
+    },
+];
+
+/// How a seeded subscription's receiver answers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Receiver {
+    /// A chat hook: answers, except a rare 502 and a crash on feature-branch messages.
+    Chat,
+    /// A deployment tracker: answers, but has been timing out for the last hours.
+    Tracker,
+    /// A legacy receiver, decommissioned partway: its name stopped resolving.
+    Legacy,
+}
+
+struct SubSpec {
+    id: &'static str,
+    url: &'static str,
+    secret: &'static str,
+    format: DeliveryFormat,
+    events: &'static [EventType],
+    only_failures: bool,
+    pipeline: Option<&'static str>,
+    receiver: Receiver,
+}
+
+// Hosts under `.example` (RFC 2606) never resolve: a hub serving a seeded database sends
+// nothing anywhere when it retries these deliveries.
+static SUBSCRIPTIONS: [SubSpec; 3] = [
+    SubSpec {
+        id: "sub_seed_chat_alerts",
+        url: "https://chat.example/hooks/T024BE7LD/B08ALERTS",
+        secret: "chat-hook",
+        format: DeliveryFormat::Native,
+        events: &[EventType::RunCompleted],
+        only_failures: true,
+        pipeline: None,
+        receiver: Receiver::Chat,
+    },
+    SubSpec {
+        id: "sub_seed_deploy_tracker",
+        url: "https://deploys.example/api/v1/cdevents",
+        secret: "deploy-tracker",
+        format: DeliveryFormat::Cdevents,
+        events: &[EventType::DeploymentCompleted],
+        only_failures: false,
+        pipeline: None,
+        receiver: Receiver::Tracker,
+    },
+    SubSpec {
+        id: "sub_seed_legacy_jobserv",
+        url: "https://legacy-ci.example/jobserv/webhook",
+        secret: "legacy-ci",
+        format: DeliveryFormat::Jobserv,
+        events: &[EventType::RunCompleted],
+        only_failures: false,
+        pipeline: Some("payments/ledger-ci"),
+        receiver: Receiver::Legacy,
+    },
+];
+
+/// Creates the subscriptions (those missing), as of `at`; returns each with its receiver.
+async fn subscriptions(
+    store: &Arc<dyn Store>,
+    tenant: &Tenant,
+    at: OffsetDateTime,
+) -> Result<Vec<(String, Receiver)>, SeedError> {
+    let mut out = Vec::new();
+    for spec in &SUBSCRIPTIONS {
+        if store.get_subscription(&tenant.id, spec.id).await?.is_none() {
+            store
+                .create_subscription(&Subscription {
+                    id: spec.id.into(),
+                    tenant_id: tenant.id.clone(),
+                    url: spec.url.into(),
+                    secret_name: spec.secret.into(),
+                    format: spec.format,
+                    events: spec.events.to_vec(),
+                    only_failures: spec.only_failures,
+                    pipeline: spec.pipeline.map(str::to_owned),
+                    branch: None,
+                    project: None,
+                    enabled: true,
+                    disabled_reason: None,
+                    disabled_at: None,
+                    failing_since: None,
+                    created_at: at,
+                    updated_at: at,
+                })
+                .await?;
+        }
+        out.push((spec.id.to_owned(), spec.receiver));
+    }
+    Ok(out)
+}
+
+/// What a receiver answered: the status and `Retry-After`, or why nothing came; the body; how
+/// long it took.
+type Answer = (
+    Result<(u16, Option<std::time::Duration>), String>,
+    Option<String>,
+    i64,
+);
+
+fn answer(
+    receiver: Receiver,
+    message: &Value,
+    at: OffsetDateTime,
+    made: usize,
+    now: OffsetDateTime,
+    rng: &mut SmallRng,
+) -> Answer {
+    let quick = rng.random_range(60..420);
+    match receiver {
+        Receiver::Chat => {
+            let branch = message["branch"].as_str().unwrap_or("");
+            if branch.contains('/') {
+                (
+                    Ok((500, None)),
+                    Some(r#"{"error":"TypeError: Cannot read properties of undefined (reading 'login')"}"#.into()),
+                    quick,
+                )
+            } else if made == 1 && rng.random_bool(0.06) {
+                (
+                    Ok((502, None)),
+                    Some("<html><body><h1>502 Bad Gateway</h1></body></html>".into()),
+                    quick * 30,
+                )
+            } else {
+                (Ok((200, None)), Some(r#"{"ok":true}"#.into()), quick)
+            }
+        }
+        Receiver::Tracker => {
+            if now - at < Duration::hours(5) {
+                (
+                    Err("timed out after 10000 ms (delivery_timeout)".into()),
+                    None,
+                    10_000,
+                )
+            } else if made == 1 && rng.random_bool(0.05) {
+                (
+                    Ok((503, Some(std::time::Duration::from_secs(120)))),
+                    Some("Service Unavailable: deploying a new version".into()),
+                    quick,
+                )
+            } else {
+                (Ok((202, None)), Some(r#"{"accepted":1}"#.into()), quick)
+            }
+        }
+        Receiver::Legacy => (
+            Err("error sending request for url (https://legacy-ci.example/jobserv/webhook): client error (Connect): dns error: failed to lookup address information: Name or service not known".into()),
+            None,
+            rng.random_range(2..40),
+        ),
+    }
+}
+
+/// Plays the deliveries of the seeded subscriptions that were never attempted, in time order,
+/// through the store's claim and record calls with the delivery worker's verdicts and its
+/// sustained-failure rule, as if a worker had run all along; returns how many ended delivered,
+/// pending and failed.
+async fn play_deliveries(
+    store: &Arc<dyn Store>,
+    tenant: &Tenant,
+    subs: &[(String, Receiver)],
+    now: OffsetDateTime,
+    seed: u64,
+) -> Result<[u64; 3], SeedError> {
+    let config = crate::config::Config::default();
+    let schedule = crate::delivery::schedule::RetrySchedule::parse(&config.delivery_schedule)
+        .map_err(SeedError::Options)?;
+    let disable_after = crate::config::parse_duration(&config.delivery_disable_after)
+        .map_err(SeedError::Options)?;
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0xde11_7e55);
+    let receivers: HashMap<&str, Receiver> = subs.iter().map(|(id, r)| (id.as_str(), *r)).collect();
+    // The legacy receiver went away a little before the middle of the subscriptions' life.
+    let created = match store
+        .get_subscription(&tenant.id, SUBSCRIPTIONS[2].id)
+        .await?
+    {
+        Some(s) => s.created_at,
+        None => now,
+    };
+    let decommissioned = now - (now - created) * 0.46;
+
+    // When each fresh delivery is next due (first: its event's time).
+    let mut due: HashMap<String, OffsetDateTime> = HashMap::new();
+    let mut sub_of: HashMap<String, String> = HashMap::new();
+    let mut queue: BinaryHeap<Reverse<(i64, String)>> = BinaryHeap::new();
+    // Subscriptions that are disabled: their deliveries wait, nobody claims them.
+    let mut off: HashSet<String> = HashSet::new();
+    for (sub, _) in subs {
+        if store
+            .get_subscription(&tenant.id, sub)
+            .await?
+            .is_some_and(|s| !s.enabled)
+        {
+            off.insert(sub.clone());
+        }
+        let mut cursor = None;
+        loop {
+            let page = store
+                .list_deliveries(
+                    &tenant.id,
+                    sub,
+                    &DeliveryFilter {
+                        status: Some(DeliveryStatus::Pending),
+                        ..DeliveryFilter::default()
+                    },
+                    &PageRequest { limit: 500, cursor },
+                )
+                .await?;
+            for d in page.items.iter().filter(|d| d.attempts == 0) {
+                let at = d.next_attempt_at.unwrap_or(d.created_at);
+                queue.push(Reverse((cistern_core::to_millis(at), d.id.clone())));
+                due.insert(d.id.clone(), at);
+                sub_of.insert(d.id.clone(), sub.clone());
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+    }
+    let step = Duration::minutes(30);
+    while let Some(Reverse((first, _))) = queue.peek().cloned() {
+        let first = cistern_core::from_millis(first);
+        if first > now {
+            break;
+        }
+        let clock = (first + step).min(now);
+        let mut live = false;
+        while let Some(Reverse((t, id))) = queue.peek() {
+            if *t > cistern_core::to_millis(clock) {
+                break;
+            }
+            live |= sub_of.get(id).is_some_and(|s| !off.contains(s));
+            queue.pop();
+        }
+        if !live {
+            continue;
+        }
+        let claimed = store
+            .claim_deliveries(&ClaimRequest {
+                node: "seed".into(),
+                token: uuid::Uuid::new_v4().to_string(),
+                now: clock,
+                lease_until: clock + Duration::hours(1),
+                limit: 100_000,
+                per_subscription: 100_000,
+            })
+            .await?;
+        // Another subscription's deliveries (a database in use) are given back untouched.
+        let (mine, others): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|d| {
+            due.contains_key(&d.id) && receivers.contains_key(d.subscription.id.as_str())
+        });
+        for d in &others {
+            store
+                .release_deliveries(&d.token, std::slice::from_ref(&d.id))
+                .await?;
+        }
+        let mut records = Vec::with_capacity(mine.len());
+        for d in mine {
+            let started = due[&d.id];
+            let made = (d.tries + 1) as usize;
+            let message: Value = serde_json::from_str(&d.message).unwrap_or(Value::Null);
+            let receiver = receivers[d.subscription.id.as_str()];
+            let (answer, body, took) = match receiver {
+                Receiver::Legacy if started < decommissioned => (
+                    Ok((200, None)),
+                    Some("OK".into()),
+                    rng.random_range(40..200),
+                ),
+                r => answer(r, &message, started, made, now, &mut rng),
+            };
+            let ended = started + Duration::milliseconds(took);
+            let code = answer.as_ref().ok().map(|(c, _)| *c);
+            let v = crate::delivery::verdict(&schedule, made, answer, &d.id, started, ended);
+            if let NextStep::RetryAt(t) = v.next {
+                due.insert(d.id.clone(), t);
+                queue.push(Reverse((cistern_core::to_millis(t), d.id.clone())));
+            }
+            records.push(AttemptRecord {
+                delivery_id: d.id.clone(),
+                token: d.token.clone(),
+                tenant_id: d.tenant_id.clone(),
+                subscription_id: d.subscription.id.clone(),
+                attempt: DeliveryAttempt {
+                    attempt: d.attempts + 1,
+                    started_at: started,
+                    duration_ms: took,
+                    status_code: code,
+                    response_body: body,
+                    error: v.error,
+                    node: Some("node-seed".into()),
+                },
+                next: v.next,
+                disable: v.disable,
+            });
+        }
+        if records.is_empty() {
+            continue;
+        }
+        records.sort_by_key(|r| r.attempt.started_at);
+        // Recorded as of the batch's last answer (delivery and disable times follow it).
+        let clock = records
+            .iter()
+            .map(|r| r.attempt.started_at + Duration::milliseconds(r.attempt.duration_ms))
+            .max()
+            .unwrap_or(clock)
+            .min(now);
+        let health = store.record_attempts(&records, clock).await?;
+        off.extend(
+            health
+                .iter()
+                .filter(|h| !h.enabled)
+                .map(|h| h.subscription_id.clone()),
+        );
+        for (tenant_id, sub, reason) in
+            crate::delivery::to_disable(&health, &records, clock, disable_after)
+        {
+            store
+                .set_subscription_enabled(&tenant_id, &sub, false, Some(&reason), clock)
+                .await?;
+            off.insert(sub);
+        }
+    }
+    let mut counts = [0u64; 3];
+    for (sub, _) in subs {
+        for (i, status) in [
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Pending,
+            DeliveryStatus::Failed,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut cursor = None;
+            loop {
+                let page = store
+                    .list_deliveries(
+                        &tenant.id,
+                        sub,
+                        &DeliveryFilter {
+                            status: Some(status),
+                            ..DeliveryFilter::default()
+                        },
+                        &PageRequest { limit: 500, cursor },
+                    )
+                    .await?;
+                counts[i] += page.items.len() as u64;
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// A seeded satellite's last heartbeat.
+struct SatSpec {
+    id: &'static str,
+    version: &'static str,
+    /// How long ago it arrived.
+    age: Duration,
+    spool: i64,
+    /// How long ago it last forwarded something.
+    forward: Duration,
+    error: Option<&'static str>,
+    details: Value,
+}
+
+/// Satellites: one well, one degraded (its last heartbeat reports an error), one stale.
+async fn satellites(
+    store: &Arc<dyn Store>,
+    tenant: &Tenant,
+    opts: &SeedOptions,
+) -> Result<usize, SeedError> {
+    let now = opts.now;
+    let current = env!("CARGO_PKG_VERSION");
+    let specs = [
+        SatSpec {
+            id: "plant-berlin",
+            version: current,
+            age: Duration::seconds(40),
+            spool: 0,
+            forward: Duration::minutes(2),
+            error: None,
+            details: json!({"spool_bytes": 0, "spool_bound_bytes": 1_073_741_824u64,
+                   "integrations": [{"id": "jenkins-main", "application": "jenkins", "poll_seconds": 60}]}),
+        },
+        SatSpec {
+            id: "plant-lyon",
+            version: "0.0.9",
+            age: Duration::seconds(25),
+            spool: 37,
+            forward: Duration::hours(2),
+            error: Some("GET https://gitlab.plant-lyon.example/api/v4/projects/12/pipelines: 503 Service Unavailable"),
+            details: json!({"spool_bytes": 5_872_311, "spool_bound_bytes": 1_073_741_824u64,
+                   "integrations": [{"id": "gitlab-lyon", "application": "gitlab", "poll_seconds": 120}]}),
+        },
+        SatSpec {
+            id: "lab-rack-2",
+            version: current,
+            age: Duration::hours(3),
+            spool: 4,
+            forward: Duration::hours(3),
+            error: None,
+            details: json!({"spool_bytes": 18_204, "spool_bound_bytes": 268_435_456u64, "integrations": []}),
+        },
+    ];
+    let first_seen = now - Duration::days(i64::from(opts.days));
+    for spec in &specs {
+        let hb = |at: OffsetDateTime| SatelliteHeartbeat {
+            satellite_id: spec.id.into(),
+            version: spec.version.into(),
+            config_hash: Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                format!("{} {}", spec.id, spec.version).as_bytes(),
+            ))),
+            sent_at: at - Duration::milliseconds(180),
+            received_at: at,
+            interval_seconds: 60,
+            spool_depth: spec.spool,
+            last_forward_at: Some(now - spec.forward),
+            last_error: spec.error.map(str::to_owned),
+            details: spec.details.clone(),
+        };
+        store
+            .put_satellite_heartbeat(&tenant.id, &hb(first_seen))
+            .await?;
+        store
+            .put_satellite_heartbeat(&tenant.id, &hb(now - spec.age))
+            .await?;
+    }
+    Ok(specs.len())
 }
 
 #[cfg(test)]
@@ -1120,6 +1805,74 @@ mod tests {
         assert!(deploys > 40 && deploys < 160, "{deploys} deployments");
         assert!(failed > 10 && failed < 120, "{failed} failures");
         assert!(logs * 10 >= failed * 8, "most failures carry a log");
+    }
+
+    #[tokio::test]
+    async fn seeding_twice_keeps_one_of_each_admin_thing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            cistern_store::sqlite::SqliteStore::open(
+                &dir.path().join("c.db"),
+                &cistern_store::StoreSettings::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let master = crate::secrets::MasterKey::load(None, &dir.path().join("c.key")).unwrap();
+        let mut opts = SeedOptions::new(300, 12);
+        opts.concurrency = 16;
+        opts.master = Some(Arc::new(master));
+        let first = seed(&store, &opts).await.unwrap();
+        assert_eq!(
+            (first.sources, first.subscriptions, first.satellites),
+            (3, 3, 3)
+        );
+        let [delivered, pending, failed] = first.deliveries;
+        assert!(
+            delivered > 0 && pending + failed > 0,
+            "{:?}",
+            first.deliveries
+        );
+        let tenant = store.tenant_by_slug("default").await.unwrap().unwrap();
+        let secrets = store.list_secrets(&tenant.id).await.unwrap();
+        assert_eq!(secrets.len(), 6);
+        // Every delivery was played: none is left unattempted but those a disabled
+        // subscription holds.
+        for s in store.list_subscriptions(&tenant.id).await.unwrap() {
+            let page = store
+                .list_deliveries(
+                    &tenant.id,
+                    &s.id,
+                    &DeliveryFilter::default(),
+                    &PageRequest {
+                        limit: 500,
+                        cursor: None,
+                    },
+                )
+                .await
+                .unwrap();
+            if s.enabled {
+                assert!(page.items.iter().all(|d| d.attempts > 0), "{}", s.id);
+            }
+        }
+
+        let again = seed(&store, &opts).await.unwrap();
+        assert_eq!(again.deliveries, first.deliveries, "nothing new to deliver");
+        assert_eq!(store.list_sources(&tenant.id).await.unwrap().len(), 3);
+        assert_eq!(store.list_subscriptions(&tenant.id).await.unwrap().len(), 3);
+        assert_eq!(store.list_satellites(&tenant.id).await.unwrap().len(), 3);
+        let after = store.list_secrets(&tenant.id).await.unwrap();
+        assert!(
+            after.iter().all(|s| s.previous_valid_until.is_none()),
+            "no secret was rotated"
+        );
+        // The secrets are the hub's: its master key opens them.
+        let key = crate::secrets::MasterKey::load(None, &dir.path().join("c.key")).unwrap();
+        let (value, _) = crate::secrets::reveal(store.as_ref(), &key, &tenant.id, "chat-hook")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(value.len(), 48);
     }
 
     #[test]

@@ -4,8 +4,12 @@
 //! watches the latest runs refresh, checks phone width, labels and the skip link, and signs out.
 //! Screenshots land in `target/screenshots/` (CI keeps them as artifacts).
 //!
-//! Without chromium and chromedriver the test says why and passes, except under `CI=true`,
-//! where it fails: CI installs both in `.ci/run`.
+//! A second test walks the admin section: every admin page from its navigation, the redeliver
+//! button (an admin key's click re-queues the delivery; a read-only key's button is disabled and
+//! says why), text contrast, and phone width.
+//!
+//! Without chromium and chromedriver the tests say why and pass, except under `CI=true`, where
+//! they fail: CI installs both in `.ci/run`.
 
 mod common;
 mod webdriver;
@@ -60,19 +64,28 @@ fn run_of(pipeline: &str, build: i64, ago_ms: i64, failed: bool) -> Value {
     })
 }
 
+/// False (after saying why) when chromium or chromedriver is missing here; under `CI=true` a
+/// missing browser fails the test instead.
+fn browser_here(test: &str) -> bool {
+    let Some(why) = missing_browser() else {
+        return true;
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true needs the browser tests, but {why}");
+    }
+    // Straight to the process's stderr: the test harness would swallow an eprintln! of a
+    // passing test, and a skip must be seen.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED {test}: {why}. CI installs them in .ci/run."
+    );
+    false
+}
+
 #[tokio::test]
 async fn dashboard_in_headless_chromium() {
-    if let Some(why) = missing_browser() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true needs the browser tests, but {why}");
-        }
-        // Straight to the process's stderr: the test harness would swallow an eprintln! of a
-        // passing test, and a skip must be seen.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "SKIPPED dashboard_in_headless_chromium: {why}. CI installs them in .ci/run."
-        );
+    if !browser_here("dashboard_in_headless_chromium") {
         return;
     }
     let shots = screenshots();
@@ -375,6 +388,247 @@ async fn dashboard_in_headless_chromium() {
     b.goto(&format!("{base}/pipelines")).await;
     assert_eq!(b.url().await, format!("{base}/login?next=%2Fpipelines"));
     b.screenshot(&shots.join("signed-out.png")).await;
+    b.quit().await;
+    eprintln!("screenshots in {}", shots.display());
+}
+
+/// The contrast ratio (WCAG) of each element matching `css` against its effective background:
+/// `[text, ratio]` pairs.
+const CONTRAST: &str = r#"
+function rgb(c) { var m = c.match(/[\d.]+/g).map(Number); return m.length > 3 ? m : m.concat([1]); }
+function lum(c) { var v = c.slice(0, 3).map(function (x) { x /= 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+  return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; }
+function bg(e) { for (; e; e = e.parentElement) { var c = rgb(getComputedStyle(e).backgroundColor); if (c[3] > 0) return c; } return [255, 255, 255, 1]; }
+return Array.from(document.querySelectorAll(arguments[0])).map(function (e) {
+  var a = lum(rgb(getComputedStyle(e).color)), b = lum(bg(e));
+  return [e.textContent.trim().slice(0, 40), (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+});"#;
+
+#[tokio::test]
+async fn admin_pages_in_headless_chromium() {
+    if !browser_here("admin_pages_in_headless_chromium") {
+        return;
+    }
+    let shots = screenshots();
+    // The delivery worker is off: the click's effect is read from the store, and nothing is sent
+    // to the seeded subscriptions' (unresolvable, non-loopback) URLs.
+    let app = TestApp::spawn_with(&Backend::Sqlite, |c| c.delivery_worker = false).await;
+    let master = cistern_server::secrets::MasterKey::load(None, Path::new(&app.master_key_file))
+        .expect("master key");
+    let mut opts = SeedOptions::new(700, 35);
+    opts.concurrency = 64;
+    opts.master = Some(std::sync::Arc::new(master));
+    seed(&app.store, &opts).await.expect("seed");
+    let tenant = app.store.tenant_by_slug("default").await.unwrap().unwrap();
+    let admin_key = app.key_for("default", &[Scope::Read, Scope::Admin]).await;
+    let reader_key = app.key_for("default", &[Scope::Read]).await;
+    let base = app.base.clone();
+
+    let b = Browser::start(1280, 1000).await;
+    let sign_in = |key: String| {
+        let b = &b;
+        let base = base.clone();
+        async move {
+            b.goto(&format!("{base}/login")).await;
+            b.type_into(&b.find("#key").await, &key).await;
+            b.click(&b.find("form.stack button[type=submit]").await)
+                .await;
+            b.wait_until("the overview", Duration::from_secs(10), || async {
+                b.title().await.starts_with("Overview")
+            })
+            .await;
+        }
+    };
+    sign_in(admin_key.clone()).await;
+
+    // The header's Admin link leads to the section's index.
+    b.click(&b.find("header nav a[href='/admin']").await).await;
+    b.wait_until("the admin index", Duration::from_secs(10), || async {
+        b.title().await.starts_with("Admin")
+    })
+    .await;
+    assert_eq!(b.find_all("ul.cards li").await.len(), 5);
+    b.screenshot(&shots.join("admin.png")).await;
+
+    // Every admin page, reached by clicking its entry in the section's navigation.
+    let pages: [(&str, &str, &str, &str); 5] = [
+        ("Instances", "Instances", "#instances", "jenkins-main"),
+        ("Satellites", "Satellites", "#satellites", "plant-lyon"),
+        ("Sources", "Sources", "#sources", "/v1/hooks/src_"),
+        (
+            "Subscriptions",
+            "Subscriptions",
+            "section.subscription",
+            "Latest deliveries",
+        ),
+        ("Rejected events", "Events", "#events", "looks like seconds"),
+    ];
+    for (label, title, content, needle) in pages {
+        let mut link = None;
+        for a in b.find_all("nav.sub a").await {
+            if b.text(&a).await == label {
+                link = Some(a);
+            }
+        }
+        b.click(&link.unwrap_or_else(|| panic!("no {label} in the admin navigation")))
+            .await;
+        b.wait_until(label, Duration::from_secs(10), || async {
+            b.title().await.starts_with(title)
+        })
+        .await;
+        let current = b.find("nav.sub a[aria-current=page]").await;
+        assert_eq!(b.text(&current).await, label);
+        let text = b.text(&b.find(content).await).await;
+        assert!(text.contains(needle), "{label}: {text}");
+        let file = label.to_lowercase().replace(' ', "-");
+        b.screenshot(&shots.join(format!("admin-{file}.png"))).await;
+    }
+
+    // Statuses, badges and links are readable: WCAG AA contrast (4.5:1) for their text.
+    b.goto(&format!("{base}/admin/subscriptions")).await;
+    let ratios = b
+        .run(
+            CONTRAST,
+            json!([".badge, nav.sub a, .code, .error-text, .muted, button, td a, .alert"]),
+        )
+        .await;
+    let ratios = ratios.as_array().unwrap();
+    assert!(ratios.len() > 30);
+    for r in ratios {
+        assert!(r[1].as_f64().unwrap() >= 4.5, "too little contrast: {r}");
+    }
+    // Labels: every control of the page has one.
+    let unlabelled = b
+        .run(
+            "return Array.from(document.querySelectorAll('input:not([type=hidden]), select, button'))\
+             .filter(e => e.tagName !== 'BUTTON' ? e.labels.length === 0 : e.textContent.trim() === '')\
+             .map(e => e.name || e.outerHTML)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(unlabelled, json!([]));
+
+    // The window filter is a form: choosing a window puts it in the URL.
+    b.goto(&format!("{base}/admin/subscriptions?status=failed"))
+        .await;
+    b.run("document.getElementById('w-days').value = '14'", json!([]))
+        .await;
+    b.click(&b.find("form.filters button[type=submit]").await)
+        .await;
+    b.wait_until("the filtered URL", Duration::from_secs(10), || async {
+        b.url().await.contains("days=14")
+    })
+    .await;
+    assert!(b.url().await.contains("status=failed"), "{}", b.url().await);
+
+    // Redeliver a failed delivery: back on the same view, with the store's word on it.
+    let row = b.find("section.subscription tr[id^='d-']").await;
+    let row_id = b.attr(&row, "id").await.unwrap();
+    let id = row_id.trim_start_matches("d-").to_owned();
+    let before = app
+        .store
+        .get_delivery(&tenant.id, &id)
+        .await
+        .unwrap()
+        .unwrap()
+        .delivery;
+    assert_eq!(before.status, cistern_store::DeliveryStatus::Failed);
+    b.click(&b.find(&format!("#{row_id} form button")).await)
+        .await;
+    b.wait_until(
+        "the page after the redelivery",
+        Duration::from_secs(10),
+        || async { b.url().await.contains(&format!("redelivered={id}")) },
+    )
+    .await;
+    let url = b.url().await;
+    assert!(
+        url.contains("status=failed") && url.contains("days=14"),
+        "{url}"
+    );
+    let notice = b.find("#redelivered").await;
+    assert!(b.displayed(&notice).await);
+    assert!(b.text(&notice).await.contains(&id));
+    let after = app
+        .store
+        .get_delivery(&tenant.id, &id)
+        .await
+        .unwrap()
+        .unwrap()
+        .delivery;
+    assert_eq!(after.status, cistern_store::DeliveryStatus::Pending);
+    assert!(after.next_attempt_at.unwrap() <= time::OffsetDateTime::now_utc());
+    b.screenshot(&shots.join("admin-redelivered.png")).await;
+    // The delivery's page: pending again, its attempt log kept.
+    b.goto(&format!("{base}/admin/deliveries/{id}")).await;
+    let facts = b.text(&b.find("#delivery").await).await;
+    assert!(
+        facts.contains("Pending") || facts.contains("Retrying"),
+        "{facts}"
+    );
+    assert!(facts.contains("due now"), "{facts}");
+    assert_eq!(
+        b.find_all("table[aria-labelledby=attempts] tbody tr")
+            .await
+            .len() as i64,
+        before.attempts
+    );
+    b.screenshot(&shots.join("admin-delivery.png")).await;
+
+    // Phone width: no admin page runs off the side.
+    b.resize(390, 844).await;
+    for path in [
+        "/admin",
+        "/admin/instances",
+        "/admin/satellites",
+        "/admin/sources",
+        "/admin/subscriptions",
+        "/admin/events?status=rejected",
+        &format!("/admin/deliveries/{id}"),
+    ] {
+        b.goto(&format!("{base}{path}")).await;
+        let overflow = b
+            .run(
+                "return [document.documentElement.scrollWidth, window.innerWidth]",
+                json!([]),
+            )
+            .await;
+        assert!(
+            overflow[0].as_f64().unwrap() <= overflow[1].as_f64().unwrap() + 1.0,
+            "{path} is wider than the phone: {overflow}"
+        );
+    }
+    b.goto(&format!("{base}/admin/subscriptions")).await;
+    b.screenshot(&shots.join("admin-subscriptions-phone.png"))
+        .await;
+    b.resize(1280, 1000).await;
+
+    // A read-only key: the buttons are there, disabled, and the page says why.
+    b.click(&b.find("header form.logout button").await).await;
+    b.wait_until("the signed-out page", Duration::from_secs(10), || async {
+        b.url().await.ends_with("/login?signed_out=1")
+    })
+    .await;
+    sign_in(reader_key).await;
+    b.goto(&format!("{base}/admin/subscriptions")).await;
+    let why = b.find("#redeliver-why").await;
+    assert!(b.displayed(&why).await);
+    assert!(b.text(&why).await.contains("admin scope"));
+    let buttons = b.find_all("section.subscription tr[id^='d-'] button").await;
+    assert!(!buttons.is_empty());
+    for button in &buttons {
+        assert_eq!(b.attr(button, "disabled").await.as_deref(), Some("true"));
+        assert_eq!(
+            b.attr(button, "aria-describedby").await.as_deref(),
+            Some("redeliver-why")
+        );
+    }
+    let here = b.url().await;
+    b.click(&buttons[0]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.url().await, here, "a disabled button does nothing");
+    b.screenshot(&shots.join("admin-subscriptions-read-only.png"))
+        .await;
     b.quit().await;
     eprintln!("screenshots in {}", shots.display());
 }

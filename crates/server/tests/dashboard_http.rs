@@ -153,6 +153,14 @@ async fn pages_need_a_session_and_assets_do_not() {
             "%2Fadmin%2Fevents%3Fstatus%3Drejected",
         ),
         ("/admin/events/x", "%2Fadmin%2Fevents%2Fx"),
+        ("/admin", "%2Fadmin"),
+        ("/admin/satellites", "%2Fadmin%2Fsatellites"),
+        ("/admin/sources", "%2Fadmin%2Fsources"),
+        (
+            "/admin/subscriptions?days=7",
+            "%2Fadmin%2Fsubscriptions%3Fdays%3D7",
+        ),
+        ("/admin/deliveries/x", "%2Fadmin%2Fdeliveries%2Fx"),
     ] {
         let r = web.get(path).await;
         assert_eq!(r.status, 303, "{path}");
@@ -553,4 +561,634 @@ async fn another_tenants_session_sees_nothing_of_this_one() {
     let home = web.get("/").await;
     assert!(home.body.contains("No data"));
     assert!(home.body.contains("Tenant <strong>acme</strong>"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The admin section
+
+/// A hub on `backend` seeded with the fixture generator, master key included (secrets, sources,
+/// subscriptions and their deliveries). The delivery worker is off, so the seeded deliveries
+/// stay as the generator left them and a redelivery stays queued for the test to see.
+async fn seeded_admin(backend: &Backend) -> TestApp {
+    let app = TestApp::spawn_with(backend, |c| c.delivery_worker = false).await;
+    let master =
+        cistern_server::secrets::MasterKey::load(None, std::path::Path::new(&app.master_key_file))
+            .expect("the hub's master key");
+    let mut opts = SeedOptions::new(700, 35);
+    opts.concurrency = 64;
+    opts.master = Some(std::sync::Arc::new(master));
+    let summary = seed(&app.store, &opts).await.expect("seed");
+    assert_eq!(summary.runs, 700);
+    assert_eq!(
+        (summary.satellites, summary.sources, summary.subscriptions),
+        (3, 3, 3)
+    );
+    let [delivered, pending, failed] = summary.deliveries;
+    assert!(
+        delivered > 10 && pending > 0 && failed > 0,
+        "{:?}",
+        summary.deliveries
+    );
+    app
+}
+
+/// The part of `html` from `start` to the next `end` (both included).
+fn between<'h>(html: &'h str, start: &str, end: &str) -> &'h str {
+    let a = html
+        .find(start)
+        .unwrap_or_else(|| panic!("{start} not in page"));
+    let b = a + html[a..]
+        .find(end)
+        .unwrap_or_else(|| panic!("no {end} after {start}"));
+    &html[a..b + end.len()]
+}
+
+/// The delivery rows of an HTML fragment: (id, status), in order.
+fn delivery_rows(html: &str) -> Vec<(String, String)> {
+    html.match_indices(r#"<tr id="d-"#)
+        .map(|(at, m)| {
+            let rest = &html[at + m.len()..];
+            let id = rest[..rest.find('"').unwrap()].to_owned();
+            let row = &rest[..rest.find("</tr>").unwrap()];
+            let marker = r#"data-status=""#;
+            let s = row.find(marker).unwrap() + marker.len();
+            (id, row[s..s + row[s..].find('"').unwrap()].to_owned())
+        })
+        .collect()
+}
+
+/// The API's deliveries of a subscription for a query: (id, status), in order.
+async fn api_deliveries(
+    app: &TestApp,
+    admin: &str,
+    sub: &str,
+    query: &str,
+) -> Vec<(String, String)> {
+    let (status, body) = app
+        .get_with(
+            &format!("/api/v1/subscriptions/{sub}/deliveries?{query}"),
+            admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap().to_owned(),
+                d["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn rfc3339_q(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .replace(':', "%3A")
+        .replace('+', "%2B")
+}
+
+#[tokio::test]
+async fn admin_pages_show_what_the_api_shows() {
+    for backend in backends() {
+        let app = seeded_admin(&backend).await;
+        let admin = app.key_for("default", &[Scope::Read, Scope::Admin]).await;
+        // A secret whose value must never reach a page, and a source signed with it.
+        let (status, _) = app
+            .client
+            .put(app.url("/api/v1/secrets/visible-name"))
+            .header("Authorization", format!("Bearer {admin}"))
+            .header("Content-Type", "application/json")
+            .body(r#"{"value": "never-shown-7f3a9c"}"#)
+            .send()
+            .await
+            .map(|r| (r.status().as_u16(), ()))
+            .unwrap();
+        assert_eq!(status, 201);
+        let (status, created) = app
+            .client
+            .post(app.url("/api/v1/sources"))
+            .header("Authorization", format!("Bearer {admin}"))
+            .header("Content-Type", "application/json")
+            .body(r#"{"kind": "jobserv", "secret": "visible-name", "name": "Foundries"}"#)
+            .send()
+            .await
+            .map(|r| (r.status().as_u16(), r))
+            .unwrap();
+        assert_eq!(status, 201);
+        let created: Value = created.json().await.unwrap();
+        let mut web = Web::new(&app);
+        assert_eq!(web.sign_in(&admin).await.status, 303);
+
+        // The section: an Admin link on every page, and a navigation reaching each admin page.
+        let home = web.get("/").await;
+        assert!(
+            home.body.contains(r#"<a href="/admin">Admin</a>"#),
+            "{}",
+            home.body
+        );
+        let index = web.get("/admin").await;
+        assert_eq!(index.status, 200);
+        assert!(index
+            .body
+            .contains(r#"<a href="/admin" aria-current="page">Admin</a>"#));
+        for (_, href, label) in cistern_server::dashboard::layout::ADMIN_PAGES {
+            assert!(
+                index
+                    .body
+                    .contains(&format!(r#"<a href="{href}">{label}</a>"#)),
+                "the admin navigation lacks {label}"
+            );
+            let page = web.get(href).await;
+            assert_eq!(page.status, 200, "{href}: {}", page.body);
+            let nav = between(
+                &page.body,
+                r#"<nav class="sub" aria-label="Admin">"#,
+                "</nav>",
+            );
+            assert!(
+                nav.contains(&format!(
+                    r#"<a href="{}" aria-current="page">{label}</a>"#,
+                    href.replace('&', "&amp;")
+                )),
+                "{href}: {nav}"
+            );
+            assert!(page
+                .body
+                .contains(r#"<a href="/admin" aria-current="location">Admin</a>"#));
+        }
+        for needle in [
+            "3</strong> satellites",
+            "4</strong> signed sources",
+            "3</strong> subscriptions",
+            "1 disabled",
+        ] {
+            assert!(
+                index.body.contains(needle),
+                "the index lacks {needle}: {}",
+                index.body
+            );
+        }
+
+        // Satellites: each with the API's health.
+        let sats = web.get("/admin/satellites").await;
+        let (_, api) = app.get_with("/api/v1/satellites", &admin).await;
+        let api = api["satellites"].as_array().unwrap();
+        assert_eq!(api.len(), 3);
+        for s in api {
+            let id = s["id"].as_str().unwrap();
+            let at = sats.body.find(&format!(">{id}<")).unwrap();
+            let tr = sats.body[..at].rfind("<tr data-health=\"").unwrap();
+            let health = &sats.body[tr + 17..tr + 17 + sats.body[tr + 17..].find('"').unwrap()];
+            assert_eq!(health, s["health"].as_str().unwrap(), "{id}");
+            assert!(sats.body.contains(s["version"].as_str().unwrap()));
+        }
+        for needle in [
+            "Stale",
+            "Degraded",
+            "OK",
+            "503 Service Unavailable",
+            "spool_bound_bytes",
+        ] {
+            assert!(sats.body.contains(needle), "satellites page lacks {needle}");
+        }
+
+        // Sources: id, kind, hook URL, secret name, last event; never a secret's value.
+        let sources = web.get("/admin/sources").await;
+        assert_eq!(sources.status, 200);
+        assert!(!sources.body.contains("never-shown-7f3a9c"));
+        let (_, api) = app.get_with("/api/v1/sources", &admin).await;
+        let api = api["sources"].as_array().unwrap();
+        assert_eq!(api.len(), 4);
+        for s in api {
+            let id = s["id"].as_str().unwrap();
+            assert!(
+                sources
+                    .body
+                    .contains(&format!("{}/v1/hooks/{id}", app.base)),
+                "no hook URL for {id}"
+            );
+            assert!(sources.body.contains(s["name"].as_str().unwrap()));
+            if let Some(secret) = s["secret_name"].as_str() {
+                assert!(sources.body.contains(&format!("<code>{secret}</code>")));
+            }
+        }
+        assert_eq!(created["name"], "Foundries");
+        let gitlab = between(&sources.body, "GitLab payments", "</tr>");
+        assert!(gitlab.contains("Rejected 401"), "{gitlab}");
+        let github = between(&sources.body, "GitHub example org", "</tr>");
+        assert!(
+            github.contains("Accepted 202") && github.contains("min ago"),
+            "{github}"
+        );
+        let foundries = between(&sources.body, "Foundries", "</tr>");
+        assert!(foundries.contains("none yet"), "{foundries}");
+        // The last event links to its raw payload, and to the source's events.
+        let raw = attr_near(gitlab, "Raw payload (JSON)", "href");
+        let raw = web.get(&raw).await;
+        assert_eq!(raw.status, 200);
+        let raw: Value = serde_json::from_str(&raw.body).unwrap();
+        assert_eq!(raw["payload"]["object_kind"], "pipeline");
+        assert_eq!(raw["status"], "rejected");
+        let all = attr_near(gitlab, "All its events", "href").replace("&amp;", "&");
+        let events = web.get(&all).await;
+        assert_eq!(events.status, 200);
+        assert!(events
+            .body
+            .contains("Only events of the source <strong>GitLab payments</strong>"));
+        assert_eq!(
+            events.body.matches("source </span><a href=").count(),
+            2,
+            "its two events, linked"
+        );
+        assert!(events.body.contains("X-Gitlab-Token does not match"));
+        assert!(
+            !events.body.contains("/v1/custom-cicd"),
+            "no other source's events"
+        );
+
+        // Subscriptions: each with its state and the API's latest deliveries, in order.
+        let subs = web.get("/admin/subscriptions").await;
+        assert_eq!(subs.status, 200);
+        let mut statuses = std::collections::HashSet::new();
+        for sub in [
+            "sub_seed_chat_alerts",
+            "sub_seed_deploy_tracker",
+            "sub_seed_legacy_jobserv",
+        ] {
+            let section = between(&subs.body, &format!(r#"id="sub-{sub}""#), "</section>");
+            let rows = delivery_rows(section);
+            assert!(!rows.is_empty(), "{sub} shows no delivery");
+            assert_eq!(
+                rows,
+                api_deliveries(&app, &admin, sub, "limit=10").await,
+                "{sub}"
+            );
+            statuses.extend(rows.iter().map(|(_, s)| s.clone()));
+            // Each row has its redeliver form, carrying the session's token.
+            assert_eq!(
+                section.matches(r#"action="/admin/deliveries/"#).count(),
+                rows.len()
+            );
+        }
+        for s in ["delivered", "pending", "failed"] {
+            assert!(statuses.contains(s), "no {s} delivery shown: {statuses:?}");
+        }
+        let legacy = between(
+            &subs.body,
+            r#"id="sub-sub_seed_legacy_jobserv""#,
+            "</section>",
+        );
+        assert!(legacy.contains("Disabled"));
+        assert!(legacy.contains("disabled automatically: every delivery attempt failed since"));
+        assert!(legacy.contains("waits: the subscription is disabled"));
+        assert!(legacy.contains("https://legacy-ci.example/jobserv/webhook"));
+
+        // Filters in the URL: a status, and a time window, as the API reads them.
+        let failed = web.get("/admin/subscriptions?status=failed").await;
+        let mut shown = 0;
+        for sub in ["sub_seed_chat_alerts", "sub_seed_legacy_jobserv"] {
+            let section = between(&failed.body, &format!(r#"id="sub-{sub}""#), "</section>");
+            let rows = delivery_rows(section);
+            assert!(rows.iter().all(|(_, s)| s == "failed"), "{rows:?}");
+            assert_eq!(
+                rows,
+                api_deliveries(&app, &admin, sub, "limit=10&status=failed").await
+            );
+            shown += rows.len();
+        }
+        assert!(shown > 0);
+        let now = time::OffsetDateTime::now_utc();
+        let window = format!(
+            "since={}&until={}",
+            rfc3339_q(now - time::Duration::days(3)),
+            rfc3339_q(now - time::Duration::days(1))
+        );
+        let windowed = web.get(&format!("/admin/subscriptions?{window}")).await;
+        assert_eq!(windowed.status, 200);
+        assert!(windowed
+            .body
+            .contains(r#"<option value="" selected>Custom (since/until)</option>"#));
+        for sub in [
+            "sub_seed_chat_alerts",
+            "sub_seed_deploy_tracker",
+            "sub_seed_legacy_jobserv",
+        ] {
+            let section = between(&windowed.body, &format!(r#"id="sub-{sub}""#), "</section>");
+            assert_eq!(
+                delivery_rows(section),
+                api_deliveries(&app, &admin, sub, &format!("limit=10&{window}")).await,
+                "{sub} in {window}"
+            );
+        }
+        assert_ne!(
+            delivery_rows(&windowed.body),
+            delivery_rows(&subs.body),
+            "the window changes what is shown"
+        );
+        assert_eq!(
+            web.get("/admin/subscriptions?status=lost").await.status,
+            400
+        );
+        assert_eq!(web.get("/admin/subscriptions?days=0").await.status, 400);
+
+        // One subscription, paged like the API.
+        let one = web
+            .get("/admin/subscriptions/sub_seed_deploy_tracker")
+            .await;
+        assert_eq!(one.status, 200);
+        let first = api_deliveries(&app, &admin, "sub_seed_deploy_tracker", "limit=50").await;
+        assert_eq!(delivery_rows(&one.body), first);
+        if first.len() == 50 {
+            let older = attr_near(&one.body, "Older deliveries", "href").replace("&amp;", "&");
+            let next = web.get(&older).await;
+            let more = delivery_rows(&next.body);
+            assert!(!more.is_empty() && more.iter().all(|r| !first.contains(r)));
+        }
+        assert_eq!(web.get("/admin/subscriptions/sub_nope").await.status, 404);
+
+        // A delivery: its attempt log as the API keeps it.
+        let (failed_id, _) = delivery_rows(&failed.body).into_iter().next().unwrap();
+        let page = web.get(&format!("/admin/deliveries/{failed_id}")).await;
+        assert_eq!(page.status, 200);
+        let (_, api) = app
+            .get_with(&format!("/api/v1/deliveries/{failed_id}"), &admin)
+            .await;
+        let log = api["attempt_log"].as_array().unwrap();
+        assert!(log.len() >= 2);
+        let table = between(
+            &page.body,
+            r#"<table aria-labelledby="attempts">"#,
+            "</table>",
+        );
+        assert_eq!(
+            table.matches("<tr>").count(),
+            log.len() + 1,
+            "a row per attempt"
+        );
+        let last = &log[log.len() - 1];
+        if let Some(code) = last["status_code"].as_u64() {
+            assert!(table.contains(&format!(">{code}<")));
+        }
+        assert!(page.body.contains("none: the schedule is spent"));
+        assert!(page.body.contains(r#"<pre class="json">"#));
+        assert_eq!(web.get("/admin/deliveries/nope").await.status, 404);
+
+        // Rejected events in a window, each with its reasons and a link to its raw payload.
+        let ev = web.get("/admin/events?status=rejected&days=7").await;
+        assert_eq!(ev.status, 200);
+        assert!(ev
+            .body
+            .contains(r#"<option value="7" selected>Last 7 days</option>"#));
+        assert_eq!(ev.body.matches("Rejected 400").count(), 3);
+        assert_eq!(ev.body.matches("Rejected 401").count(), 1);
+        assert_eq!(ev.body.matches("Raw payload (JSON)").count(), 4);
+        let old = web
+            .get("/admin/events?status=rejected&until=2000-01-01")
+            .await;
+        assert!(
+            old.body
+                .contains("No events. Window: before 2000-01-01 00:00 UTC."),
+            "{}",
+            old.body
+        );
+        assert_eq!(web.get("/admin/events?source=src_nope").await.status, 404);
+    }
+}
+
+#[tokio::test]
+async fn read_only_sessions_see_states_but_not_capabilities_or_the_button() {
+    for backend in backends() {
+        let app = seeded_admin(&backend).await;
+        let reader = app.key_for("default", &[Scope::Read]).await;
+        let mut web = Web::new(&app);
+        assert_eq!(web.sign_in(&reader).await.status, 303);
+
+        let subs = web.get("/admin/subscriptions").await;
+        assert_eq!(subs.status, 200);
+        assert!(subs.body.contains(r#"id="redeliver-why""#));
+        assert!(subs
+            .body
+            .contains("Redelivering needs a key with the <code>admin</code> scope"));
+        assert!(
+            !subs.body.contains(r#"action="/admin/deliveries/"#),
+            "no redeliver form"
+        );
+        let rows = delivery_rows(&subs.body);
+        assert!(!rows.is_empty());
+        assert_eq!(
+            subs.body
+                .matches(r#"disabled aria-describedby="redeliver-why""#)
+                .count(),
+            rows.len()
+        );
+        // Target URLs are reduced to their origin (they may hold tokens).
+        assert!(subs.body.contains("https://chat.example/…"));
+        assert!(!subs.body.contains("B08ALERTS"));
+
+        let sources = web.get("/admin/sources").await;
+        assert!(sources.body.contains("shown to admin keys"));
+        assert!(!sources.body.contains("/v1/hooks/src_"));
+        let tenant = app.store.tenant_by_slug("default").await.unwrap().unwrap();
+        for s in app.store.list_sources(&tenant.id).await.unwrap() {
+            assert!(!sources.body.contains(&s.id), "a source id is shown");
+            assert!(sources.body.contains(&s.id[..12]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn redeliver_needs_the_form_token_and_the_admin_scope_and_requeues() {
+    for backend in backends() {
+        let app = seeded_admin(&backend).await;
+        let tenant = app.store.tenant_by_slug("default").await.unwrap().unwrap();
+        let admin_key = app.key_for("default", &[Scope::Read, Scope::Admin]).await;
+        let reader_key = app.key_for("default", &[Scope::Read]).await;
+        let mut admin = Web::new(&app);
+        assert_eq!(admin.sign_in(&admin_key).await.status, 303);
+        let mut reader = Web::new(&app);
+        assert_eq!(reader.sign_in(&reader_key).await.status, 303);
+
+        let page = admin.get("/admin/subscriptions?status=failed").await;
+        let (id, status) = delivery_rows(&page.body)
+            .into_iter()
+            .next()
+            .expect("a failed delivery");
+        assert_eq!(status, "failed");
+        let before = app
+            .store
+            .get_delivery(&tenant.id, &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .delivery;
+        let path = format!("/admin/deliveries/{id}/redeliver");
+        let token = hidden(&page.body, "csrf");
+        let back = "/admin/subscriptions?status=failed";
+        let unchanged = |what: &'static str| {
+            let (store, tenant, id, before) = (
+                app.store.clone(),
+                tenant.id.clone(),
+                id.clone(),
+                before.clone(),
+            );
+            async move {
+                let now = store
+                    .get_delivery(&tenant, &id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .delivery;
+                assert_eq!(now, before, "{what} changed the delivery");
+            }
+        };
+
+        // No token, a forged one, or another session's: refused, nothing queued.
+        let r = admin.post(&path, &[("back", back)]).await;
+        assert_eq!(r.status, 403);
+        assert!(r.body.contains("This form expired"));
+        unchanged("a form without a token").await;
+        let r = admin
+            .post(&path, &[("csrf", &"ab".repeat(32)), ("back", back)])
+            .await;
+        assert_eq!(r.status, 403);
+        let reader_page = reader.get("/admin/subscriptions").await;
+        let reader_token = hidden(&reader_page.body, "csrf");
+        assert_ne!(reader_token, token);
+        assert_eq!(
+            admin
+                .post(&path, &[("csrf", &reader_token), ("back", back)])
+                .await
+                .status,
+            403
+        );
+        unchanged("another session's token").await;
+
+        // A read-only key with its own valid token: refused on the server.
+        let r = reader
+            .post(&path, &[("csrf", &reader_token), ("back", back)])
+            .await;
+        assert_eq!(r.status, 403);
+        assert!(r
+            .body
+            .contains("Redelivering needs a key with the <code>admin</code> scope"));
+        unchanged("a read-only key").await;
+
+        // Without a session (a cross-site form carries no SameSite=Strict cookie): sign in first.
+        let mut stranger = Web::new(&app);
+        let r = stranger
+            .post(&path, &[("csrf", &token), ("back", back)])
+            .await;
+        assert_eq!(r.status, 303);
+        assert!(r.location.unwrap().starts_with("/login"));
+        unchanged("a request without a session").await;
+
+        // The admin's form: queued again, due now, on a fresh schedule; back to the page.
+        let asked = time::OffsetDateTime::now_utc();
+        let r = admin.post(&path, &[("csrf", &token), ("back", back)]).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        assert_eq!(
+            r.location.as_deref(),
+            Some(format!("/admin/subscriptions?status=failed&redelivered={id}#d-{id}").as_str())
+        );
+        let after = app
+            .store
+            .get_delivery(&tenant.id, &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .delivery;
+        assert_eq!(after.status, cistern_store::DeliveryStatus::Pending);
+        let due = after.next_attempt_at.expect("due");
+        assert!(
+            due >= asked - time::Duration::seconds(1) && due <= time::OffsetDateTime::now_utc(),
+            "due now: {due}"
+        );
+        assert_eq!(
+            after.attempts, before.attempts,
+            "nothing sent by the dashboard itself"
+        );
+        let (_, api) = app
+            .get_with(&format!("/api/v1/deliveries/{id}"), &admin_key)
+            .await;
+        assert_eq!(api["status"], "pending");
+        // The page it leads back to says so, from the store.
+        let back_page = admin
+            .get(&format!(
+                "/admin/subscriptions?status=failed&redelivered={id}"
+            ))
+            .await;
+        assert!(back_page
+            .body
+            .contains(&format!("Delivery <code>{id}</code> is queued again")));
+        assert!(
+            back_page.body.contains("This node runs no delivery worker"),
+            "the worker is off in this test"
+        );
+        let pending = admin.get("/admin/subscriptions?status=pending").await;
+        assert!(delivery_rows(&pending.body).contains(&(id.clone(), "pending".to_owned())));
+
+        // A return address off the site is not followed.
+        let r = admin
+            .post(
+                &path,
+                &[("csrf", &token), ("back", "//evil.example/admin/")],
+            )
+            .await;
+        assert_eq!(r.status, 303);
+        assert!(r
+            .location
+            .unwrap()
+            .starts_with(&format!("/admin/deliveries/{id}?redelivered=")));
+
+        // Unknown ids and other tenants' deliveries: 404, nothing queued.
+        let r = admin
+            .post("/admin/deliveries/nope/redeliver", &[("csrf", &token)])
+            .await;
+        assert_eq!(r.status, 404);
+        let other = app.key_for("acme", &[Scope::Read, Scope::Admin]).await;
+        let mut outsider = Web::new(&app);
+        assert_eq!(outsider.sign_in(&other).await.status, 303);
+        let outsider_page = outsider.get("/admin/subscriptions").await;
+        assert!(outsider_page.body.contains("No subscription yet"));
+        let outsider_token = hidden(&outsider_page.body, "csrf");
+        let failed_other = delivery_rows(&page.body)
+            .into_iter()
+            .find(|(d, _)| *d != id)
+            .map(|(d, _)| d)
+            .expect("a second failed delivery");
+        let before_other = app
+            .store
+            .get_delivery(&tenant.id, &failed_other)
+            .await
+            .unwrap()
+            .unwrap()
+            .delivery;
+        let r = outsider
+            .post(
+                &format!("/admin/deliveries/{failed_other}/redeliver"),
+                &[("csrf", &outsider_token)],
+            )
+            .await;
+        assert_eq!(r.status, 404);
+        assert_eq!(
+            app.store
+                .get_delivery(&tenant.id, &failed_other)
+                .await
+                .unwrap()
+                .unwrap()
+                .delivery,
+            before_other
+        );
+        assert_eq!(
+            outsider
+                .get(&format!("/admin/deliveries/{failed_other}"))
+                .await
+                .status,
+            404
+        );
+    }
 }

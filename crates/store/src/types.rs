@@ -331,6 +331,12 @@ pub struct RunFilter {
 pub struct EventFilter {
     /// Only events with this status.
     pub status: Option<EventStatus>,
+    /// Only events that came through this signed source.
+    pub source_id: Option<String>,
+    /// Received at or after.
+    pub since: Option<OffsetDateTime>,
+    /// Received before.
+    pub until: Option<OffsetDateTime>,
 }
 
 /// A page request: at most `limit` items after `cursor`.
@@ -437,6 +443,10 @@ pub struct EventView {
     pub body: Option<String>,
     /// True when the body was cut.
     pub body_truncated: bool,
+    /// The signed source it came through, if any. Not serialized: a source's id is the
+    /// capability in its hook URL, and the events API answers keys with the `read` scope only.
+    #[serde(skip)]
+    pub source_id: Option<String>,
 }
 
 /// The JSON blob kept beside a run's columns: its lists that are not queried by column.
@@ -899,6 +909,10 @@ pub struct DeliveryDetail {
 pub struct DeliveryFilter {
     /// Only deliveries in this state.
     pub status: Option<DeliveryStatus>,
+    /// Created (the event happened) at or after.
+    pub since: Option<OffsetDateTime>,
+    /// Created before.
+    pub until: Option<OffsetDateTime>,
 }
 
 /// A worker's request for due deliveries.

@@ -460,7 +460,7 @@ async fn reopening_keeps_data_and_one_default_tenant() {
                 .expect("versions");
         assert_eq!(
             versions,
-            vec![1, 2, 3, 4, 5, 6, 7, 9, 10],
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
             "each migration applied once"
         );
         let _ = conn.close().await;
@@ -1153,6 +1153,7 @@ async fn strict_tenant_rejects_unknown_instances_and_logs_the_event() {
                     &t.id,
                     &EventFilter {
                         status: Some(EventStatus::Rejected),
+                        ..Default::default()
                     },
                     &page(10),
                 )
@@ -1171,6 +1172,7 @@ async fn strict_tenant_rejects_unknown_instances_and_logs_the_event() {
                     &t.id,
                     &EventFilter {
                         status: Some(EventStatus::Accepted),
+                        ..Default::default()
                     },
                     &page(10),
                 )
@@ -1227,6 +1229,7 @@ async fn strict_tenant_rejects_unknown_instances_and_logs_the_event() {
                     &t.id,
                     &EventFilter {
                         status: Some(EventStatus::Rejected),
+                        ..Default::default()
                     },
                     &page(10),
                 )
@@ -1286,6 +1289,7 @@ async fn a_refused_write_does_not_sink_its_batch() {
                     &t.id,
                     &EventFilter {
                         status: Some(EventStatus::Rejected),
+                        ..Default::default()
                     },
                     &page(100),
                 )
@@ -1746,6 +1750,7 @@ async fn the_event_log_keeps_rejections_and_caps_bodies() {
                     &t.id,
                     &EventFilter {
                         status: Some(EventStatus::Rejected),
+                        ..Default::default()
                     },
                     &page(50),
                 )
@@ -1761,6 +1766,7 @@ async fn the_event_log_keeps_rejections_and_caps_bodies() {
                     &t.id,
                     &EventFilter {
                         status: Some(EventStatus::Accepted),
+                        ..Default::default()
                     },
                     &page(50),
                 )
@@ -2474,6 +2480,7 @@ async fn redeliver_replay_disable_and_delete() {
                     "sub_r",
                     &DeliveryFilter {
                         status: Some(DeliveryStatus::Pending),
+                        ..Default::default()
                     },
                     &page(2),
                 )
@@ -2486,6 +2493,7 @@ async fn redeliver_replay_disable_and_delete() {
                     "sub_r",
                     &DeliveryFilter {
                         status: Some(DeliveryStatus::Pending),
+                        ..Default::default()
                     },
                     &PageRequest {
                         limit: 2,
@@ -2528,7 +2536,77 @@ async fn redeliver_replay_disable_and_delete() {
 }
 
 // ---------------------------------------------------------------------------------------------
-            vec![1, 2, 3, 4, 5, 6, 7, 9, 10],
+// Retention and monitoring
+
+/// Writes one run through an event received at `at`.
+async fn write_run_at(
+    s: &Arc<dyn Store>,
+    t: &Tenant,
+    run_key: &str,
+    at: time::OffsetDateTime,
+) -> WriteOutcome {
+    let mut ev = event(&t.id, b"{\"run\":1}");
+    ev.received_at = at;
+    let mut r = small_report("g-ret", "team/retained", run_key, T0);
+    r.finished_at = Some(ms(T0 + 1000));
+    s.write(WriteOp::Runs {
+        event: ev,
+        tenant: t.clone(),
+        runs: vec![r],
+    })
+    .await
+    .expect("write runs")
+}
+
+#[tokio::test]
+async fn retention_prunes_old_events_in_batches_and_keeps_new_ones_and_runs() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let now = time::OffsetDateTime::now_utc();
+            let old = now - time::Duration::days(40);
+            let mut old_runs = Vec::new();
+            for n in 0..5 {
+                let out = write_run_at(
+                    &s,
+                    &t,
+                    &format!("old-{n}"),
+                    old + time::Duration::minutes(n),
+                )
+                .await;
+                old_runs.push(out.runs[0].id.clone());
+            }
+            let mut rej = rejected_event(&t.id, b"{}");
+            rej.received_at = old;
+            s.write(WriteOp::Reject { event: rej })
+                .await
+                .expect("reject");
+            let mut fresh = Vec::new();
+            for n in 0..3 {
+                fresh.push(
+                    write_run_at(&s, &t, &format!("new-{n}"), now)
+                        .await
+                        .event_id,
+                );
+            }
+            let cutoff = now - time::Duration::days(30);
+            // Batches of at most 4: 4, then the last 2 old ones, then nothing.
+            assert_eq!(s.prune_events(cutoff, 4).await.expect("prune"), 4);
+            assert_eq!(s.prune_events(cutoff, 4).await.expect("prune"), 2);
+            assert_eq!(s.prune_events(cutoff, 4).await.expect("prune"), 0);
+            let left = s
+                .list_events(&t.id, &EventFilter::default(), &page(100))
+                .await
+                .expect("list")
+                .items;
+            let mut left_ids: Vec<String> = left.iter().map(|e| e.id.clone()).collect();
+            left_ids.sort();
+            fresh.sort();
+            assert_eq!(left_ids, fresh, "exactly the new events remain");
+            // The runs those events reported are kept.
+            for id in &old_runs {
+                assert!(s.get_run(&t.id, id).await.expect("get").is_some());
+            }
         }
         .boxed()
     })
@@ -2618,6 +2696,203 @@ async fn retention_prunes_finished_deliveries_with_their_attempts_and_messages()
                 .expect("get")
                 .expect("the pending one is kept");
             assert_eq!(kept.attempt_log.len(), 1, "with its attempt log");
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_batches_and_the_pool() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let before = s.stats();
+            assert!(before.pool_size >= 1);
+            assert!(before.queue_capacity >= 1);
+            let writes: Vec<_> = (0..20)
+                .map(|n| {
+                    let s = s.clone();
+                    let t = t.clone();
+                    tokio::spawn(async move {
+                        write_runs(
+                            &s,
+                            &t,
+                            vec![small_report("g-st", "a/b", &n.to_string(), T0)],
+                        )
+                        .await
+                    })
+                })
+                .collect();
+            for w in writes {
+                w.await.expect("join");
+            }
+            let after = s.stats();
+            assert!(after.writer.batches > before.writer.batches);
+            assert_eq!(after.writer.writes - before.writer.writes, 20);
+            assert!(after.writer.batches - before.writer.batches <= 20);
+            let last = after.writer.size_buckets.last().expect("buckets").1;
+            assert_eq!(
+                last, after.writer.batches,
+                "every batch of at most 512 is in a bucket"
+            );
+            assert_eq!(after.queue_depth, 0, "nothing waits once all are answered");
+            assert!(after.pool_idle <= after.pool_size);
+        }
+        .boxed()
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Triggers
+
+fn trigger(tenant_id: &str, id: &str, name: &str) -> Trigger {
+    let now = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    Trigger {
+        id: id.into(),
+        tenant_id: tenant_id.into(),
+        key: TriggerKey {
+            org: "default".into(),
+            project: "Platform".into(),
+            pipeline: "deploy".into(),
+            trigger: name.into(),
+        },
+        enabled: true,
+        allow_token: false,
+        token: format!("tok-{id}"),
+        preset: None,
+        target: TriggerTarget {
+            method: "POST".into(),
+            url: "https://ci.example.com/hook".into(),
+            headers: vec![TargetHeader {
+                name: "Authorization".into(),
+                value: "Bearer {{secret.ci}}".into(),
+            }],
+            body: Some("{\"id\":\"{{correlation_id}}\"}".into()),
+        },
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn trigger_event(t: &Trigger, state: DispatchState, at: time::OffsetDateTime) -> NewTriggerEvent {
+    NewTriggerEvent {
+        id: new_correlation_id(),
+        tenant_id: t.tenant_id.clone(),
+        trigger_id: Some(t.id.clone()),
+        key: t.key.clone(),
+        state,
+        refusal: (state == DispatchState::Refused)
+            .then(|| "NO_ENABLED_CUSTOM_TRIGGER_FOUND".into()),
+        message: None,
+        payload: "{\"version\":\"1.2\"}".into(),
+        target: Some(t.target.clone()),
+        key_id: Some("key-1".into()),
+        created_at: at,
+    }
+}
+
+fn dispatch_record(d: &ClaimedDispatch, next: NextStep, code: Option<u16>) -> DispatchRecord {
+    DispatchRecord {
+        event_id: d.id.clone(),
+        token: d.token.clone(),
+        attempt: DeliveryAttempt {
+            attempt: d.tries + 1,
+            started_at: time::OffsetDateTime::now_utc(),
+            duration_ms: 12,
+            status_code: code,
+            response_body: Some("ok".into()),
+            error: code.filter(|c| *c >= 300).map(|c| format!("HTTP {c}")),
+            node: Some("node-test".into()),
+        },
+        next,
+        exception: false,
+        message: None,
+    }
+}
+
+#[tokio::test]
+async fn triggers_are_kept_by_identifiers_within_their_tenant() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let other = s.create_tenant("other", false).await.expect("tenant");
+            let a = trigger(&t.id, "trg_a", "on-merge");
+            s.create_trigger(&a).await.expect("create");
+            let e = s
+                .create_trigger(&trigger(&t.id, "trg_b", "on-merge"))
+                .await
+                .expect_err("same identifiers");
+            assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+            // The same identifiers in another tenant are another trigger.
+            s.create_trigger(&trigger(&other.id, "trg_c", "on-merge"))
+                .await
+                .expect("other tenant");
+            let b = trigger(&t.id, "trg_b", "nightly");
+            s.create_trigger(&b).await.expect("create");
+
+            assert_eq!(
+                s.get_trigger(&t.id, "trg_a").await.unwrap(),
+                Some(a.clone())
+            );
+            assert_eq!(
+                s.get_trigger(&other.id, "trg_a").await.unwrap(),
+                None,
+                "a wall"
+            );
+            assert_eq!(
+                s.find_trigger(&t.id, &a.key).await.unwrap().map(|x| x.id),
+                Some("trg_a".to_owned())
+            );
+            let mut wrong = a.key.clone();
+            wrong.pipeline = "build".into();
+            assert_eq!(s.find_trigger(&t.id, &wrong).await.unwrap(), None);
+            let ids: Vec<String> = s
+                .list_triggers(&t.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|x| x.id)
+                .collect();
+            assert_eq!(ids, vec!["trg_a", "trg_b"]);
+
+            let mut changed = a.clone();
+            changed.enabled = false;
+            changed.allow_token = true;
+            changed.target.url = "https://ci.example.com/other".into();
+            changed.preset = Some("jenkins".into());
+            changed.updated_at += time::Duration::minutes(1);
+            assert!(s.update_trigger(&changed).await.unwrap());
+            assert_eq!(
+                s.get_trigger(&t.id, "trg_a").await.unwrap(),
+                Some(changed.clone())
+            );
+            let mut clash = b.clone();
+            clash.key.trigger = "on-merge".into();
+            assert!(matches!(
+                s.update_trigger(&clash).await,
+                Err(StoreError::Conflict(_))
+            ));
+            let mut stranger = changed.clone();
+            stranger.tenant_id = other.id.clone();
+            stranger.id = "trg_a".into();
+            assert!(
+                !s.update_trigger(&stranger).await.unwrap(),
+                "not its trigger"
+            );
+
+            let now = time::OffsetDateTime::now_utc();
+            assert!(!s.delete_trigger(&other.id, "trg_a", now).await.unwrap());
+            assert!(s.delete_trigger(&t.id, "trg_a", now).await.unwrap());
+            assert_eq!(s.get_trigger(&t.id, "trg_a").await.unwrap(), None);
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn trigger_events_are_leased_retried_fenced_and_expire() {
     for_each_backend(|s| {
         async move {
@@ -2774,7 +3049,119 @@ async fn trigger_events_are_leased_retried_fenced_and_expire() {
     .await;
 }
 
-            vec![1, 2, 3, 4, 5, 6, 7, 9, 10],
+#[tokio::test]
+async fn a_run_carrying_a_correlation_id_links_to_its_event() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let other = s.create_tenant("other", false).await.expect("tenant");
+            let tr = trigger(&t.id, "trg_a", "on-merge");
+            s.create_trigger(&tr).await.expect("create");
+            let now = time::OffsetDateTime::now_utc();
+            let by_exec = trigger_event(&tr, DispatchState::Pending, now);
+            let by_param = trigger_event(&tr, DispatchState::Delivered, now);
+            let refused = trigger_event(&tr, DispatchState::Refused, now);
+            for e in [&by_exec, &by_param, &refused] {
+                s.create_trigger_event(e).await.expect("create");
+            }
+            assert_eq!(
+                s.trigger_event(&by_exec.id).await.unwrap().unwrap().run,
+                None
+            );
+
+            // Another tenant's run with the same id links nothing.
+            let mut stranger = small_report("g", "team/deploy", "x1", T0);
+            stranger.execution_id = Some(by_exec.id.clone());
+            write_runs(&s, &other, vec![stranger]).await;
+            assert_eq!(
+                s.trigger_event(&by_exec.id).await.unwrap().unwrap().run,
+                None
+            );
+
+            // Started: running, one stage done, one running.
+            let mut started = full_report("g-1", "team/deploy", "r1", T0);
+            started.execution_id = Some(by_exec.id.clone());
+            started.build_number = Some(7);
+            started.result = RunResult::Running;
+            started.finished_at = None;
+            started.stages[1].result = Some(RunResult::Running);
+            let out = write_runs(&s, &t, vec![started.clone()]).await;
+            let run_id = out.runs[0].id.clone();
+            let ev = s.trigger_event(&by_exec.id).await.unwrap().unwrap();
+            let run = ev.run.expect("linked");
+            assert_eq!(run.id, run_id);
+            assert_eq!(run.result, RunResult::Running);
+            assert_eq!(run.build_number, Some(7));
+            assert_eq!(run.pipeline_full_name, "team/deploy");
+            let mut stages = run.stage_results.clone();
+            stages.sort_by_key(|(r, _)| r.map(|r| r.as_str()));
+            assert_eq!(
+                stages,
+                vec![(Some(RunResult::Running), 1), (Some(RunResult::Success), 1)],
+                "top-level stages only"
+            );
+
+            // Finished: the same run, updated; still linked, counts follow.
+            let mut done = started.clone();
+            done.result = RunResult::Failure;
+            done.finished_at = Some(ms(T0 + 60_000));
+            done.stages[1].result = Some(RunResult::Failure);
+            write_runs(&s, &t, vec![done]).await;
+            let run = s
+                .trigger_event(&by_exec.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .run
+                .unwrap();
+            assert_eq!(run.id, run_id);
+            assert_eq!(run.result, RunResult::Failure);
+            assert!(run.stage_results.contains(&(Some(RunResult::Failure), 1)));
+
+            // Another run claiming the same id does not take the link.
+            let mut second = small_report("g-1", "team/deploy", "r2", T0 + 1);
+            second.execution_id = Some(by_exec.id.clone());
+            write_runs(&s, &t, vec![second]).await;
+            assert_eq!(
+                s.trigger_event(&by_exec.id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .run
+                    .unwrap()
+                    .id,
+                run_id,
+                "the first run linked stays linked"
+            );
+
+            // A parameter named correlation_id (any case) links too; a refused event never does.
+            let mut with_param = small_report("g-2", "team/build", "r3", T0);
+            with_param.params = vec![
+                Param {
+                    name: "CORRELATION_ID".into(),
+                    value: json!(by_param.id),
+                    kind: None,
+                },
+                Param {
+                    name: "correlation_id".into(),
+                    value: json!(refused.id),
+                    kind: None,
+                },
+            ];
+            let out = write_runs(&s, &t, vec![with_param]).await;
+            let linked = s
+                .trigger_event(&by_param.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .run
+                .unwrap();
+            assert_eq!(linked.id, out.runs[0].id);
+            assert!(linked.stage_results.is_empty());
+            assert_eq!(
+                s.trigger_event(&refused.id).await.unwrap().unwrap().run,
+                None
+            );
         }
         .boxed()
     })
@@ -2813,4 +3200,234 @@ fn correlation_ids_have_one_shape() {
         },
     ];
     assert_eq!(correlation_candidates(&r), vec![a.as_str(), b.as_str()]);
+}
+
+#[tokio::test]
+async fn events_filter_by_source_and_window() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let hour = time::Duration::hours(1);
+            let now = time::OffsetDateTime::now_utc();
+            // (hours ago, source): three through src_a, one through src_b, two through none.
+            let plan: [(i64, Option<&str>); 6] = [
+                (30, Some("src_a")),
+                (20, None),
+                (5, Some("src_a")),
+                (4, Some("src_b")),
+                (3, Some("src_a")),
+                (1, None),
+            ];
+            let mut ids = Vec::new();
+            for (ago, source) in plan {
+                let out = s
+                    .write(WriteOp::Reject {
+                        event: EventRecord {
+                            received_at: now - hour * ago as i32,
+                            source_id: source.map(str::to_owned),
+                            ..rejected_event(&t.id, b"{}")
+                        },
+                    })
+                    .await
+                    .expect("write");
+                ids.push(out.event_id);
+            }
+            let list = |f: EventFilter, limit: usize| {
+                let s = s.clone();
+                let t = t.id.clone();
+                async move {
+                    s.list_events(&t, &f, &page(limit))
+                        .await
+                        .expect("list_events")
+                        .items
+                }
+            };
+            // The source's events, newest first, each saying where it came from.
+            let a = list(
+                EventFilter {
+                    source_id: Some("src_a".into()),
+                    ..Default::default()
+                },
+                50,
+            )
+            .await;
+            let got: Vec<&str> = a.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(got, vec![&*ids[4], &*ids[2], &*ids[0]]);
+            assert!(a.iter().all(|e| e.source_id.as_deref() == Some("src_a")));
+            // The latest of a source (what the sources page asks).
+            let latest = list(
+                EventFilter {
+                    source_id: Some("src_b".into()),
+                    ..Default::default()
+                },
+                1,
+            )
+            .await;
+            assert_eq!(latest.len(), 1);
+            assert_eq!(latest[0].id, ids[3]);
+            assert!(list(
+                EventFilter {
+                    source_id: Some("src_none".into()),
+                    ..Default::default()
+                },
+                1
+            )
+            .await
+            .is_empty());
+            let plain = s
+                .get_event(&t.id, &ids[1])
+                .await
+                .expect("get")
+                .expect("found");
+            assert_eq!(plain.source_id, None);
+
+            // The window: since inclusive, until exclusive.
+            let window = list(
+                EventFilter {
+                    since: Some(now - hour * 20),
+                    until: Some(now - hour * 3),
+                    ..Default::default()
+                },
+                50,
+            )
+            .await;
+            let got: Vec<&str> = window.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(got, vec![&*ids[3], &*ids[2], &*ids[1]]);
+            // Window, source and status together, paged.
+            let f = EventFilter {
+                status: Some(EventStatus::Rejected),
+                source_id: Some("src_a".into()),
+                since: Some(now - hour * 24),
+                until: None,
+            };
+            let first = s.list_events(&t.id, &f, &page(1)).await.expect("page 1");
+            assert_eq!(first.items[0].id, ids[4]);
+            let second = s
+                .list_events(
+                    &t.id,
+                    &f,
+                    &PageRequest {
+                        limit: 1,
+                        cursor: first.next_cursor.clone(),
+                    },
+                )
+                .await
+                .expect("page 2");
+            assert_eq!(second.items[0].id, ids[2]);
+            assert!(second.next_cursor.is_none(), "the 30 h old one is outside");
+            // Another tenant sees none of them, whatever the filter.
+            let other = s.create_tenant("other-src", false).await.expect("tenant");
+            assert!(s
+                .list_events(
+                    &other.id,
+                    &EventFilter {
+                        source_id: Some("src_a".into()),
+                        ..Default::default()
+                    },
+                    &page(10)
+                )
+                .await
+                .expect("list")
+                .items
+                .is_empty());
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deliveries_filter_by_window() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            s.create_subscription(&subscription(&t.id, "sub_w", &[EventType::RunCompleted]))
+                .await
+                .expect("create");
+            let now = time::OffsetDateTime::now_utc();
+            let day = time::Duration::days(1);
+            // Runs reported 9, 6 and 2 days ago (a delivery is as old as its event).
+            for (n, ago) in [(1, 9), (2, 6), (3, 2)] {
+                let mut r = small_report("g", "a/b", &n.to_string(), T0);
+                r.finished_at = Some(ms(T0 + 1000));
+                s.write(WriteOp::Runs {
+                    event: EventRecord {
+                        received_at: now - day * ago,
+                        ..event(&t.id, b"{}")
+                    },
+                    tenant: t.clone(),
+                    runs: vec![r],
+                })
+                .await
+                .expect("write");
+            }
+            let all = deliveries_of(&s, &t.id, "sub_w").await;
+            assert_eq!(all.len(), 3);
+            let ages: Vec<i64> = all
+                .iter()
+                .map(|d| (now - d.created_at).whole_days())
+                .collect();
+            assert_eq!(ages, vec![2, 6, 9], "newest first");
+            let window = |since: Option<i64>, until: Option<i64>| DeliveryFilter {
+                since: since.map(|d| now - day * d as i32),
+                until: until.map(|d| now - day * d as i32),
+                ..Default::default()
+            };
+            let last_week = s
+                .list_deliveries(&t.id, "sub_w", &window(Some(7), None), &page(10))
+                .await
+                .expect("list");
+            assert_eq!(last_week.items.len(), 2);
+            assert_eq!(last_week.items[0].id, all[0].id);
+            let older = s
+                .list_deliveries(&t.id, "sub_w", &window(Some(10), Some(6)), &page(10))
+                .await
+                .expect("list");
+            assert_eq!(
+                older.items.iter().map(|d| &d.id).collect::<Vec<_>>(),
+                vec![&all[2].id],
+                "until is exclusive: the 6-day-old one is not before 6 days ago"
+            );
+            // With a status and a page size: the cursor keeps the window.
+            let f = DeliveryFilter {
+                status: Some(DeliveryStatus::Pending),
+                ..window(Some(30), None)
+            };
+            let p1 = s
+                .list_deliveries(&t.id, "sub_w", &f, &page(2))
+                .await
+                .expect("p1");
+            assert_eq!(p1.items.len(), 2);
+            let p2 = s
+                .list_deliveries(
+                    &t.id,
+                    "sub_w",
+                    &f,
+                    &PageRequest {
+                        limit: 2,
+                        cursor: p1.next_cursor.clone(),
+                    },
+                )
+                .await
+                .expect("p2");
+            assert_eq!(p2.items.len(), 1);
+            assert_eq!(p2.items[0].id, all[2].id);
+            assert!(s
+                .list_deliveries(
+                    &t.id,
+                    "sub_w",
+                    &DeliveryFilter {
+                        status: Some(DeliveryStatus::Delivered),
+                        ..window(Some(30), None)
+                    },
+                    &page(10)
+                )
+                .await
+                .expect("list")
+                .items
+                .is_empty());
+        }
+        .boxed()
+    })
+    .await;
 }

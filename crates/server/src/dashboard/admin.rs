@@ -1,19 +1,23 @@
-//! Admin pages: CI/CD instances with their last heartbeat and reported versions, the inbound
-//! events log (rejected events and why by default), and one event's raw JSON.
+//! Admin pages: the section's index, CI/CD instances with their last heartbeat and reported
+//! versions, satellites and their health, signed sources with their hook URL and last event,
+//! the inbound events log (rejected events and why by default, in a time window, per source),
+//! and one event's raw JSON. Subscriptions and their deliveries are in [`super::subscriptions`].
 
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use cistern_store::{EventFilter, EventStatus, PageRequest};
+use cistern_store::{EventFilter, EventStatus, EventView, PageRequest, SecretInfo, Source};
 use maud::{html, Markup};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use super::filters::Window;
 use super::layout::{self, Nav};
 use super::session::Session;
 use super::{format, respond, PageError};
+use crate::routes::satellites::{self, Health, STALE_AFTER_INTERVALS};
 use crate::AppState;
 
 /// A heartbeat older than this marks the instance as quiet.
@@ -61,7 +65,8 @@ async fn build_instances(state: &AppState, session: &Session) -> Result<Response
                         tr {
                             td {
                                 strong { (i.name.as_deref().unwrap_or("(unnamed)")) } br;
-                                span class="mono muted" { (i.guid) }
+                                span class="mono muted" { (i.guid) } br;
+                                span class="muted" title=(format::datetime(i.created_at)) { "registered " (format::ago(i.created_at, now)) }
                                 @if let Some(u) = i.url.as_deref().and_then(format::safe_url) { br; a href=(u) rel="noopener noreferrer" { (u) } }
                             }
                             td { (i.kind.as_deref().unwrap_or("–")) }
@@ -79,12 +84,11 @@ async fn build_instances(state: &AppState, session: &Session) -> Result<Response
                 }
             }
         }
-        p class="muted" { "Sources, subscriptions and triggers will appear here once the hub manages them." }
     };
     Ok(layout::page("Instances", session, Nav::Instances, body).into_response())
 }
 
-/// `GET /admin/events?status=rejected|accepted|all&cursor=…`.
+/// `GET /admin/events?status=rejected|accepted|all&days=…|since=…&until=…&source=…&cursor=…`.
 pub async fn events(
     State(state): State<AppState>,
     session: Session,
@@ -94,13 +98,20 @@ pub async fn events(
     respond(&session, r)
 }
 
-/// The first `max` characters of a body.
-fn preview(body: &str, max: usize) -> String {
-    let mut out: String = body.chars().take(max).collect();
-    if body.chars().nth(max).is_some() {
-        out.push('…');
+/// A query string of `pairs` (without `?`).
+pub fn query_of(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
+/// The status badge of an event.
+fn event_badge(e: &EventView) -> Markup {
+    html! {
+        @if e.status == EventStatus::Rejected {
+            span class="badge r-failure" { "Rejected " (e.http_status) }
+        } @else {
+            span class="badge r-success" { "Accepted " (e.http_status) }
+        }
     }
-    out
 }
 
 async fn build_events(
@@ -120,43 +131,94 @@ async fn build_events(
             )))
         }
     };
+    let window = Window::parse(q, now).map_err(PageError::Bad)?;
+    let tenant = &session.caller.tenant.id;
+    let sources: HashMap<String, Source> = state
+        .store
+        .list_sources(tenant)
+        .await?
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
+    let source = q.get("source").map(|s| s.trim()).filter(|s| !s.is_empty());
+    if let Some(id) = source {
+        if !sources.contains_key(id) {
+            return Err(PageError::NotFound(format!("no source {id:?}")));
+        }
+    }
     let page = state
         .store
         .list_events(
-            &session.caller.tenant.id,
-            &EventFilter { status },
+            tenant,
+            &EventFilter {
+                status,
+                source_id: source.map(str::to_owned),
+                since: window.since,
+                until: window.until,
+            },
             &PageRequest {
                 limit: 50,
                 cursor: q.get("cursor").filter(|c| !c.is_empty()).cloned(),
             },
         )
         .await?;
+    // What every link of this view keeps: the window and the source.
+    let mut keep: Vec<(&str, String)> = window.pairs();
+    if let Some(id) = source {
+        keep.push(("source", id.to_owned()));
+    }
+    let link = |status: &str, extra: &[(&str, &str)]| {
+        let mut pairs: Vec<(&str, &str)> = vec![("status", status)];
+        pairs.extend(keep.iter().map(|(k, v)| (*k, v.as_str())));
+        pairs.extend_from_slice(extra);
+        format!("/admin/events?{}", query_of(&pairs))
+    };
     let tab = |w: &str, label: &str| {
-        html! { li { a href={ "/admin/events?status=" (w) } aria-current=[(w == word).then_some("page")] { (label) } } }
+        html! { li { a href=(link(w, &[])) aria-current=[(w == word).then_some("page")] { (label) } } }
+    };
+    let mut form_keep: Vec<(&str, &str)> = vec![("status", word)];
+    if let Some(id) = source {
+        form_keep.push(("source", id));
+    }
+    let title = match word {
+        "rejected" => "Rejected events",
+        "accepted" => "Accepted events",
+        _ => "All inbound events",
     };
     let body = html! {
-        h1 { (match word { "rejected" => "Rejected events", "accepted" => "Accepted events", _ => "All inbound events" }) }
+        h1 { (title) }
         p class="muted" { "Every inbound request is logged with its raw body; refused ones keep the reasons, so a sender's mistakes can be found and fixed." }
-        nav aria-label="Event status" { ul class="legend" { (tab("rejected", "Rejected")) (tab("accepted", "Accepted")) (tab("all", "All")) } }
+        @if let Some(s) = source.and_then(|id| sources.get(id)) {
+            div class="alert" role="status" {
+                "Only events of the source " strong { (s.name) } " (" (s.kind) "). "
+                a href={ "/admin/events?" (query_of(&[("status", word)])) } { "Show every source" }
+            }
+        }
+        nav aria-label="Event status" { ul class="legend tabs" { (tab("rejected", "Rejected")) (tab("accepted", "Accepted")) (tab("all", "All")) } }
+        (layout::window_form("/admin/events", &window, &form_keep))
         div class="table-wrap" {
             table id="events" {
+                caption class="sr-only" { (title) ", newest first" }
                 thead { tr {
                     th scope="col" { "Received" } th scope="col" { "Endpoint" } th scope="col" { "Status" }
                     th scope="col" { "Why" } th scope="col" { "Body" }
                 } }
                 tbody {
-                    @if page.items.is_empty() { tr { td colspan="5" class="empty" { "No events." } } }
+                    @if page.items.is_empty() { tr { td colspan="5" class="empty" { "No events. Window: " (window.describe()) "." } } }
                     @for e in &page.items {
                         tr {
                             td title=(format::datetime(e.received_at)) { (format::ago(e.received_at, now)) }
-                            td { span class="mono" { (e.endpoint) } br; span class="muted" { (e.dialect) @if let Some(t) = &e.request_type { " · " (t) } } }
                             td {
-                                @if e.status == EventStatus::Rejected {
-                                    span class="badge r-failure" { "Rejected " (e.http_status) }
-                                } @else {
-                                    span class="badge r-success" { "Accepted " (e.http_status) }
+                                span class="mono" { (e.endpoint) } br;
+                                span class="muted" { (e.dialect) @if let Some(t) = &e.request_type { " · " (t) } }
+                                @if let Some(src) = e.source_id.as_ref().and_then(|id| sources.get(id)) {
+                                    br; span class="muted" { "source " }
+                                    @if session.is_admin() {
+                                        a href=(link(word, &[("source", src.id.as_str())])) { (src.name) }
+                                    } @else { (src.name) }
                                 }
                             }
+                            td { (event_badge(e)) }
                             td {
                                 @if e.errors.is_empty() { span class="muted" { "–" } }
                                 ul class="kv" {
@@ -166,9 +228,9 @@ async fn build_events(
                                 }
                             }
                             td {
-                                @if let Some(b) = &e.body { code class="mono" { (preview(b, 160)) } br; }
-                                a href={ "/admin/events/" (e.id) } { "raw JSON" } " "
-                                span class="muted" { "(" (e.body_size) " bytes)" }
+                                @if let Some(b) = &e.body { code class="mono" { (format::cut(b, 160)) } br; }
+                                a href={ "/admin/events/" (e.id) } { "Raw payload (JSON)" } " "
+                                span class="muted" { "(" (e.body_size) " bytes" @if e.body_truncated { ", cut to the stored part" } ")" }
                             }
                         }
                     }
@@ -176,7 +238,7 @@ async fn build_events(
             }
         }
         @if let Some(c) = &page.next_cursor {
-            p { a href={ "/admin/events?" (serde_urlencoded::to_string([("status", word), ("cursor", c.as_str())]).unwrap_or_default()) } { "Older events →" } }
+            p { a href=(link(word, &[("cursor", c.as_str())])) { "Older events →" } }
         }
     };
     Ok(layout::page("Events", session, Nav::Events, body).into_response())
@@ -212,6 +274,284 @@ pub async fn raw_event(
     }
 }
 
+/// A time as "5 min ago", with the exact time on hover; `never` when absent.
+pub fn when(t: Option<OffsetDateTime>, now: OffsetDateTime) -> Markup {
+    match t {
+        Some(t) => html! { span title=(format::datetime_s(t)) { (format::ago(t, now)) } },
+        None => html! { span class="muted" { "never" } },
+    }
+}
+
+/// The badge of a satellite's health: colour and word.
+pub fn health_badge(h: Health) -> Markup {
+    let (class, word) = match h {
+        Health::Ok => ("r-success", "OK"),
+        Health::Degraded => ("r-unstable", "Degraded"),
+        Health::Stale => ("r-failure", "Stale"),
+    };
+    html! { span class={ "badge " (class) } { (word) } }
+}
+
+/// `GET /admin`: the admin section, each page with what needs a look.
+pub async fn index(State(state): State<AppState>, session: Session) -> Response {
+    let r = build_index(&state, &session).await;
+    respond(&session, r)
+}
+
+async fn build_index(state: &AppState, session: &Session) -> Result<Response, PageError> {
+    let now = OffsetDateTime::now_utc();
+    let tenant = &session.caller.tenant.id;
+    let instances = state.store.list_instances(tenant).await?;
+    let quiet = instances
+        .iter()
+        .filter(|i| i.last_heartbeat_at.is_some_and(|t| now - t > QUIET_AFTER))
+        .count();
+    let sats = state.store.list_satellites(tenant).await?;
+    let unwell = sats
+        .iter()
+        .filter(|s| satellites::health(&s.heartbeat, now) != Health::Ok)
+        .count();
+    let sources = state.store.list_sources(tenant).await?;
+    let subs = state.store.list_subscriptions(tenant).await?;
+    let disabled = subs.iter().filter(|s| !s.enabled).count();
+    let failing = subs
+        .iter()
+        .filter(|s| s.enabled && s.failing_since.is_some())
+        .count();
+    let day = state
+        .store
+        .list_events(
+            tenant,
+            &EventFilter {
+                status: Some(EventStatus::Rejected),
+                since: Some(now - time::Duration::days(1)),
+                ..EventFilter::default()
+            },
+            &PageRequest {
+                limit: 500,
+                cursor: None,
+            },
+        )
+        .await?;
+    let rejected = format!(
+        "{}{}",
+        day.items.len(),
+        if day.next_cursor.is_some() { "+" } else { "" }
+    );
+    let card = |href: &str, title: &str, count: String, what: &str, note: Markup| {
+        html! {
+            li class="card" {
+                h2 { a href=(href) { (title) } }
+                p { strong class="count" { (count) } " " (what) }
+                p class="muted" { (note) }
+            }
+        }
+    };
+    let body = html! {
+        h1 { "Admin" }
+        p class="muted" { "What reports to this tenant, where it sends notifications, and what it refused." }
+        ul class="cards" {
+            (card("/admin/instances", "Instances", instances.len().to_string(), "CI/CD instances",
+                html! { @if quiet > 0 { (quiet) " quiet for more than 30 min" } @else { "The CI/CD systems that report runs, with their versions." } }))
+            (card("/admin/satellites", "Satellites", sats.len().to_string(), "satellites",
+                html! { @if unwell > 0 { (unwell) " stale or degraded" } @else { "On-premise relays and their heartbeats." } }))
+            (card("/admin/sources", "Sources", sources.len().to_string(), "signed sources",
+                html! { "Webhook senders that sign their requests with a named secret." }))
+            (card("/admin/subscriptions", "Subscriptions", subs.len().to_string(), "subscriptions",
+                html! {
+                    @if disabled + failing > 0 { (disabled) " disabled, " (failing) " failing" }
+                    @else { "Where notifications go, and every delivery." }
+                }))
+            (card("/admin/events?status=rejected&days=1", "Rejected events", rejected, "in the last day",
+                html! { "Refused requests, with the reasons and the raw payload." }))
+        }
+    };
+    Ok(layout::page("Admin", session, Nav::Admin, body).into_response())
+}
+
+/// `GET /admin/satellites`.
+pub async fn satellites(State(state): State<AppState>, session: Session) -> Response {
+    let r = build_satellites(&state, &session).await;
+    respond(&session, r)
+}
+
+async fn build_satellites(state: &AppState, session: &Session) -> Result<Response, PageError> {
+    let now = OffsetDateTime::now_utc();
+    let list = state
+        .store
+        .list_satellites(&session.caller.tenant.id)
+        .await?;
+    let body = html! {
+        h1 { "Satellites" }
+        p class="muted" {
+            "On-premise relays (" code { "cistern satellite" } "): their last heartbeat, version and spool. A satellite is stale after "
+            (STALE_AFTER_INTERVALS) " heartbeat intervals without one, and degraded while its last heartbeat reports an error."
+        }
+        div class="table-wrap" {
+            table id="satellites" {
+                caption class="sr-only" { "Satellites and their last heartbeat" }
+                thead { tr {
+                    th scope="col" { "Satellite" } th scope="col" { "Health" } th scope="col" { "Last heartbeat" }
+                    th scope="col" { "Version" } th scope="col" class="num" { "Spool" } th scope="col" { "Last forward" }
+                    th scope="col" { "Last error" } th scope="col" { "Reported" }
+                } }
+                tbody {
+                    @if list.is_empty() { tr { td colspan="8" class="empty" { "No satellite has sent a heartbeat yet." } } }
+                    @for s in &list {
+                        @let hb = &s.heartbeat;
+                        @let h = satellites::health(hb, now);
+                        tr data-health=(h.as_str()) {
+                            th scope="row" {
+                                span class="mono" { (hb.satellite_id) } br;
+                                span class="muted" title=(format::datetime(s.first_seen_at)) { "first seen " (format::ago(s.first_seen_at, now)) }
+                            }
+                            td { (health_badge(h)) }
+                            td {
+                                (when(Some(hb.received_at), now)) br;
+                                span class="muted" {
+                                    "every " (format::seconds(hb.interval_seconds)) "; stale after "
+                                    (format::seconds(hb.interval_seconds * STALE_AFTER_INTERVALS))
+                                }
+                            }
+                            td {
+                                span class="mono" { (hb.version) }
+                                @if let Some(c) = &hb.config_hash { br; span class="muted" { "config " } span class="mono" title=(c) { (format::short_sha(c)) } }
+                            }
+                            td class="num" data-value=(hb.spool_depth) { (hb.spool_depth) }
+                            td { (when(hb.last_forward_at, now)) }
+                            td { @match &hb.last_error { Some(e) => span class="error-text" { (e) }, None => span class="muted" { "–" } } }
+                            td { (details_list(&hb.details)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout::page("Satellites", session, Nav::Satellites, body).into_response())
+}
+
+/// A source's id as a read-only session sees it: enough to tell sources apart, not enough to
+/// post to one (the id is the capability in the hook URL).
+pub fn masked_id(id: &str) -> String {
+    let keep = id
+        .char_indices()
+        .nth(12)
+        .map(|(i, _)| i)
+        .unwrap_or(id.len());
+    format!("{}…", &id[..keep])
+}
+
+/// `GET /admin/sources`.
+pub async fn sources(State(state): State<AppState>, session: Session) -> Response {
+    let r = build_sources(&state, &session).await;
+    respond(&session, r)
+}
+
+async fn build_sources(state: &AppState, session: &Session) -> Result<Response, PageError> {
+    let now = OffsetDateTime::now_utc();
+    let tenant = &session.caller.tenant.id;
+    let list = state.store.list_sources(tenant).await?;
+    let secrets: HashMap<String, SecretInfo> = state
+        .store
+        .list_secrets(tenant)
+        .await?
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let mut last: HashMap<String, EventView> = HashMap::new();
+    for s in &list {
+        let found = state
+            .store
+            .list_events(
+                tenant,
+                &EventFilter {
+                    source_id: Some(s.id.clone()),
+                    ..EventFilter::default()
+                },
+                &PageRequest {
+                    limit: 1,
+                    cursor: None,
+                },
+            )
+            .await?;
+        if let Some(e) = found.items.into_iter().next() {
+            last.insert(s.id.clone(), e);
+        }
+    }
+    let admin = session.is_admin();
+    let base = state.delivery.public_url.trim_end_matches('/');
+    let body = html! {
+        h1 { "Sources" }
+        p class="muted" {
+            "Signed webhook sources: each has its own hook URL, and its requests are checked against a named secret. "
+            "Secret values are never shown; set or rotate one with " code { "cistern secrets set NAME=…" } "."
+        }
+        @if !admin {
+            p class="alert" id="hook-urls-why" {
+                "Hook URLs are shown to keys with the " code { "admin" } " scope only: a source's id is what lets a sender post to it. "
+                "This session's key (" (session.caller.key.name) ", " code { (session.caller.key.prefix) "…" } ") has: "
+                (session.caller.key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) "."
+            }
+        }
+        div class="table-wrap" {
+            table id="sources" {
+                caption class="sr-only" { "Signed sources" }
+                thead { tr {
+                    th scope="col" { "Source" } th scope="col" { "Kind" } th scope="col" { "Hook URL" }
+                    th scope="col" { "Secret" } th scope="col" { "Last event" }
+                } }
+                tbody {
+                    @if list.is_empty() { tr { td colspan="5" class="empty" { "No signed source yet. Create one with " code { "cistern sources create --kind github --secret NAME" } "." } } }
+                    @for s in &list {
+                        tr {
+                            th scope="row" {
+                                (s.name) br;
+                                span class="mono muted" { @if admin { (s.id) } @else { (masked_id(&s.id)) } } br;
+                                span class="muted" title=(format::datetime(s.created_at)) { "created " (format::ago(s.created_at, now)) }
+                            }
+                            td { (s.kind) }
+                            td {
+                                @if admin { code class="hook" { (base) "/v1/hooks/" (s.id) } }
+                                @else { span class="muted" { "shown to admin keys" } }
+                            }
+                            td {
+                                @match &s.secret_name {
+                                    None => span class="muted" { "none (unsigned CDEvents)" },
+                                    Some(name) => {
+                                        code { (name) }
+                                        @match secrets.get(name) {
+                                            None => { br; span class="badge r-failure" { "Missing" } " requests cannot be verified" },
+                                            Some(info) => {
+                                                br; span class="muted" title=(format::datetime(info.updated_at)) { "set " (format::ago(info.updated_at, now)) }
+                                                @if let Some(until) = info.previous_valid_until.filter(|u| *u > now) {
+                                                    br; span class="badge r-running" { "Rotating" } " previous value valid " (format::until(until, now))
+                                                }
+                                            },
+                                        }
+                                    },
+                                }
+                            }
+                            td {
+                                @match last.get(&s.id) {
+                                    None => span class="muted" { "none yet" },
+                                    Some(e) => {
+                                        (event_badge(e)) " " (when(Some(e.received_at), now)) br;
+                                        a href={ "/admin/events/" (e.id) } { "Raw payload (JSON)" }
+                                        @if admin {
+                                            " · " a href={ "/admin/events?" (query_of(&[("status", "all"), ("source", s.id.as_str())])) } { "All its events" }
+                                        }
+                                    },
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout::page("Sources", session, Nav::Sources, body).into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,8 +569,17 @@ mod tests {
     }
 
     #[test]
+    fn masked_ids_keep_a_prefix() {
+        assert_eq!(
+            masked_id("src_0123456789abcdef0123456789abcdef01234567"),
+            "src_01234567…"
+        );
+        assert_eq!(masked_id("src_1"), "src_1…");
+    }
+
+    #[test]
     fn previews_are_cut_on_characters() {
-        assert_eq!(preview("ééé", 2), "éé…");
-        assert_eq!(preview("ab", 2), "ab");
+        assert_eq!(format::cut("ééé", 2), "éé…");
+        assert_eq!(format::cut("ab", 2), "ab");
     }
 }

@@ -180,6 +180,84 @@ impl Filters {
     }
 }
 
+/// An optional time window for logs (events, deliveries): `days` before `until` (or now), or
+/// `since`/`until`; nothing given means all time. The rules and messages are the filters' own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Window {
+    /// Start, when bounded.
+    pub since: Option<OffsetDateTime>,
+    /// End (exclusive), when bounded.
+    pub until: Option<OffsetDateTime>,
+    /// The length in days, when given that way.
+    pub days: Option<i64>,
+}
+
+/// The lengths the window selects offer, in days.
+pub const WINDOW_DAYS: [i64; 5] = [1, 7, 14, 30, 90];
+
+impl Window {
+    /// Reads `days`, `since` and `until` (`days=all`: no bound, whatever the others say); the
+    /// error names the parameter and the rule.
+    pub fn parse(q: &HashMap<String, String>, now: OffsetDateTime) -> Result<Self, String> {
+        let p = Params(q.clone());
+        if p.text("days").as_deref() == Some("all") {
+            return Ok(Self::default());
+        }
+        let until = p.time("until").map_err(|e| e.detail.clone())?;
+        let since = p.time("since").map_err(|e| e.detail.clone())?;
+        let days = match p.text("days") {
+            None => None,
+            Some(s) => match s.parse::<i64>() {
+                Ok(d) if (1..=3650).contains(&d) => Some(d),
+                _ => {
+                    return Err(format!(
+                        "days: must be a whole number from 1 to 3650 (or all), got {s:?}"
+                    ))
+                }
+            },
+        };
+        let since = match days {
+            Some(d) => Some(until.unwrap_or(now) - Duration::days(d)),
+            None => since,
+        };
+        if let (Some(a), Some(b)) = (since, until) {
+            if a >= b {
+                return Err("since: must be before until".into());
+            }
+        }
+        Ok(Self { since, until, days })
+    }
+
+    /// True when nothing bounds it.
+    pub fn is_all(&self) -> bool {
+        self.since.is_none() && self.until.is_none()
+    }
+
+    /// The query pairs that reproduce it.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        match self.days {
+            Some(d) => out.push(("days", d.to_string())),
+            None => out.extend(self.since.map(|t| ("since", rfc3339(t)))),
+        }
+        out.extend(self.until.map(|t| ("until", rfc3339(t))));
+        out
+    }
+
+    /// In words: `the last 7 days`, `all time`, or the two ends.
+    pub fn describe(&self) -> String {
+        use super::format::datetime;
+        match (self.days, self.since, self.until) {
+            (Some(1), _, None) => "the last day".into(),
+            (Some(d), _, None) => format!("the last {d} days"),
+            (_, None, None) => "all time".into(),
+            (_, Some(a), None) => format!("since {}", datetime(a)),
+            (_, None, Some(b)) => format!("before {}", datetime(b)),
+            (_, Some(a), Some(b)) => format!("{} – {}", datetime(a), datetime(b)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +334,47 @@ mod tests {
         assert!(matches!(f.trend_interval(), Interval::Day));
         let f = Filters::parse(&q(&[("days", "90")]), NOW).unwrap();
         assert!(matches!(f.trend_interval(), Interval::Week));
+    }
+
+    #[test]
+    fn windows_are_optional_and_round_trip() {
+        let w = Window::parse(&q(&[]), NOW).unwrap();
+        assert!(w.is_all());
+        assert!(w.pairs().is_empty());
+        assert_eq!(w.describe(), "all time");
+        let w = Window::parse(&q(&[("days", "7"), ("since", "2020-01-01")]), NOW).unwrap();
+        assert_eq!(
+            w.since,
+            Some(NOW - Duration::days(7)),
+            "days wins over since"
+        );
+        assert_eq!(w.until, None);
+        assert_eq!(w.pairs(), vec![("days", "7".to_owned())]);
+        assert_eq!(w.describe(), "the last 7 days");
+        let w = Window::parse(
+            &q(&[("since", "2024-05-01"), ("until", "2024-05-03T12:00:00Z")]),
+            NOW,
+        )
+        .unwrap();
+        let again: HashMap<String, String> = w
+            .pairs()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(Window::parse(&again, NOW).unwrap(), w);
+        assert_eq!(w.describe(), "2024-05-01 00:00 UTC – 2024-05-03 12:00 UTC");
+        assert!(Window::parse(&q(&[("days", "-1")]), NOW)
+            .unwrap_err()
+            .starts_with("days"));
+        assert!(Window::parse(&q(&[("until", "soon")]), NOW)
+            .unwrap_err()
+            .contains("until"));
+        assert!(
+            Window::parse(&q(&[("since", "2024-05-03"), ("until", "2024-05-01")]), NOW)
+                .unwrap_err()
+                .contains("before until")
+        );
+        let w = Window::parse(&q(&[("days", "all"), ("since", "2024-05-03")]), NOW).unwrap();
+        assert!(w.is_all(), "the form's \"All time\" drops a custom window");
     }
 }

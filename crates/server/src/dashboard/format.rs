@@ -84,6 +84,35 @@ pub fn ago(t: OffsetDateTime, now: OffsetDateTime) -> String {
     }
 }
 
+/// `due now`, `in 40 s`, `in 5 min`, `in 3 h`, `in 2 d` (a time to come; a past one is due).
+pub fn until(t: OffsetDateTime, now: OffsetDateTime) -> String {
+    let s = (t - now).whole_seconds();
+    if s <= 0 {
+        "due now".into()
+    } else if s < 60 {
+        format!("in {s} s")
+    } else if s < 3_600 {
+        format!("in {} min", s / 60)
+    } else if s < 86_400 {
+        format!("in {} h", s / 3_600)
+    } else {
+        format!("in {} d", s / 86_400)
+    }
+}
+
+/// A seconds count as `45 s`, `3 min`, `2 h`, `1 d` (whole units, for intervals).
+pub fn seconds(s: i64) -> String {
+    if s < 60 || s % 60 != 0 {
+        format!("{s} s")
+    } else if s < 3_600 || s % 3_600 != 0 {
+        format!("{} min", s / 60)
+    } else if s < 86_400 || s % 86_400 != 0 {
+        format!("{} h", s / 3_600)
+    } else {
+        format!("{} d", s / 86_400)
+    }
+}
+
 /// The CSS class of a result (`r-success`); the text is always shown beside the colour.
 pub fn result_class(r: RunResult) -> &'static str {
     match r {
@@ -150,6 +179,15 @@ pub fn short_sha(sha: &str) -> &str {
     &sha[..end]
 }
 
+/// The first `max` characters of a text, with `…` when it goes on.
+pub fn cut(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// A JSON value as short text (strings without quotes).
 pub fn json_text(v: &serde_json::Value) -> String {
     match v {
@@ -189,6 +227,16 @@ mod tests {
         assert_eq!(ago(t, t + time::Duration::hours(3)), "3 h ago");
         assert_eq!(ago(t, t + time::Duration::days(2)), "2 d ago");
         assert_eq!(ago(t + time::Duration::hours(1), t), "in the future");
+        assert_eq!(until(t, t + time::Duration::seconds(3)), "due now");
+        assert_eq!(until(t + time::Duration::seconds(40), t), "in 40 s");
+        assert_eq!(until(t + time::Duration::minutes(5), t), "in 5 min");
+        assert_eq!(until(t + time::Duration::hours(3), t), "in 3 h");
+        assert_eq!(until(t + time::Duration::days(2), t), "in 2 d");
+        assert_eq!(seconds(45), "45 s");
+        assert_eq!(seconds(90), "90 s");
+        assert_eq!(seconds(180), "3 min");
+        assert_eq!(seconds(7_200), "2 h");
+        assert_eq!(seconds(86_400), "1 d");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use cistern_core::RunResult;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use super::filters::Filters;
+use super::filters::{Filters, Window, WINDOW_DAYS};
 use super::format;
 use super::session::Session;
 
@@ -15,14 +15,43 @@ pub enum Nav {
     Overview,
     /// Pipelines.
     Pipelines,
+    /// The admin section's index.
+    Admin,
     /// Instances.
     Instances,
+    /// Satellites.
+    Satellites,
+    /// Signed sources.
+    Sources,
+    /// Subscriptions and their deliveries.
+    Subscriptions,
     /// Rejected events.
     Events,
     /// Triggers.
     Triggers,
     /// None.
     None,
+}
+
+/// The admin section's pages, in the order of its navigation: (entry, link, label).
+pub const ADMIN_PAGES: &[(Nav, &str, &str)] = &[
+    (Nav::Instances, "/admin/instances", "Instances"),
+    (Nav::Satellites, "/admin/satellites", "Satellites"),
+    (Nav::Sources, "/admin/sources", "Sources"),
+    (Nav::Subscriptions, "/admin/subscriptions", "Subscriptions"),
+    (Nav::Triggers, "/admin/triggers", "Triggers"),
+    (
+        Nav::Events,
+        "/admin/events?status=rejected",
+        "Rejected events",
+    ),
+];
+
+impl Nav {
+    /// True for the admin section's pages (its index included).
+    pub fn is_admin(self) -> bool {
+        self == Nav::Admin || ADMIN_PAGES.iter().any(|(n, _, _)| *n == self)
+    }
 }
 
 fn head(title: &str) -> Markup {
@@ -69,6 +98,14 @@ pub fn page(title: &str, session: &Session, current: Nav, body: Markup) -> Marku
             li { a href=(href) aria-current=[(nav == current).then_some("page")] { (label) } }
         }
     };
+    // The section's link is marked as the current location on every admin page.
+    let admin_current = if current == Nav::Admin {
+        Some("page")
+    } else if current.is_admin() {
+        Some("location")
+    } else {
+        None
+    };
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -81,14 +118,21 @@ pub fn page(title: &str, session: &Session, current: Nav, body: Markup) -> Marku
                         ul {
                             (item(Nav::Overview, "/", "Overview"))
                             (item(Nav::Pipelines, "/pipelines", "Pipelines"))
-                            (item(Nav::Instances, "/admin/instances", "Instances"))
-                            (item(Nav::Events, "/admin/events?status=rejected", "Rejected events"))
-                            (item(Nav::Triggers, "/admin/triggers", "Triggers"))
+                            li { a href="/admin" aria-current=[admin_current] { "Admin" } }
                         }
                     }
                     div class="who" {
                         span { "Tenant " strong { (session.caller.tenant.slug) } }
                         (logout_form(session))
+                    }
+                }
+                @if current.is_admin() {
+                    nav class="sub" aria-label="Admin" {
+                        ul {
+                            @for (nav, href, label) in ADMIN_PAGES {
+                                (item(*nav, href, label))
+                            }
+                        }
                     }
                 }
                 main id="main" tabindex="-1" { (body) }
@@ -177,6 +221,52 @@ pub fn filter_form(
         p class="window" {
             "Window: " (format::datetime(f.since)) " – " (format::datetime(f.until))
         }
+    }
+}
+
+/// The window form of a log page (a GET form, so the view is a URL to share): the window's
+/// length, and `keep` carried along as hidden fields (a status tab, a source).
+pub fn window_form(action: &str, w: &Window, keep: &[(&str, &str)]) -> Markup {
+    let custom = w.days.is_none() && !w.is_all();
+    html! {
+        form method="get" action=(action) class="filters" aria-label="Time window" {
+            @for (k, v) in keep {
+                input type="hidden" name=(k) value=(v);
+            }
+            div class="field" {
+                label for="w-days" { "Window" }
+                select id="w-days" name="days" {
+                    option value="all" selected[w.is_all()] { "All time" }
+                    @for d in WINDOW_DAYS {
+                        option value=(d) selected[w.days == Some(d)] {
+                            @if d == 1 { "Last day" } @else { "Last " (d) " days" }
+                        }
+                    }
+                    @if let Some(d) = w.days {
+                        @if !WINDOW_DAYS.contains(&d) {
+                            option value=(d) selected { "Last " (d) " days" }
+                        }
+                    }
+                    @if custom {
+                        option value="" selected { "Custom (since/until)" }
+                    }
+                }
+            }
+            @if custom {
+                @if let Some(t) = w.since {
+                    input type="hidden" name="since" value=(crate::routes::query::rfc3339(t));
+                }
+            }
+            @if !w.is_all() {
+                @if let Some(t) = w.until {
+                    input type="hidden" name="until" value=(crate::routes::query::rfc3339(t));
+                }
+            }
+            div class="field actions" {
+                button type="submit" { "Apply" }
+            }
+        }
+        p class="window" { "Showing " (w.describe()) "." }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The web dashboard, served from the hub at `/`: DORA tiles and trends, pipelines, runs with
-//! their timelines and failure logs, instances and rejected events. Server-rendered HTML (maud,
+//! their timelines and failure logs, and the admin section (instances, satellites, sources,
+//! subscriptions with their deliveries and a redeliver button, rejected events). Server-rendered HTML (maud,
 //! checked at compile time) with charts drawn as SVG on the server; a few KB of embedded script
 //! only refresh the latest runs and sort tables. Pages need a session (see [`session`]).
 
@@ -13,13 +14,14 @@ pub mod overview;
 pub mod pipelines;
 pub mod runs;
 pub mod session;
+pub mod subscriptions;
 pub mod svg;
 pub mod triggers;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use cistern_store::StoreError;
 use maud::html;
@@ -36,7 +38,17 @@ pub fn router() -> Router<AppState> {
         .route("/pipelines", get(pipelines::list))
         .route("/pipelines/{id}", get(pipelines::one))
         .route("/runs/{id}", get(runs::page))
+        .route("/admin", get(admin::index))
         .route("/admin/instances", get(admin::instances))
+        .route("/admin/satellites", get(admin::satellites))
+        .route("/admin/sources", get(admin::sources))
+        .route("/admin/subscriptions", get(subscriptions::list))
+        .route("/admin/subscriptions/{id}", get(subscriptions::one))
+        .route("/admin/deliveries/{id}", get(subscriptions::delivery))
+        .route(
+            "/admin/deliveries/{id}/redeliver",
+            post(subscriptions::redeliver),
+        )
         .route("/admin/events", get(admin::events))
         .route("/admin/events/{id}", get(admin::raw_event))
         .route("/admin/triggers", get(triggers::page))

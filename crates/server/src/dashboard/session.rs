@@ -84,6 +84,12 @@ impl Session {
     pub fn check_csrf(&self, token: &str) -> bool {
         csrf_ok(&self.secret, token)
     }
+
+    /// True when the session's key has the `admin` scope (needed by admin actions, and to see
+    /// the capabilities the admin API alone shows: hook URLs, subscription targets).
+    pub fn is_admin(&self) -> bool {
+        self.caller.key.scopes.contains(&Scope::Admin)
+    }
 }
 
 /// Authenticates a key for the dashboard (the `read` scope is required).
@@ -175,8 +181,8 @@ fn clear_cookie(name: &str, parts: &Parts) -> HeaderValue {
     set_cookie(name, "", Some(0), &parts.headers)
 }
 
-/// A local path to return to after sign-in (never another site).
-fn safe_next(next: Option<&str>) -> String {
+/// A local path to return to after sign-in or a form (never another site).
+pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
         _ => "/".to_owned(),
@@ -305,6 +311,25 @@ pub async fn login(
     }
 }
 
+/// The answer to a form whose token is not the session's (forged, or from an older session):
+/// 403, and nothing done.
+pub fn expired_form(session: &Session) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        layout::page(
+            "Forbidden",
+            session,
+            layout::Nav::None,
+            html! {
+                h1 { "This form expired" }
+                div class="alert error" role="alert" { "The form's token does not belong to this session; nothing was done." }
+                p { "Reload the page and try again." }
+            },
+        ),
+    )
+        .into_response()
+}
+
 /// `GET /logout`: a confirmation with the sign-out button (signing out is a POST).
 pub async fn logout_page(session: Session) -> Markup {
     layout::page(
@@ -334,16 +359,7 @@ pub async fn logout(
     Form(form): Form<LogoutForm>,
 ) -> Response {
     if !session.check_csrf(&form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            layout::page(
-                "Forbidden",
-                &session,
-                layout::Nav::None,
-                html! { h1 { "This form expired" } p { "Reload the page and try again." } },
-            ),
-        )
-            .into_response();
+        return expired_form(&session);
     }
     let mut resp = Redirect::to("/login?signed_out=1").into_response();
     resp.headers_mut().append(

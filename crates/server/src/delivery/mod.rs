@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use cistern_store::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryAttempt, DeliveryFormat, DispatchRecord,
-    NextStep, Store,
+    NextStep, Store, SubscriptionHealth,
 };
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
@@ -372,46 +372,123 @@ async fn record(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<AttemptRecord>) {
             }
         };
         let now = OffsetDateTime::now_utc();
-        let mut seen = std::collections::HashSet::new();
-        for h in health.iter().rev() {
-            if !seen.insert(h.subscription_id.clone()) || !h.enabled {
-                continue;
-            }
-            let Some(since) = h.failing_since else {
-                continue;
-            };
-            let failing_for = now - since;
-            if failing_for < ctx.settings.disable_after {
-                continue;
-            }
-            let last = batch
-                .iter()
-                .rev()
-                .find(|r| r.subscription_id == h.subscription_id)
-                .map(|r| describe_failure(&r.attempt))
-                .unwrap_or_default();
-            let reason = format!(
-                "disabled automatically: every delivery attempt failed since {} ({} h, the limit is delivery_disable_after = {} h); last attempt: {last}. Fix the receiver, then enable the subscription again: its queue resumes",
-                format::rfc3339(since),
-                failing_for.whole_hours(),
-                ctx.settings.disable_after.as_secs() / 3600,
-            );
-            tracing::warn!(subscription = %h.subscription_id, %reason, "disabling a failing subscription");
+        for (tenant_id, subscription_id, reason) in
+            to_disable(&health, &batch, now, ctx.settings.disable_after)
+        {
+            tracing::warn!(subscription = %subscription_id, %reason, "disabling a failing subscription");
             if let Err(e) = ctx
                 .store
-                .set_subscription_enabled(
-                    &h.tenant_id,
-                    &h.subscription_id,
-                    false,
-                    Some(&reason),
-                    now,
-                )
+                .set_subscription_enabled(&tenant_id, &subscription_id, false, Some(&reason), now)
                 .await
             {
                 tracing::error!(error = %e, "could not disable a failing subscription");
             }
         }
         ctx.kick.notify_one();
+    }
+}
+
+/// The subscriptions a recorded batch leaves failing for at least `disable_after` (every attempt
+/// failed since), each with the reason to record: (tenant, subscription, reason). The worker
+/// disables them; the fixture generator replays the same rule.
+pub fn to_disable(
+    health: &[SubscriptionHealth],
+    batch: &[AttemptRecord],
+    now: OffsetDateTime,
+    disable_after: Duration,
+) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for h in health.iter().rev() {
+        if !seen.insert(h.subscription_id.clone()) || !h.enabled {
+            continue;
+        }
+        let Some(since) = h.failing_since else {
+            continue;
+        };
+        let failing_for = now - since;
+        if failing_for < disable_after {
+            continue;
+        }
+        let last = batch
+            .iter()
+            .rev()
+            .find(|r| r.subscription_id == h.subscription_id)
+            .map(|r| describe_failure(&r.attempt))
+            .unwrap_or_default();
+        let reason = format!(
+            "disabled automatically: every delivery attempt failed since {} ({} h, the limit is delivery_disable_after = {} h); last attempt: {last}. Fix the receiver, then enable the subscription again: its queue resumes",
+            format::rfc3339(since),
+            failing_for.whole_hours(),
+            disable_after.as_secs() / 3600,
+        );
+        out.push((h.tenant_id.clone(), h.subscription_id.clone(), reason));
+    }
+    out
+}
+
+/// What an attempt's outcome means for its delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// What comes next.
+    pub next: NextStep,
+    /// The error to log with the attempt.
+    pub error: Option<String>,
+    /// Disable the subscription with this reason (410 Gone).
+    pub disable: Option<String>,
+}
+
+/// The verdict on attempt number `made` of delivery `id`, started at `started_at` and judged at
+/// `now`: `answer` is the HTTP status with the wait a `Retry-After` asked for, or why no answer
+/// came. 2xx delivers; 410 disables the subscription and keeps the delivery queued; anything
+/// else is retried on the schedule (or after `Retry-After` on 429 and 503, while the schedule
+/// allows attempts) until the schedule is spent. Shared by the worker and the fixture generator.
+pub fn verdict(
+    schedule: &RetrySchedule,
+    made: usize,
+    answer: Result<(u16, Option<Duration>), String>,
+    id: &str,
+    started_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Verdict {
+    let retry_or_give_up = |wait: Option<Duration>| match wait {
+        Some(w) => NextStep::RetryAt(now + w),
+        None => NextStep::GiveUp,
+    };
+    match answer {
+        Ok((status, _)) if (200..300).contains(&status) => Verdict {
+            next: NextStep::Delivered,
+            error: None,
+            disable: None,
+        },
+        Ok((410, _)) => Verdict {
+            // Stays queued: re-enabling the subscription resumes it.
+            next: NextStep::RetryAt(now),
+            error: Some("410 Gone: the receiver asked for no more deliveries".into()),
+            disable: Some(format!(
+                "disabled automatically: the receiver answered 410 Gone at {} (delivery {id}); enable the subscription again once the URL is right: its queue resumes",
+                format::rfc3339(started_at),
+            )),
+        },
+        Ok((status, retry_after)) => {
+            let asked = retry_after.filter(|_| matches!(status, 429 | 503));
+            let next = match (asked, schedule.delay_after(made)) {
+                // Retry-After is the receiver's word on when to come back; it stands in for the
+                // schedule's delay, while the schedule still allows attempts.
+                (Some(wait), Some(_)) => retry_or_give_up(Some(wait)),
+                _ => retry_or_give_up(schedule.next_delay(made)),
+            };
+            Verdict {
+                next,
+                error: Some(format!("HTTP {status} (not 2xx)")),
+                disable: None,
+            }
+        }
+        Err(err) => Verdict {
+            next: retry_or_give_up(schedule.next_delay(made)),
+            error: Some(err),
+            disable: None,
+        },
     }
 }
 
@@ -444,10 +521,6 @@ async fn attempt(ctx: &Ctx, d: ClaimedDelivery) -> AttemptRecord {
     let sub = &d.subscription;
     let s = &ctx.settings;
     let made = (d.tries + 1) as usize;
-    let retry_or_give_up = |wait: Option<Duration>| match wait {
-        Some(w) => NextStep::RetryAt(OffsetDateTime::now_utc() + w),
-        None => NextStep::GiveUp,
-    };
     let mut rec = AttemptRecord {
         delivery_id: d.id.clone(),
         token: d.token.clone(),
@@ -467,40 +540,25 @@ async fn attempt(ctx: &Ctx, d: ClaimedDelivery) -> AttemptRecord {
     };
     let outcome = send(ctx, &d).await;
     rec.attempt.duration_ms = clock.elapsed().as_millis() as i64;
-    match outcome {
+    let answer = match outcome {
         Ok(answer) => {
             rec.attempt.status_code = Some(answer.status);
             rec.attempt.response_body = Some(answer.body);
-            rec.next = if (200..300).contains(&answer.status) {
-                NextStep::Delivered
-            } else if answer.status == 410 {
-                rec.attempt.error =
-                    Some("410 Gone: the receiver asked for no more deliveries".into());
-                rec.disable = Some(format!(
-                    "disabled automatically: the receiver answered 410 Gone at {} (delivery {}); enable the subscription again once the URL is right: its queue resumes",
-                    format::rfc3339(started_at),
-                    d.id
-                ));
-                // Stays queued: re-enabling the subscription resumes it.
-                NextStep::RetryAt(OffsetDateTime::now_utc())
-            } else {
-                rec.attempt.error = Some(format!("HTTP {} (not 2xx)", answer.status));
-                let asked = answer
-                    .retry_after
-                    .filter(|_| matches!(answer.status, 429 | 503));
-                match (asked, s.schedule.delay_after(made)) {
-                    // Retry-After is the receiver's word on when to come back; it stands in
-                    // for the schedule's delay, while the schedule still allows attempts.
-                    (Some(wait), Some(_)) => retry_or_give_up(Some(wait)),
-                    _ => retry_or_give_up(s.schedule.next_delay(made)),
-                }
-            };
+            Ok((answer.status, answer.retry_after))
         }
-        Err(err) => {
-            rec.attempt.error = Some(err);
-            rec.next = retry_or_give_up(s.schedule.next_delay(made));
-        }
-    }
+        Err(err) => Err(err),
+    };
+    let v = verdict(
+        &s.schedule,
+        made,
+        answer,
+        &d.id,
+        started_at,
+        OffsetDateTime::now_utc(),
+    );
+    rec.next = v.next;
+    rec.attempt.error = v.error;
+    rec.disable = v.disable;
     if rec.next == NextStep::GiveUp {
         tracing::warn!(delivery = %d.id, subscription = %sub.id, attempts = made, "delivery failed: retry schedule spent");
     }
@@ -608,5 +666,97 @@ async fn send(ctx: &Ctx, d: &ClaimedDelivery) -> Result<Answer, String> {
             "timed out after {} ms (delivery_timeout)",
             s.timeout.as_millis()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule() -> RetrySchedule {
+        RetrySchedule::parse("0s,5s,5m").unwrap()
+    }
+
+    #[test]
+    fn verdicts_follow_the_answer() {
+        let t = time::macros::datetime!(2024-06-01 12:00 UTC);
+        let ok = verdict(&schedule(), 1, Ok((204, None)), "d", t, t);
+        assert_eq!(ok.next, NextStep::Delivered);
+        assert_eq!(ok.error, None);
+        let gone = verdict(&schedule(), 1, Ok((410, None)), "d1", t, t);
+        assert_eq!(gone.next, NextStep::RetryAt(t));
+        assert!(gone
+            .disable
+            .unwrap()
+            .contains("410 Gone at 2024-06-01T12:00:00Z (delivery d1)"));
+        let bad = verdict(&schedule(), 1, Ok((500, None)), "d", t, t);
+        assert_eq!(bad.error.as_deref(), Some("HTTP 500 (not 2xx)"));
+        let NextStep::RetryAt(at) = bad.next else {
+            panic!("retried")
+        };
+        assert!(at >= t + time::Duration::seconds(4) && at < t + time::Duration::seconds(6));
+        // Retry-After stands in for the schedule's delay on 503, not on 500.
+        let wait = Some(Duration::from_secs(120));
+        assert_eq!(
+            verdict(&schedule(), 1, Ok((503, wait)), "d", t, t).next,
+            NextStep::RetryAt(t + time::Duration::seconds(120))
+        );
+        assert_ne!(
+            verdict(&schedule(), 1, Ok((500, wait)), "d", t, t).next,
+            NextStep::RetryAt(t + time::Duration::seconds(120))
+        );
+        // The third attempt of a three-attempt schedule is the last.
+        let spent = verdict(&schedule(), 3, Err("timed out".into()), "d", t, t);
+        assert_eq!(spent.next, NextStep::GiveUp);
+        assert_eq!(spent.error.as_deref(), Some("timed out"));
+    }
+
+    #[test]
+    fn subscriptions_failing_too_long_are_named_once() {
+        let t = time::macros::datetime!(2024-06-01 12:00 UTC);
+        let health = |sub: &str, since: Option<OffsetDateTime>, enabled: bool| SubscriptionHealth {
+            tenant_id: "t".into(),
+            subscription_id: sub.into(),
+            failing_since: since,
+            enabled,
+        };
+        let rec = |sub: &str, code: u16| AttemptRecord {
+            delivery_id: "d".into(),
+            token: "k".into(),
+            tenant_id: "t".into(),
+            subscription_id: sub.into(),
+            attempt: DeliveryAttempt {
+                attempt: 1,
+                started_at: t,
+                duration_ms: 5,
+                status_code: Some(code),
+                response_body: None,
+                error: None,
+                node: None,
+            },
+            next: NextStep::GiveUp,
+            disable: None,
+        };
+        let day = time::Duration::days(1);
+        let found = to_disable(
+            &[
+                health("old", Some(t - day * 6), true),
+                health("old", Some(t - day * 6), true),
+                health("young", Some(t - day), true),
+                health("healthy", None, true),
+                health("off", Some(t - day * 9), false),
+            ],
+            &[rec("old", 502), rec("young", 500)],
+            t,
+            Duration::from_secs(5 * 86_400),
+        );
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1, "old");
+        assert!(
+            found[0].2.contains("since 2024-05-26T12:00:00Z (144 h"),
+            "{}",
+            found[0].2
+        );
+        assert!(found[0].2.contains("last attempt: HTTP 502"));
     }
 }

@@ -1,4 +1,5 @@
-//! The inbound events log: `GET /api/v1/events?status=rejected` and `GET /api/v1/events/{id}`.
+//! The inbound events log: `GET /api/v1/events?status=rejected&since=…&until=…&source=…` and
+//! `GET /api/v1/events/{id}`.
 
 use std::collections::HashMap;
 
@@ -48,10 +49,21 @@ pub(crate) async fn list(
             ))
         }
     };
+    let filter = EventFilter {
+        status,
+        source_id: q.text("source"),
+        since: q.time("since")?,
+        until: q.time("until")?,
+    };
+    if let (Some(a), Some(b)) = (filter.since, filter.until) {
+        if b <= a {
+            return Err(ApiError::field("until", "must be after since"));
+        }
+    }
     let page = q.page()?;
     let mut found = state
         .store
-        .list_events(&caller.tenant.id, &EventFilter { status }, &page)
+        .list_events(&caller.tenant.id, &filter, &page)
         .await?;
     for ev in &mut found.items {
         if let Some(body) = &mut ev.body {

@@ -267,7 +267,11 @@ async fn handle(
         "cdevents" => "cdevents",
         _ => "standard",
     };
-    let inbound = Inbound { dialect, ..inbound };
+    let inbound = Inbound {
+        dialect,
+        source_id: Some(source.id.clone()),
+        ..inbound
+    };
     *found = Some(dialect);
     // A signed source has no key: its own id is its bucket.
     if let Err(e) = state
@@ -347,7 +351,6 @@ async fn handle(
         202,
     );
     event.request_type = request_type;
-    event.source_id = Some(source.id.clone());
     event.dedupe_key = dedupe;
     let op = WriteOp::Signals {
         event,

@@ -27,6 +27,8 @@ pub struct Inbound {
     pub content_type: Option<String>,
     /// When it arrived.
     pub received_at: OffsetDateTime,
+    /// The signed source it came through (its events, refused ones included, say so).
+    pub source_id: Option<String>,
 }
 
 impl Inbound {
@@ -40,6 +42,7 @@ impl Inbound {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
             received_at: OffsetDateTime::now_utc(),
+            source_id: None,
         }
     }
 
@@ -64,7 +67,7 @@ impl Inbound {
             http_status,
             errors: Vec::new(),
             key_id,
-            source_id: None,
+            source_id: self.source_id.clone(),
             dedupe_key: None,
         }
     }

@@ -224,15 +224,49 @@ pub(crate) async fn list(
     Ok(Json(json!({ "satellites": items })))
 }
 
+/// How a satellite is doing, from its last heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Heartbeats arrive and report no error.
+    Ok,
+    /// Heartbeats arrive but the last one reports an error.
+    Degraded,
+    /// No heartbeat for [`STALE_AFTER_INTERVALS`] intervals.
+    Stale,
+}
+
+impl Health {
+    /// The word the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Degraded => "degraded",
+            Health::Stale => "stale",
+        }
+    }
+}
+
+/// The health of a satellite whose last heartbeat is `hb`, at `now` (the API's and the
+/// dashboard's).
+pub fn health(hb: &SatelliteHeartbeat, now: OffsetDateTime) -> Health {
+    if is_stale(hb.received_at, hb.interval_seconds, now) {
+        Health::Stale
+    } else if hb.last_error.is_some() {
+        Health::Degraded
+    } else {
+        Health::Ok
+    }
+}
+
 fn view(s: &SatelliteInfo, now: OffsetDateTime) -> Value {
     let hb = &s.heartbeat;
-    let stale = is_stale(hb.received_at, hb.interval_seconds, now);
+    let health = health(hb, now);
     json!({
         "id": hb.satellite_id,
         "version": hb.version,
         "config_hash": hb.config_hash,
-        "stale": stale,
-        "health": if stale { "stale" } else if hb.last_error.is_some() { "degraded" } else { "ok" },
+        "stale": health == Health::Stale,
+        "health": health.as_str(),
         "last_heartbeat_at": times::fmt(hb.received_at),
         "seconds_since_heartbeat": (now - hb.received_at).whole_seconds().max(0),
         "sent_at": times::fmt(hb.sent_at),

@@ -13,7 +13,8 @@ use axum::Json;
 use cistern_core::glob::Glob;
 use cistern_core::FieldError;
 use cistern_store::{
-    DeliveryFilter, DeliveryFormat, DeliveryStatus, EventType, Store, Subscription, ALL_EVENT_TYPES,
+    Delivery, DeliveryFilter, DeliveryFormat, DeliveryStatus, EventType, Store, Subscription,
+    ALL_EVENT_TYPES,
 };
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
@@ -473,10 +474,20 @@ pub(crate) async fn deliveries(
             )
         })?),
     };
+    let filter = DeliveryFilter {
+        status,
+        since: q.time("since")?,
+        until: q.time("until")?,
+    };
+    if let (Some(a), Some(b)) = (filter.since, filter.until) {
+        if b <= a {
+            return Err(ApiError::field("until", "must be after since"));
+        }
+    }
     let page = q.page()?;
     let found = state
         .store
-        .list_deliveries(&caller.tenant.id, &id, &DeliveryFilter { status }, &page)
+        .list_deliveries(&caller.tenant.id, &id, &filter, &page)
         .await?;
     Ok(Json(
         json!({"deliveries": found.items, "next_cursor": found.next_cursor}),
@@ -545,6 +556,24 @@ pub(crate) async fn delivery(
     }
 }
 
+/// Queues a delivery of the tenant again, due now on a fresh schedule (whatever its state), and
+/// returns it as it now stands. The API's `redeliver` and the dashboard's button both use it.
+pub async fn redeliver_now(
+    store: &dyn Store,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Delivery, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    if !store.redeliver(tenant_id, id, now).await? {
+        return Err(ApiError::not_found(format!("no delivery {id:?}")));
+    }
+    let d = store
+        .get_delivery(tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no delivery {id:?}")))?;
+    Ok(d.delivery)
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/deliveries/{id}/redeliver",
@@ -559,17 +588,9 @@ pub(crate) async fn redeliver(
     Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    if !state.store.redeliver(&caller.tenant.id, &id, now).await? {
-        return Err(ApiError::not_found(format!("no delivery {id:?}")));
-    }
-    let d = state
-        .store
-        .get_delivery(&caller.tenant.id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no delivery {id:?}")))?;
+    let d = redeliver_now(state.store.as_ref(), &caller.tenant.id, &id).await?;
     Ok(json_reply(
         StatusCode::ACCEPTED,
-        serde_json::to_value(d.delivery).map_err(ApiError::internal)?,
+        serde_json::to_value(d).map_err(ApiError::internal)?,
     ))
 }

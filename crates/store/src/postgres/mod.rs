@@ -50,6 +50,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0007_triggers.sql"),
     ),
     (
+        8,
+        include_str!("../../migrations/postgres/0008_source_events.sql"),
+    ),
+    (
         9,
         include_str!("../../migrations/postgres/0009_retention.sql"),
     ),

@@ -421,6 +421,7 @@ pub(super) async fn list_deliveries(
     let rows = sqlx::query(&format!(
         "SELECT {DELIVERY_COLS} {DELIVERY_FROM}
          WHERE d.tenant_id = $1 AND d.subscription_id = $2 AND ($3::text IS NULL OR d.status = $3) AND ($4::text IS NULL OR d.id < $4)
+           AND ($6::bigint IS NULL OR d.created_at >= $6) AND ($7::bigint IS NULL OR d.created_at < $7)
          ORDER BY d.id DESC LIMIT $5"
     ))
     .bind(tenant_id)
@@ -428,6 +429,8 @@ pub(super) async fn list_deliveries(
     .bind(filter.status.map(|s| s.as_str()))
     .bind(after)
     .bind((page.limit + 1) as i64)
+    .bind(filter.since.map(to_millis))
+    .bind(filter.until.map(to_millis))
     .fetch_all(pool)
     .await?;
     let mut items = rows

@@ -242,7 +242,7 @@ pub(super) async fn list_instances(
     Ok(out)
 }
 
-const EVENT_COLS: &str = "id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body_size, body, body_truncated, body_codec";
+const EVENT_COLS: &str = "id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body_size, body, body_truncated, body_codec, source_id";
 
 fn event_row(row: &PgRow) -> Result<EventView, sqlx::Error> {
     let status: String = row.try_get(5)?;
@@ -276,6 +276,7 @@ fn event_row(row: &PgRow) -> Result<EventView, sqlx::Error> {
         body_size: row.try_get(10)?,
         body: body.map(|b| String::from_utf8_lossy(&decode_body(b, codec.as_deref())).into_owned()),
         body_truncated: row.try_get(12)?,
+        source_id: row.try_get(13)?,
     })
 }
 
@@ -291,6 +292,15 @@ pub(super) async fn list_events(
     q.push_bind(tenant_id.to_owned());
     if let Some(s) = f.status {
         q.push(" AND status = ").push_bind(s.as_str());
+    }
+    if let Some(src) = &f.source_id {
+        q.push(" AND source_id = ").push_bind(src.clone());
+    }
+    if let Some(t) = f.since {
+        q.push(" AND received_at >= ").push_bind(to_millis(t));
+    }
+    if let Some(t) = f.until {
+        q.push(" AND received_at < ").push_bind(to_millis(t));
     }
     if let Some(cur) = &page.cursor {
         let (ms, id) = cursor::decode(cur)?;

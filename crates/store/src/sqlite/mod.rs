@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_satellites.sql"),
     include_str!("../../migrations/sqlite/0006_outbound.sql"),
     include_str!("../../migrations/sqlite/0007_triggers.sql"),
+    include_str!("../../migrations/sqlite/0008_source_events.sql"),
     include_str!("../../migrations/sqlite/0009_retention.sql"),
     include_str!("../../migrations/sqlite/0010_event_body_codec.sql"),
 ];

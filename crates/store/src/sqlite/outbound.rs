@@ -333,6 +333,7 @@ pub(super) fn list_deliveries(
     let mut st = c.prepare_cached(&format!(
         "SELECT {DELIVERY_COLS} {DELIVERY_FROM}
          WHERE d.tenant_id = ?1 AND d.subscription_id = ?2 AND (?3 IS NULL OR d.status = ?3) AND (?4 IS NULL OR d.id < ?4)
+           AND (?6 IS NULL OR d.created_at >= ?6) AND (?7 IS NULL OR d.created_at < ?7)
          ORDER BY d.id DESC LIMIT ?5"
     ))?;
     let mut items = st
@@ -342,7 +343,9 @@ pub(super) fn list_deliveries(
                 subscription_id,
                 filter.status.map(|s| s.as_str()),
                 after,
-                (page.limit + 1) as i64
+                (page.limit + 1) as i64,
+                filter.since.map(to_millis),
+                filter.until.map(to_millis),
             ],
             delivery_row,
         )?

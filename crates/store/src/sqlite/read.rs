@@ -225,7 +225,7 @@ pub(super) fn list_instances(c: &Connection, tenant_id: &str) -> Result<Vec<Inst
     Ok(rows)
 }
 
-const EVENT_COLS: &str = "id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body_size, body, body_truncated, body_codec";
+const EVENT_COLS: &str = "id, received_at, endpoint, dialect, request_type, status, http_status, errors, run_ids, content_type, body_size, body, body_truncated, body_codec, source_id";
 
 fn event_row(row: &Row<'_>, with_body: bool) -> rusqlite::Result<EventView> {
     let status: String = row.get(5)?;
@@ -255,6 +255,7 @@ fn event_row(row: &Row<'_>, with_body: bool) -> rusqlite::Result<EventView> {
         body_size: row.get(10)?,
         body: body.map(|b| String::from_utf8_lossy(&decode_body(b, codec.as_deref())).into_owned()),
         body_truncated: row.get(12)?,
+        source_id: row.get(14)?,
     })
 }
 
@@ -269,6 +270,18 @@ pub(super) fn list_events(
     if let Some(s) = f.status {
         sql.push_str(" AND status = ?");
         args.push(Box::new(s.as_str()));
+    }
+    if let Some(src) = &f.source_id {
+        sql.push_str(" AND source_id = ?");
+        args.push(Box::new(src.clone()));
+    }
+    if let Some(t) = f.since {
+        sql.push_str(" AND received_at >= ?");
+        args.push(Box::new(to_millis(t)));
+    }
+    if let Some(t) = f.until {
+        sql.push_str(" AND received_at < ?");
+        args.push(Box::new(to_millis(t)));
     }
     if let Some(cur) = &page.cursor {
         let (ms, id) = cursor::decode(cur)?;
