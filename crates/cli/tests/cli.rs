@@ -552,6 +552,8 @@ async fn count_runs(path: &std::path::Path) -> usize {
         .await
         .unwrap();
     body["runs"].as_array().map(Vec::len).unwrap_or(0)
+}
+
 #[test]
 fn triggers_create_prints_the_id_alone() {
     let dir = tempfile::tempdir().unwrap();
