@@ -164,6 +164,7 @@ pub fn api() -> Api {
         .merge(events::router())
         .merge(satellites::router())
         .merge(subscriptions::router())
+        .merge(triggers::router())
 }
 
 /// The API routes as `(method, path)`, sorted: what the OpenAPI document must describe.
@@ -176,7 +177,6 @@ pub fn table() -> Vec<Route> {
 /// Every route of the hub: the API, the dashboard, and a problem+json 404 for the rest.
 pub fn router(api: Api) -> Router<AppState> {
     api.into_router()
-        .merge(triggers::router())
         .merge(crate::dashboard::router())
         .fallback(fallback)
 }

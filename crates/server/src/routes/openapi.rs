@@ -268,6 +268,31 @@ impl Modify for Extras {
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
         );
+        // The trigger routes are served under each prefix Harness callers use: the same operations.
+        for paths in [
+            &super::triggers::FIRE_V1,
+            &super::triggers::FIRE_V2,
+            &super::triggers::FIRE_V3,
+            &super::triggers::EXECUTION_DETAILS,
+            &super::triggers::PROCESSING_DETAILS,
+        ] {
+            if let Some(item) = doc.paths.paths.get(paths[0]).cloned() {
+                for (n, alias) in paths[1..].iter().enumerate() {
+                    let mut item = item.clone();
+                    for op in [item.get.as_mut(), item.post.as_mut()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        op.operation_id = op
+                            .operation_id
+                            .as_ref()
+                            .map(|id| format!("{id}_alias{}", n + 1));
+                        op.summary = Some(format!("{alias} (alias of {})", paths[0]));
+                    }
+                    doc.paths.paths.insert((*alias).to_owned(), item);
+                }
+            }
+        }
         // The SEI endpoint is served under the prefixes its senders use: the same operation.
         if let Some(item) = doc.paths.paths.get(super::sei::PATHS[0]).cloned() {
             for alias in &super::sei::PATHS[1..] {
@@ -305,10 +330,22 @@ impl Modify for Extras {
         (name = "admin", description = "Secrets and signed sources"),
         (name = "subscriptions", description = "Outbound notifications and their deliveries"),
         (name = "satellites", description = "On-premise relays"),
+        (name = "triggers", description = "Start pipelines by webhook and follow them by correlation id"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     ),
     components(schemas(Problem, FieldProblem, RunWritten)),
     paths(
+        super::triggers::fire_v1,
+        super::triggers::fire_v2,
+        super::triggers::fire_v3,
+        super::triggers::execution_details,
+        super::triggers::processing_details,
+        super::triggers::list,
+        super::triggers::create,
+        super::triggers::one,
+        super::triggers::update,
+        super::triggers::remove,
+        super::triggers::events,
         super::health::healthz,
         super::health::readyz,
         super::ops::metrics_on_main,

@@ -21,8 +21,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use cistern_core::FieldError;
 use cistern_store::{
     DispatchState, NewTriggerEvent, Scope, Tenant, Trigger, TriggerEvent, TriggerKey,
@@ -38,33 +37,59 @@ use crate::triggers::details::{self, *};
 use crate::triggers::{build_trigger, presets::PresetInput, trigger_json, TriggerInput};
 use crate::AppState;
 
-const PREFIXES: [&str; 4] = ["", "/gateway", "/pipeline", "/gateway/pipeline"];
+/// The Harness custom-webhook paths, under each prefix Harness callers use (none, `/gateway`,
+/// `/pipeline`, `/gateway/pipeline`); the first of each is the documented one.
+pub const FIRE_V1: [&str; 4] = [
+    "/gateway/api/webhook/custom",
+    "/api/webhook/custom",
+    "/pipeline/api/webhook/custom",
+    "/gateway/pipeline/api/webhook/custom",
+];
+/// `custom/v2`.
+pub const FIRE_V2: [&str; 4] = [
+    "/gateway/pipeline/api/webhook/custom/v2",
+    "/api/webhook/custom/v2",
+    "/gateway/api/webhook/custom/v2",
+    "/pipeline/api/webhook/custom/v2",
+];
+/// `custom/{token}/v3` (unauthenticated, for triggers that allow a token URL).
+pub const FIRE_V3: [&str; 4] = [
+    "/gateway/pipeline/api/webhook/custom/{token}/v3",
+    "/api/webhook/custom/{token}/v3",
+    "/gateway/api/webhook/custom/{token}/v3",
+    "/pipeline/api/webhook/custom/{token}/v3",
+];
+/// `triggerExecutionDetails/{id}`.
+pub const EXECUTION_DETAILS: [&str; 4] = [
+    "/gateway/pipeline/api/webhook/triggerExecutionDetails/{id}",
+    "/api/webhook/triggerExecutionDetails/{id}",
+    "/gateway/api/webhook/triggerExecutionDetails/{id}",
+    "/pipeline/api/webhook/triggerExecutionDetails/{id}",
+];
+/// `triggerProcessingDetails`.
+pub const PROCESSING_DETAILS: [&str; 4] = [
+    "/gateway/pipeline/api/webhook/triggerProcessingDetails",
+    "/api/webhook/triggerProcessingDetails",
+    "/gateway/api/webhook/triggerProcessingDetails",
+    "/pipeline/api/webhook/triggerProcessingDetails",
+];
 
 /// Trigger routes.
-pub fn router() -> Router<AppState> {
-    let mut r = Router::new()
-        .route("/api/v1/triggers", get(list).post(create))
-        .route(
-            "/api/v1/triggers/{id}",
-            get(one).patch(update).delete(remove),
-        )
-        .route("/api/v1/triggers/{id}/events", get(events));
-    for p in PREFIXES {
+pub fn router() -> super::Api {
+    let mut r = super::Api::new()
+        .get("/api/v1/triggers", list)
+        .post("/api/v1/triggers", create)
+        .get("/api/v1/triggers/{id}", one)
+        .patch("/api/v1/triggers/{id}", update)
+        .delete("/api/v1/triggers/{id}", remove)
+        .get("/api/v1/triggers/{id}/events", events);
+    for i in 0..4 {
         r = r
-            .route(&format!("{p}/api/webhook/custom"), post(fire_v1))
-            .route(&format!("{p}/api/webhook/custom/v2"), post(fire_v2))
-            .route(
-                &format!("{p}/api/webhook/custom/{{token}}/v3"),
-                post(fire_v3),
-            )
-            .route(
-                &format!("{p}/api/webhook/triggerExecutionDetails/{{id}}"),
-                get(execution_details),
-            )
-            .route(
-                &format!("{p}/api/webhook/triggerProcessingDetails"),
-                get(processing_details),
-            );
+            .post(FIRE_V1[i], fire_v1)
+            .post(FIRE_V2[i], fire_v2)
+            .post(FIRE_V3[i], fire_v3)
+            .get(EXECUTION_DETAILS[i], execution_details)
+            .get(PROCESSING_DETAILS[i], processing_details);
     }
     r
 }
@@ -145,7 +170,11 @@ enum Version {
     V3,
 }
 
-async fn fire_v1(
+#[utoipa::path(post, path = "/gateway/api/webhook/custom", tag = "triggers", operation_id = "trigger_custom_webhook",
+    summary = "Fire a custom-webhook trigger (Harness v1): stores the event, answers its eventCorrelationId",
+    params(("accountIdentifier" = String, Query, description = "The account: the tenant slug or id"), ("orgIdentifier" = String, Query, description = "Organization identifier"), ("projectIdentifier" = String, Query, description = "Project identifier"), ("pipelineIdentifier" = String, Query, description = "Pipeline identifier"), ("triggerIdentifier" = String, Query, description = "Trigger identifier")), request_body(content = Object, description = "Any JSON body (`{}` allowed): the payload the target template can use"),
+    responses((status = 200, description = "`{status: SUCCESS, data: <eventCorrelationId>, metaData, correlationId}`", body = Object), (status = 404, description = "Unknown identifiers or no enabled trigger (NO_ENABLED_CUSTOM_TRIGGER_FOUND)", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 400, description = "Invalid payload or missing identifiers", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn fire_v1(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -154,7 +183,11 @@ async fn fire_v1(
     fire(state, Version::V1, None, q, headers, body).await
 }
 
-async fn fire_v2(
+#[utoipa::path(post, path = "/gateway/pipeline/api/webhook/custom/v2", tag = "triggers", operation_id = "trigger_custom_webhook_v2",
+    summary = "Fire a custom-webhook trigger (Harness v2): `data` carries the eventCorrelationId and its URLs",
+    params(("accountIdentifier" = String, Query, description = "The account: the tenant slug or id"), ("orgIdentifier" = String, Query, description = "Organization identifier"), ("projectIdentifier" = String, Query, description = "Project identifier"), ("pipelineIdentifier" = String, Query, description = "Pipeline identifier"), ("triggerIdentifier" = String, Query, description = "Trigger identifier")), request_body(content = Object, description = "Any JSON body"),
+    responses((status = 200, description = "`{status: SUCCESS, data: {eventCorrelationId, apiUrl, uiUrl, uiSetupUrl}}`", body = Object), (status = 404, description = "Unknown identifiers or no enabled trigger", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn fire_v2(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -163,7 +196,11 @@ async fn fire_v2(
     fire(state, Version::V2, None, q, headers, body).await
 }
 
-async fn fire_v3(
+#[utoipa::path(post, path = "/gateway/pipeline/api/webhook/custom/{token}/v3", tag = "triggers", operation_id = "trigger_custom_webhook_token",
+    summary = "Fire a trigger through its secret token URL (no API key; the trigger must allow it)", security(()),
+    params(("token" = String, Path, description = "The trigger's secret token")), request_body(content = Object, description = "Any JSON body"),
+    responses((status = 200, description = "As v2", body = Object), (status = 404, description = "Unknown token or disabled trigger", body = super::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn fire_v3(
     State(state): State<AppState>,
     Path(token): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -490,7 +527,11 @@ fn account_param(q: &HashMap<String, String>) -> Result<String, ApiError> {
         })
 }
 
-async fn execution_details(
+#[utoipa::path(get, path = "/gateway/pipeline/api/webhook/triggerExecutionDetails/{id}", tag = "triggers", operation_id = "trigger_execution_details",
+    summary = "What happened to a trigger event, and the status of the pipeline execution it started",
+    params(("id" = String, Path, description = "The eventCorrelationId"), ("accountIdentifier" = Option<String>, Query, description = "The account")),
+    responses((status = 200, description = "`webhookProcessingDetails` and `executionDetails.pipelineExecutionSummary`; `eventFound: false` for an unknown id", body = Object), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn execution_details(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -515,7 +556,11 @@ async fn execution_details(
     Ok(success(&headers, data))
 }
 
-async fn processing_details(
+#[utoipa::path(get, path = "/gateway/pipeline/api/webhook/triggerProcessingDetails", tag = "triggers", operation_id = "trigger_processing_details",
+    summary = "What happened to a trigger event (by `eventId`)",
+    params(("eventId" = String, Query, description = "The eventCorrelationId"), ("accountIdentifier" = Option<String>, Query, description = "The account")),
+    responses((status = 200, description = "The processing details; `eventFound: false` for an unknown id", body = Object), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn processing_details(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -626,7 +671,9 @@ fn show(state: &AppState, caller: &Caller, t: &Trigger) -> Value {
     trigger_json(t, &state.delivery.public_url, &caller.tenant.slug)
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/triggers", tag = "triggers", operation_id = "list_triggers", summary = "The tenant's triggers",
+    responses((status = 200, description = "`{triggers: [...]}`", body = Object), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     Admin(caller): Admin,
 ) -> Result<Json<Value>, ApiError> {
@@ -640,7 +687,10 @@ async fn list(
     Ok(Json(json!({ "triggers": items })))
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/triggers", tag = "triggers", operation_id = "create_trigger", summary = "Create a trigger (identifiers, target or preset, flags)",
+    request_body(content = Object, description = "`org`, `project`, `pipeline`, `trigger`, and `target` {method, url, headers, body} or `preset`"),
+    responses((status = 201, description = "The trigger", body = Object), (status = 400, description = "A field breaks its rule", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 409, description = "Same identifiers as another trigger", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     Admin(caller): Admin,
     headers: HeaderMap,
@@ -681,7 +731,10 @@ async fn found(state: &AppState, tenant_id: &str, id: &str) -> Result<Trigger, A
         .ok_or_else(|| ApiError::not_found(format!("no trigger {id:?}")))
 }
 
-async fn one(
+#[utoipa::path(get, path = "/api/v1/triggers/{id}", tag = "triggers", operation_id = "get_trigger", summary = "One trigger",
+    params(("id" = String, Path, description = "Trigger id")),
+    responses((status = 200, description = "The trigger", body = Object), (status = 404, description = "No trigger of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn one(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,
@@ -692,7 +745,10 @@ async fn one(
 
 /// `PATCH`: any creation field. A preset rebuilds the target; otherwise `url`, `method`,
 /// `headers` (the whole list) and `body` (null removes it) replace the current ones.
-async fn update(
+#[utoipa::path(patch, path = "/api/v1/triggers/{id}", tag = "triggers", operation_id = "update_trigger", summary = "Change a trigger",
+    params(("id" = String, Path, description = "Trigger id")), request_body(content = Object, description = "The fields to change"),
+    responses((status = 200, description = "The trigger", body = Object), (status = 404, description = "No trigger of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn update(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,
@@ -753,7 +809,10 @@ async fn update(
     Ok(Json(show(&state, &caller, &next)))
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/api/v1/triggers/{id}", tag = "triggers", operation_id = "delete_trigger", summary = "Delete a trigger (its events stay)",
+    params(("id" = String, Path, description = "Trigger id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No trigger of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn remove(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,
@@ -795,7 +854,10 @@ pub fn event_json(e: &TriggerEvent, now: OffsetDateTime, state: &AppState) -> Va
     })
 }
 
-async fn events(
+#[utoipa::path(get, path = "/api/v1/triggers/{id}/events", tag = "triggers", operation_id = "list_trigger_events", summary = "A trigger's latest events",
+    params(("id" = String, Path, description = "Trigger id")),
+    responses((status = 200, description = "The events, newest first", body = Object), (status = 404, description = "No trigger of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn events(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,

@@ -740,6 +740,7 @@ impl Store for PgStore {
             attempts,
             messages,
         })
+    }
 
     async fn create_trigger(&self, t: &Trigger) -> Result<(), StoreError> {
         triggers::create_trigger(&self.pool, t).await

@@ -880,6 +880,104 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn create_trigger(&self, t: &Trigger) -> Result<(), StoreError> {
+        let t = t.clone();
+        self.in_writer(move |c| triggers::create_trigger(c, &t))
+            .await
+    }
+
+    async fn list_triggers(&self, tenant_id: &str) -> Result<Vec<Trigger>, StoreError> {
+        let t = tenant_id.to_owned();
+        self.with_conn(move |c| triggers::list_triggers(c, &t))
+            .await
+    }
+
+    async fn get_trigger(&self, tenant_id: &str, id: &str) -> Result<Option<Trigger>, StoreError> {
+        let (t, i) = (tenant_id.to_owned(), id.to_owned());
+        self.with_conn(move |c| triggers::get_trigger(c, &t, &i))
+            .await
+    }
+
+    async fn find_trigger(
+        &self,
+        tenant_id: &str,
+        key: &TriggerKey,
+    ) -> Result<Option<Trigger>, StoreError> {
+        let (t, k) = (tenant_id.to_owned(), key.clone());
+        self.with_conn(move |c| triggers::find_trigger(c, &t, &k))
+            .await
+    }
+
+    async fn update_trigger(&self, t: &Trigger) -> Result<bool, StoreError> {
+        let t = t.clone();
+        self.in_writer(move |c| triggers::update_trigger(c, &t))
+            .await
+    }
+
+    async fn delete_trigger(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (t, i) = (tenant_id.to_owned(), id.to_owned());
+        self.in_writer(move |c| triggers::delete_trigger(c, &t, &i, now))
+            .await
+    }
+
+    async fn create_trigger_event(&self, e: &NewTriggerEvent) -> Result<(), StoreError> {
+        let e = e.clone();
+        let pending = e.state == DispatchState::Pending;
+        self.in_writer(move |c| triggers::create_event(c, &e))
+            .await?;
+        if pending {
+            self.signal.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn trigger_event(&self, id: &str) -> Result<Option<TriggerEvent>, StoreError> {
+        let i = id.to_owned();
+        self.with_conn(move |c| triggers::get_event(c, &i)).await
+    }
+
+    async fn list_trigger_events(
+        &self,
+        tenant_id: &str,
+        trigger_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TriggerEvent>, StoreError> {
+        let (t, tr) = (tenant_id.to_owned(), trigger_id.map(str::to_owned));
+        self.with_conn(move |c| triggers::list_events(c, &t, tr.as_deref(), limit))
+            .await
+    }
+
+    async fn claim_dispatches(
+        &self,
+        req: &ClaimRequest,
+        expire_before: time::OffsetDateTime,
+    ) -> Result<Vec<ClaimedDispatch>, StoreError> {
+        let req = req.clone();
+        self.in_writer(move |c| triggers::claim(c, &req, expire_before))
+            .await
+    }
+
+    async fn record_dispatches(
+        &self,
+        records: &[DispatchRecord],
+        now: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let records = records.to_vec();
+        self.in_writer(move |c| triggers::record(c, &records, now))
+            .await
+    }
+
+    async fn release_dispatches(&self, token: &str, ids: &[String]) -> Result<(), StoreError> {
+        let (t, ids) = (token.to_owned(), ids.to_vec());
+        self.in_writer(move |c| triggers::release(c, &t, &ids))
+            .await
+    }
 }
 
 impl SqliteStore {
@@ -982,101 +1080,4 @@ pub fn backup(from: &Path, to: &Path) -> Result<BackupReport, StoreError> {
         StoreError::Backend(format!("cannot move the copy to {}: {e}", to.display()))
     })?;
     Ok(report)
-    async fn create_trigger(&self, t: &Trigger) -> Result<(), StoreError> {
-        let t = t.clone();
-        self.in_writer(move |c| triggers::create_trigger(c, &t))
-            .await
-    }
-
-    async fn list_triggers(&self, tenant_id: &str) -> Result<Vec<Trigger>, StoreError> {
-        let t = tenant_id.to_owned();
-        self.with_conn(move |c| triggers::list_triggers(c, &t))
-            .await
-    }
-
-    async fn get_trigger(&self, tenant_id: &str, id: &str) -> Result<Option<Trigger>, StoreError> {
-        let (t, i) = (tenant_id.to_owned(), id.to_owned());
-        self.with_conn(move |c| triggers::get_trigger(c, &t, &i))
-            .await
-    }
-
-    async fn find_trigger(
-        &self,
-        tenant_id: &str,
-        key: &TriggerKey,
-    ) -> Result<Option<Trigger>, StoreError> {
-        let (t, k) = (tenant_id.to_owned(), key.clone());
-        self.with_conn(move |c| triggers::find_trigger(c, &t, &k))
-            .await
-    }
-
-    async fn update_trigger(&self, t: &Trigger) -> Result<bool, StoreError> {
-        let t = t.clone();
-        self.in_writer(move |c| triggers::update_trigger(c, &t))
-            .await
-    }
-
-    async fn delete_trigger(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        now: time::OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        let (t, i) = (tenant_id.to_owned(), id.to_owned());
-        self.in_writer(move |c| triggers::delete_trigger(c, &t, &i, now))
-            .await
-    }
-
-    async fn create_trigger_event(&self, e: &NewTriggerEvent) -> Result<(), StoreError> {
-        let e = e.clone();
-        let pending = e.state == DispatchState::Pending;
-        self.in_writer(move |c| triggers::create_event(c, &e))
-            .await?;
-        if pending {
-            self.signal.notify_one();
-        }
-        Ok(())
-    }
-
-    async fn trigger_event(&self, id: &str) -> Result<Option<TriggerEvent>, StoreError> {
-        let i = id.to_owned();
-        self.with_conn(move |c| triggers::get_event(c, &i)).await
-    }
-
-    async fn list_trigger_events(
-        &self,
-        tenant_id: &str,
-        trigger_id: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<TriggerEvent>, StoreError> {
-        let (t, tr) = (tenant_id.to_owned(), trigger_id.map(str::to_owned));
-        self.with_conn(move |c| triggers::list_events(c, &t, tr.as_deref(), limit))
-            .await
-    }
-
-    async fn claim_dispatches(
-        &self,
-        req: &ClaimRequest,
-        expire_before: time::OffsetDateTime,
-    ) -> Result<Vec<ClaimedDispatch>, StoreError> {
-        let req = req.clone();
-        self.in_writer(move |c| triggers::claim(c, &req, expire_before))
-            .await
-    }
-
-    async fn record_dispatches(
-        &self,
-        records: &[DispatchRecord],
-        now: time::OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let records = records.to_vec();
-        self.in_writer(move |c| triggers::record(c, &records, now))
-            .await
-    }
-
-    async fn release_dispatches(&self, token: &str, ids: &[String]) -> Result<(), StoreError> {
-        let (t, ids) = (token.to_owned(), ids.to_vec());
-        self.in_writer(move |c| triggers::release(c, &t, &ids))
-            .await
-    }
 }

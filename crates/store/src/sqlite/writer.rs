@@ -226,7 +226,6 @@ fn apply_isolated(
             Err(e)
         }
     }
-    true
 }
 
 fn apply(
