@@ -276,7 +276,7 @@ fn event_row(row: &PgRow) -> Result<EventView, sqlx::Error> {
         body_size: row.try_get(10)?,
         body: body.map(|b| String::from_utf8_lossy(&decode_body(b, codec.as_deref())).into_owned()),
         body_truncated: row.try_get(12)?,
-        source_id: row.try_get(13)?,
+        source_id: row.try_get(14)?,
     })
 }
 
