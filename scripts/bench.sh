@@ -23,8 +23,13 @@ fi
 : "${CONCURRENCY:=64}" "${OPEN_RATE:=3000}" "${SOAK_RATE:=2000}" "${DORA_DAYS:=365}"
 OUT="${BENCH_OUT:-BENCHMARKS.md}"
 
-cargo build --release -p cistern --quiet
-BIN="$PWD/target/release/cistern"
+# BENCH_BIN: an already built release binary (default: build one).
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN="$BENCH_BIN"
+else
+  cargo build --release -p cistern --quiet
+  BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/cistern"
+fi
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -127,12 +132,16 @@ RUNLIST_FILTER="$(timings '/api/v1/runs?limit=50&result=failure')"
 stop_hub
 
 # 5. The criterion benches (parsers, metrics computation).
-log "criterion benches"
 CRIT="$WORK/criterion.txt"
+if [ "${CRITERION:-1}" = 0 ]; then
+  echo "(not run in this pass: CRITERION=0; run the two cargo bench commands below)" >"$CRIT"
+else
+log "criterion benches"
 CRIT_ARGS=(--noplot)
 [ $QUICK = 1 ] && CRIT_ARGS+=(--warm-up-time 1 --measurement-time 2)
 cargo bench --quiet -p cistern-dialects --bench parse -- "${CRIT_ARGS[@]}" 2>/dev/null | grep -E '^[a-z/_0-9-]+ +time:|thrpt:|^parse/' >"$CRIT" || true
 cargo bench --quiet -p cistern-core --bench metrics -- "${CRIT_ARGS[@]}" 2>/dev/null | grep -E 'time:|^dora|^ci_health' >>"$CRIT" || true
+fi
 
 # 6. The report.
 python3 - "$OUT" <<PY
