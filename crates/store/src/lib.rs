@@ -4,6 +4,7 @@
 //! only after the commit that holds it.
 
 pub mod cursor;
+pub mod keys;
 pub mod merge;
 pub mod metrics_sql;
 pub mod outbox;

@@ -235,6 +235,9 @@ fn apply(
             tenant_id,
             instance,
         } => {
+            if let Some(guid) = &instance.guid {
+                crate::keys::check_guid("guid", guid)?;
+            }
             let now = to_millis(event.received_at);
             let inst = Instance {
                 id: new_id(),
@@ -283,6 +286,7 @@ fn apply_runs(
     commit_times: &[(String, OffsetDateTime, Option<String>)],
     settings: &StoreSettings,
 ) -> Result<WriteOutcome, StoreError> {
+    crate::keys::check_reports(runs, incidents, commit_times)?;
     if let Some(key) = &event.dedupe_key {
         let first: Option<String> = conn
             .prepare_cached("SELECT id FROM events WHERE tenant_id = ?1 AND dedupe_key = ?2")?
@@ -637,6 +641,7 @@ fn apply_heartbeat(
     hb: &HeartbeatRecord,
     settings: &StoreSettings,
 ) -> Result<WriteOutcome, StoreError> {
+    crate::keys::check_guid("payload.instance_id", &hb.instance_guid)?;
     let existing: Option<String> = conn
         .prepare_cached("SELECT id FROM instances WHERE tenant_id = ?1 AND guid = ?2")?
         .query_row(params![tenant.id, hb.instance_guid], |row| row.get(0))
