@@ -4,6 +4,7 @@
 //! only after the commit that holds it.
 
 pub mod cursor;
+pub mod integrity;
 pub mod keys;
 pub mod merge;
 pub mod metrics_sql;
@@ -239,6 +240,10 @@ pub trait Store: Send + Sync + 'static {
     /// Notified when a write of this process queued deliveries (other nodes' writes are found
     /// by polling).
     fn delivery_signal(&self) -> Arc<tokio::sync::Notify>;
+
+    /// Checks the database: the engine's own check and the links between tables (see
+    /// [`integrity`]). Reads only; can take a while on a large database.
+    async fn integrity_check(&self) -> Result<integrity::IntegrityReport, StoreError>;
 }
 
 /// Opens the store named by a database URL: `sqlite://path`, `sqlite:path`, a bare path, or
