@@ -57,6 +57,19 @@ pub struct IngestArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Append one JSON line per acknowledged (2xx) request to this file: its run's identity
+    /// (`execution_id`, `pipeline`) and what the hub answered (`run_id`, `event_id`, `status`),
+    /// for `cistern dev verify-acks` to check against the database.
+    #[arg(long, value_name = "FILE")]
+    pub ack_log: Option<std::path::PathBuf>,
+    /// Keep going when requests fail (a hub being killed and restarted): failures are counted
+    /// and reported, not fatal, and a worker whose request failed waits 100 ms before the next.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Prefix of the runs' execution ids (`<prefix>-<worker>-<n>`): two load generators with the
+    /// same prefix post the same runs.
+    #[arg(long, default_value = "exec")]
+    pub run_prefix: String,
 }
 
 /// Parses `30s`, `2m`, `500ms`, `1h` or bare seconds.
@@ -81,6 +94,11 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 
 /// A realistic SEI run of about 2 KB: 2 stages × 3 steps, 2 commits, params, an artifact.
 pub fn sei_payload(n: u64, worker: u64) -> Value {
+    sei_payload_with_prefix(n, worker, "exec")
+}
+
+/// [`sei_payload`] with the execution id `<prefix>-<worker>-<n>`.
+pub fn sei_payload_with_prefix(n: u64, worker: u64, prefix: &str) -> Value {
     let start = 1_700_000_000_000i64 + (n as i64) * 1000;
     let result = if n.is_multiple_of(7) {
         "FAILURE"
@@ -104,7 +122,7 @@ pub fn sei_payload(n: u64, worker: u64) -> Value {
         "start_time": start,
         "duration": 65_000 + (n % 1000) as i64,
         "result": result,
-        "execution_id": format!("exec-{worker}-{n}"),
+        "execution_id": format!("{prefix}-{worker}-{n}"),
         "build_number": n,
         "user_id": "SCMTrigger",
         "repo_url": "https://github.com/acme/service.git",
@@ -122,14 +140,16 @@ pub fn sei_payload(n: u64, worker: u64) -> Value {
     })
 }
 
-fn body_for(dialect: Dialect, n: u64, worker: u64) -> (String, String) {
-    let run = sei_payload(n, worker);
+/// The route, the body and the run it reports (for the acknowledgement log).
+fn body_for(dialect: Dialect, n: u64, worker: u64, prefix: &str) -> (String, String, Value) {
+    let run = sei_payload_with_prefix(n, worker, prefix);
     match dialect {
-        Dialect::Sei => ("/v1/custom-cicd".into(), run.to_string()),
+        Dialect::Sei => ("/v1/custom-cicd".into(), run.to_string(), run),
         Dialect::Propelo => (
             "/v1/generic-requests".into(),
             json!({"request_type": "JenkinsPluginJobRunComplete", "payload": run.to_string()})
                 .to_string(),
+            run,
         ),
     }
 }
@@ -151,6 +171,30 @@ struct Shared {
     sent: AtomicU64,
     stop: AtomicBool,
     first_error: Mutex<Option<String>>,
+    acks: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
+}
+
+/// One line of the acknowledgement log.
+fn ack_line(base: &str, path: &str, status: u16, run: &Value, reply: &Value) -> Value {
+    // Propelo replies carry the run ids in a JSON string.
+    let inner: Value = reply["payload"]
+        .as_str()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or(Value::Null);
+    let run_id = reply["id"]
+        .as_str()
+        .or_else(|| inner["run_ids"][0].as_str())
+        .map(str::to_owned);
+    json!({
+        "node": base,
+        "path": path,
+        "status": status,
+        "execution_id": run["execution_id"],
+        "pipeline": run["job_full_name"],
+        "run_id": run_id,
+        "event_id": reply["event_id"],
+        "created": reply["status"] == "created",
+    })
 }
 
 /// Runs the load and prints the summary. Fails when any request failed.
@@ -171,6 +215,16 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
         sent: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         first_error: Mutex::new(None),
+        acks: match &args.ack_log {
+            Some(path) => Some(Mutex::new(std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            ))),
+            None => None,
+        },
     });
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
@@ -196,6 +250,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
             args.key.clone(),
         );
         let (dialect, unique, limit) = (args.dialect, args.unique_ratio, args.requests);
+        let (prefix, keep_going) = (args.run_prefix.clone(), args.keep_going);
         workers.push(tokio::spawn(async move {
             let mut next = Instant::now()
                 + per_worker_interval
@@ -225,7 +280,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
                     made += 1;
                     w * 1_000_000 + made - 1
                 };
-                let (path, body) = body_for(dialect, n, w);
+                let (path, body, run) = body_for(dialect, n, w, &prefix);
                 let result = client
                     .post(format!("{base}{path}"))
                     .header("Authorization", format!("ApiKey {key}"))
@@ -236,7 +291,16 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
                 let micros = scheduled.elapsed().as_micros() as u64;
                 let outcome = match result {
                     Ok(resp) if resp.status().is_success() => {
+                        let status = resp.status().as_u16();
                         let text = resp.text().await.unwrap_or_default();
+                        if let Some(acks) = &shared.acks {
+                            let reply: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                            let line = ack_line(&base, &path, status, &run, &reply);
+                            if let Ok(mut f) = acks.lock() {
+                                use std::io::Write;
+                                let _ = writeln!(f, "{line}");
+                            }
+                        }
                         if text.contains("\"created\"") || text.contains("run_ids") {
                             shared.created.fetch_add(1, Ordering::Relaxed);
                             Ok(())
@@ -265,6 +329,10 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
                         shared.errors.fetch_add(1, Ordering::Relaxed);
                         if let Ok(mut f) = shared.first_error.lock() {
                             f.get_or_insert(e);
+                        }
+                        if keep_going {
+                            // The hub may be down: do not spin on refused connections.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
                 }
@@ -303,6 +371,13 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
     }
     ticker.abort();
     bar.finish_and_clear();
+    if let Some(acks) = &shared.acks {
+        use std::io::Write;
+        acks.lock()
+            .map_err(|_| anyhow::anyhow!("ack log poisoned"))?
+            .flush()
+            .context("writing the ack log")?;
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let hist = shared
         .hist
@@ -318,6 +393,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
         "offered_rate": args.rate,
         "seconds": elapsed,
         "requests_ok": ok,
+        "acknowledged": ok,
         "created": shared.created.load(Ordering::Relaxed),
         "updated": shared.updated.load(Ordering::Relaxed),
         "errors": errors,
@@ -340,7 +416,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
             if peak_rss > 0 { format!("; server RSS peak {:.1} MiB", peak_rss as f64 / 1048576.0) } else { String::new() }
         );
     }
-    if errors > 0 {
+    if errors > 0 && !args.keep_going {
         let first = shared
             .first_error
             .lock()
