@@ -72,6 +72,7 @@ export CISTERN_DELIVERY_WORKER=false
 export CISTERN_LOG=warn
 unset CISTERN_DATABASE_URL CISTERN_LISTEN CISTERN_CONFIG
 
+ready() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rand_secs() { awk -v r="$RANDOM" -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a + (b - a) * r / 32767 }'; }
 forget_pid() { local keep=() p; for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done; PIDS=("${keep[@]}"); }
@@ -85,7 +86,7 @@ start_node() {
   PIDS+=("$!")
   local i
   for i in $(seq 1 300); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; then return 0; fi
+    if ready "http://127.0.0.1:$port/readyz"; then return 0; fi
     if ! kill -0 "${NODE_PID[$name]}" 2>/dev/null; then
       echo "node $name exited while starting:" >&2; tail -20 "$WORK/$name.log" >&2; return 1
     fi

@@ -479,7 +479,7 @@ async fn no_secret_or_key_is_ever_logged() {
             if log.contains(&form) {
                 let at = log.find(&form).unwrap();
                 let line = log[..at].rsplit('\n').next().unwrap_or("").to_owned()
-                    + &log[at..].split('\n').next().unwrap_or("").to_owned();
+                    + log[at..].split('\n').next().unwrap_or("");
                 found.push(format!("{what} as {form:?} in: {line}"));
             }
         }

@@ -31,8 +31,20 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn serve(db: &str, port: u16) -> Child {
-    let child = Command::new(BIN)
+/// A hub process, killed if a failing test leaves it running.
+struct Hub(Child);
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+async fn serve(db: &str, port: u16) -> Hub {
+    let mut child = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--database", db])
         .env_remove("CISTERN_DATABASE_URL")
@@ -48,17 +60,19 @@ async fn serve(db: &str, port: u16) -> Child {
             .await
         {
             if r.status().is_success() {
-                return child;
+                return Hub(child);
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the hub did not become ready");
 }
 
-fn signal(child: &Child, sig: &str) {
+fn signal(hub: &Hub, sig: &str) {
     let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
+        .args([&format!("-{sig}"), &hub.0.id().to_string()])
         .status()
         .expect("kill")
         .success();
@@ -66,14 +80,13 @@ fn signal(child: &Child, sig: &str) {
 }
 
 /// Waits for the process to exit, at most `limit`.
-async fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+async fn exit_within(hub: &mut Hub, limit: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
+        if let Some(status) = hub.0.try_wait().expect("try_wait") {
             return status;
         }
         if started.elapsed() > limit {
-            let _ = child.kill();
             panic!("the hub did not exit within {limit:?} of SIGTERM");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -124,7 +137,7 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_zero() {
     signal(&hub, "TERM");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        hub.try_wait().unwrap().is_none(),
+        hub.0.try_wait().unwrap().is_none(),
         "the hub must wait for the request it is reading"
     );
     assert!(
