@@ -75,18 +75,17 @@ kill "$BASE_PID"; wait "$BASE_PID" 2>/dev/null || true
 # 2. Cistern on SQLite (the default): closed loop, then open loop at a fixed offered rate.
 log "cistern SQLite, closed loop c=$CONCURRENCY for ${BENCH_SECONDS}s"
 start_hub "sqlite://$WORK/sqlite.db" 27080
-SQLITE="$(load http://127.0.0.1:27080 "$KEY" --concurrency "$CONCURRENCY" --duration "${BENCH_SECONDS}s" --server-pid "$SERVER_PID")"
+SQLITE="$(load http://127.0.0.1:27080 "$KEY" --run-prefix closed --concurrency "$CONCURRENCY" --duration "${BENCH_SECONDS}s" --server-pid "$SERVER_PID")"
 log "cistern SQLite, open loop at ${OPEN_RATE}/s for ${OPEN_SECONDS}s"
-OPEN="$(load http://127.0.0.1:27080 "$KEY" --concurrency "$CONCURRENCY" --rate "$OPEN_RATE" --duration "${OPEN_SECONDS}s" --server-pid "$SERVER_PID")"
-log "cistern SQLite, propelo and allstacks dialects for ${DIALECT_SECONDS}s each"
-PROPELO="$(load http://127.0.0.1:27080 "$KEY" --dialect propelo --concurrency "$CONCURRENCY" --duration "${DIALECT_SECONDS}s")"
-ALLSTACKS="$(load http://127.0.0.1:27080 "$KEY" --dialect allstacks --concurrency "$CONCURRENCY" --duration "${DIALECT_SECONDS}s")"
+OPEN="$(load http://127.0.0.1:27080 "$KEY" --run-prefix open --concurrency "$CONCURRENCY" --rate "$OPEN_RATE" --duration "${OPEN_SECONDS}s" --server-pid "$SERVER_PID")"
+log "cistern SQLite, the Jenkins Job Reporter envelope (propelo) for ${DIALECT_SECONDS}s"
+PROPELO="$(load http://127.0.0.1:27080 "$KEY" --run-prefix propelo --dialect propelo --concurrency "$CONCURRENCY" --duration "${DIALECT_SECONDS}s")"
 log "cistern SQLite, soak at ${SOAK_RATE}/s for ${SOAK_SECONDS}s (memory sampled)"
 RSS_START="$(awk '/VmRSS/{print $2}' /proc/$SERVER_PID/status)"
 SOAK_SAMPLES="$WORK/soak-rss.txt"
 ( while kill -0 "$SERVER_PID" 2>/dev/null; do awk '/VmRSS/{print $2}' /proc/$SERVER_PID/status >>"$SOAK_SAMPLES" 2>/dev/null; sleep 5; done ) &
 SAMPLER=$!; PIDS+=("$SAMPLER")
-SOAK="$(load http://127.0.0.1:27080 "$KEY" --concurrency "$CONCURRENCY" --rate "$SOAK_RATE" --duration "${SOAK_SECONDS}s" --server-pid "$SERVER_PID")"
+SOAK="$(load http://127.0.0.1:27080 "$KEY" --run-prefix soak --concurrency "$CONCURRENCY" --rate "$SOAK_RATE" --duration "${SOAK_SECONDS}s" --server-pid "$SERVER_PID")"
 kill "$SAMPLER" 2>/dev/null || true
 SOAK_RSS="$(python3 - "$SOAK_SAMPLES" <<'PY'
 import sys
@@ -151,7 +150,6 @@ b = json.loads('''$BASELINE''')
 s = json.loads('''$SQLITE''')
 o = json.loads('''$OPEN''')
 pr = json.loads('''$PROPELO''')
-al = json.loads('''$ALLSTACKS''')
 so = json.loads('''$SOAK''')
 pg = json.loads('''${PG_SUMMARY:-null}''')
 def mib(x): return f"{x/1048576:.0f} MiB" if x else "?"
@@ -180,7 +178,6 @@ an artifact, trigger chain), 90 % new runs and 10 % repeats (updates), 4 instanc
 {row(f"Cistern SQLite, closed loop c=$CONCURRENCY, ${BENCH_SECONDS}s", s)}
 {row(f"Cistern SQLite, open loop {o['offered_rate']}/s offered, ${OPEN_SECONDS}s", o)}
 {row(f"Cistern SQLite, Jenkins Job Reporter envelope (propelo), ${DIALECT_SECONDS}s", pr)}
-{row(f"Cistern SQLite, Allstacks, ${DIALECT_SECONDS}s", al)}
 {row(f"Cistern PostgreSQL, closed loop c=$CONCURRENCY, ${BENCH_SECONDS}s", pg)}
 
 - **Cistern SQLite / baseline: {ratio:.1%}** of the HTTP limit of this machine, measured in the same run.

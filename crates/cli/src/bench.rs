@@ -2,7 +2,6 @@
 //! realistic, varied payloads (stages, steps, commits; a share of repeats), checks every reply,
 //! and reports throughput, latency percentiles, errors and the server's memory.
 
-use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use rand::Rng;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// The dialect to post.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -20,8 +19,6 @@ pub enum Dialect {
     Sei,
     /// `POST /v1/generic-requests` (Jenkins Job Reporter envelope).
     Propelo,
-    /// `POST /webhook/company/{company}/cicd_job` (Allstacks).
-    Allstacks,
 }
 
 /// Options of `cistern bench ingest`.
@@ -51,13 +48,6 @@ pub struct IngestArgs {
     /// Share of requests that are new runs (the rest repeat an earlier run: updates).
     #[arg(long, default_value_t = 0.9)]
     pub unique_ratio: f64,
-    /// Company id of the Allstacks route (the tenant's slug).
-    #[arg(long, default_value = "default")]
-    pub company: String,
-    /// Write one line per acknowledged request (`<dialect> <run identity> <http status>`), to
-    /// check afterwards that every acknowledged run was stored.
-    #[arg(long)]
-    pub ack_log: Option<std::path::PathBuf>,
     /// Pid of the server, to report its resident memory.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -67,6 +57,19 @@ pub struct IngestArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Append one JSON line per acknowledged (2xx) request to this file: its run's identity
+    /// (`execution_id`, `pipeline`) and what the hub answered (`run_id`, `event_id`, `status`),
+    /// for `cistern dev verify-acks` to check against the database.
+    #[arg(long, value_name = "FILE")]
+    pub ack_log: Option<std::path::PathBuf>,
+    /// Keep going when requests fail (a hub being killed and restarted): failures are counted
+    /// and reported, not fatal, and a worker whose request failed waits 100 ms before the next.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Prefix of the runs' execution ids (`<prefix>-<worker>-<n>`): two load generators with the
+    /// same prefix post the same runs.
+    #[arg(long, default_value = "exec")]
+    pub run_prefix: String,
 }
 
 /// Parses `30s`, `2m`, `500ms`, `1h` or bare seconds.
@@ -89,10 +92,13 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// A realistic SEI run of about 2 KB: 2 stages × 3 steps, 2 commits, params, an artifact (the
-/// reference [`sei_body`] is checked against).
-#[cfg(test)]
-pub fn sei_payload(n: u64, worker: u64) -> serde_json::Value {
+/// A realistic SEI run of about 2 KB: 2 stages × 3 steps, 2 commits, params, an artifact.
+pub fn sei_payload(n: u64, worker: u64) -> Value {
+    sei_payload_with_prefix(n, worker, "exec")
+}
+
+/// [`sei_payload`] with the execution id `<prefix>-<worker>-<n>`.
+pub fn sei_payload_with_prefix(n: u64, worker: u64, prefix: &str) -> Value {
     let start = 1_700_000_000_000i64 + (n as i64) * 1000;
     let result = if n.is_multiple_of(7) {
         "FAILURE"
@@ -116,7 +122,7 @@ pub fn sei_payload(n: u64, worker: u64) -> serde_json::Value {
         "start_time": start,
         "duration": 65_000 + (n % 1000) as i64,
         "result": result,
-        "execution_id": format!("exec-{worker}-{n}"),
+        "execution_id": format!("{prefix}-{worker}-{n}"),
         "build_number": n,
         "user_id": "SCMTrigger",
         "repo_url": "https://github.com/acme/service.git",
@@ -134,105 +140,16 @@ pub fn sei_payload(n: u64, worker: u64) -> serde_json::Value {
     })
 }
 
-/// The same run as [`sei_payload`], written straight to text: the load generator shares the
-/// machine with the server, so it must spend as little as it can per request.
-pub fn sei_body(n: u64, worker: u64) -> String {
-    use std::fmt::Write as _;
-    let start = 1_700_000_000_000i64 + (n as i64) * 1000;
-    let result = if n.is_multiple_of(7) {
-        "FAILURE"
-    } else {
-        "SUCCESS"
-    };
-    let svc = n % 50;
-    let mut b = String::with_capacity(2300);
-    let _ = write!(
-        b,
-        r#"{{"pipeline":"service-{svc}","job_full_name":"org/service-{svc}/main","qualified_name":"org/service-{svc}/main","instance_name":"bench-jenkins","instance_guid":"b0000000-0000-4000-8000-{:012}","start_time":{start},"duration":{},"result":"{result}","execution_id":"exec-{worker}-{n}","build_number":{n},"user_id":"SCMTrigger","repo_url":"https://github.com/acme/service.git","branch_name":"{}","project_name":"Platform","scm_commit_ids":["{:040x}","{:040x}"],"job_run_params":[{{"type":"StringParameterValue","name":"TARGET","value":"qa"}},{{"type":"BooleanParameterValue","name":"FAST","value":true}}],"ci":true,"cd":{},"artifacts":[{{"input":false,"output":true,"type":"container","location":"registry.acme.com/service","name":"service","qualifier":"1.{n}"}}],"trigger_chain":[{{"id":"SCMTrigger","type":"SCMTriggerCause"}}],"job_run":{{"stages":["#,
-        worker % 4,
-        65_000 + (n % 1000) as i64,
-        if n.is_multiple_of(5) {
-            "release"
-        } else {
-            "main"
-        },
-        n * 2654435761,
-        n * 40503 + 7,
-        n.is_multiple_of(4),
-    );
-    for (k, (name, offset)) in [("build", 0i64), ("test", 25_000)].into_iter().enumerate() {
-        if k > 0 {
-            b.push(',');
-        }
-        let _ = write!(
-            b,
-            r#"{{"displayName":"{name}","displayDescription":"{name} stage","result":"{result}","state":"FINISHED","durationInMillis":{},"startTime":{},"steps":["#,
-            20_000 + offset,
-            start + offset
-        );
-        for i in 0..3 {
-            if i > 0 {
-                b.push(',');
-            }
-            let _ = write!(
-                b,
-                r#"{{"displayName":"{name}-step-{i}","result":"SUCCESS","state":"FINISHED","durationInMillis":{}}}"#,
-                6_000 + i * 100
-            );
-        }
-        b.push_str("]}");
-    }
-    let _ = write!(
-        b,
-        r#"]}},"web_url":"https://jenkins.acme.com/job/service/{n}/"}}"#
-    );
-    b
-}
-
-/// An Allstacks CI/CD job (one deploy or build), varied like [`sei_body`].
-pub fn allstacks_body(n: u64, worker: u64) -> String {
-    let status = if n.is_multiple_of(7) {
-        "Failed"
-    } else {
-        "Succeeded"
-    };
-    let kind = if n.is_multiple_of(4) {
-        "Production Deploy"
-    } else {
-        "Build"
-    };
-    format!(
-        r#"{{"job_id":"w{worker}-{n}","status":"{status}","commit_sha":"{:040x}","triggered_by":"dev{}@acme.com","repo_id":"repo-{}","service_id":{},"job_start_time":{},"job_duration":{},"job_type":"{kind}","optional":[{{"key":"microservice","value":["frontend","backend"],"type":"string"}},{{"key":"lead_time","value":{},"type":"duration"}}]}}"#,
-        n * 2654435761,
-        n % 13,
-        n % 50,
-        n % 50,
-        1_700_000_000 + n as i64,
-        60 + n % 600,
-        20 + n % 100,
-    )
-}
-
-/// The path and body of request `n` of worker `worker`, and the run identity it reports.
-fn body_for(dialect: Dialect, n: u64, worker: u64, company: &str) -> (String, String, String) {
+/// The route, the body and the run it reports (for the acknowledgement log).
+fn body_for(dialect: Dialect, n: u64, worker: u64, prefix: &str) -> (String, String, Value) {
+    let run = sei_payload_with_prefix(n, worker, prefix);
     match dialect {
-        Dialect::Sei => (
-            "/v1/custom-cicd".into(),
-            sei_body(n, worker),
-            format!("exec-{worker}-{n}"),
-        ),
-        Dialect::Propelo => {
-            let inner = serde_json::to_string(&sei_body(n, worker)).unwrap_or_default();
-            (
-                "/v1/generic-requests".into(),
-                format!(r#"{{"request_type":"JenkinsPluginJobRunComplete","payload":{inner}}}"#),
-                format!("exec-{worker}-{n}"),
-            )
-        }
-        Dialect::Allstacks => (
-            format!("/webhook/company/{company}/cicd_job"),
-            allstacks_body(n, worker),
-            format!("w{worker}-{n}"),
+        Dialect::Sei => ("/v1/custom-cicd".into(), run.to_string(), run),
+        Dialect::Propelo => (
+            "/v1/generic-requests".into(),
+            json!({"request_type": "JenkinsPluginJobRunComplete", "payload": run.to_string()})
+                .to_string(),
+            run,
         ),
     }
 }
@@ -254,6 +171,30 @@ struct Shared {
     sent: AtomicU64,
     stop: AtomicBool,
     first_error: Mutex<Option<String>>,
+    acks: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
+}
+
+/// One line of the acknowledgement log.
+fn ack_line(base: &str, path: &str, status: u16, run: &Value, reply: &Value) -> Value {
+    // Propelo replies carry the run ids in a JSON string.
+    let inner: Value = reply["payload"]
+        .as_str()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or(Value::Null);
+    let run_id = reply["id"]
+        .as_str()
+        .or_else(|| inner["run_ids"][0].as_str())
+        .map(str::to_owned);
+    json!({
+        "node": base,
+        "path": path,
+        "status": status,
+        "execution_id": run["execution_id"],
+        "pipeline": run["job_full_name"],
+        "run_id": run_id,
+        "event_id": reply["event_id"],
+        "created": reply["status"] == "created",
+    })
 }
 
 /// Runs the load and prints the summary. Fails when any request failed.
@@ -274,6 +215,16 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
         sent: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         first_error: Mutex::new(None),
+        acks: match &args.ack_log {
+            Some(path) => Some(Mutex::new(std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            ))),
+            None => None,
+        },
     });
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
@@ -285,14 +236,6 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
         );
         b
     };
-    let acks = match &args.ack_log {
-        Some(path) => Some(Arc::new(Mutex::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        )))),
-        None => None,
-    };
-    // Each invocation reports its own runs (a second load on the same hub creates, not updates).
-    let salt: u64 = rand::rng().random_range(0..1_000_000);
     let started = Instant::now();
     let deadline = started + args.duration;
     let base = args.url.trim_end_matches('/').to_owned();
@@ -307,8 +250,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
             args.key.clone(),
         );
         let (dialect, unique, limit) = (args.dialect, args.unique_ratio, args.requests);
-        let (company, acks) = (args.company.clone(), acks.clone());
-        let auth = format!("ApiKey {key}");
+        let (prefix, keep_going) = (args.run_prefix.clone(), args.keep_going);
         workers.push(tokio::spawn(async move {
             let mut next = Instant::now()
                 + per_worker_interval
@@ -338,10 +280,10 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
                     made += 1;
                     w * 1_000_000 + made - 1
                 };
-                let (path, body, identity) = body_for(dialect, n, salt * 1000 + w, &company);
+                let (path, body, run) = body_for(dialect, n, w, &prefix);
                 let result = client
                     .post(format!("{base}{path}"))
-                    .header("Authorization", auth.as_str())
+                    .header("Authorization", format!("ApiKey {key}"))
                     .header("Content-Type", "application/json")
                     .body(body)
                     .send()
@@ -351,10 +293,13 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
                     Ok(resp) if resp.status().is_success() => {
                         let status = resp.status().as_u16();
                         let text = resp.text().await.unwrap_or_default();
-                        if let Some(acks) = &acks {
-                            // Written only once the acknowledgement is read in full.
-                            let mut f = acks.lock().unwrap_or_else(|e| e.into_inner());
-                            let _ = writeln!(f, "{identity} {status}");
+                        if let Some(acks) = &shared.acks {
+                            let reply: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                            let line = ack_line(&base, &path, status, &run, &reply);
+                            if let Ok(mut f) = acks.lock() {
+                                use std::io::Write;
+                                let _ = writeln!(f, "{line}");
+                            }
                         }
                         if text.contains("\"created\"") || text.contains("run_ids") {
                             shared.created.fetch_add(1, Ordering::Relaxed);
@@ -384,6 +329,10 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
                         shared.errors.fetch_add(1, Ordering::Relaxed);
                         if let Ok(mut f) = shared.first_error.lock() {
                             f.get_or_insert(e);
+                        }
+                        if keep_going {
+                            // The hub may be down: do not spin on refused connections.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
                 }
@@ -422,9 +371,12 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
     }
     ticker.abort();
     bar.finish_and_clear();
-    if let Some(acks) = &acks {
-        let mut f = acks.lock().unwrap_or_else(|e| e.into_inner());
-        f.flush().context("writing the acknowledgement log")?;
+    if let Some(acks) = &shared.acks {
+        use std::io::Write;
+        acks.lock()
+            .map_err(|_| anyhow::anyhow!("ack log poisoned"))?
+            .flush()
+            .context("writing the ack log")?;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let hist = shared
@@ -441,6 +393,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
         "offered_rate": args.rate,
         "seconds": elapsed,
         "requests_ok": ok,
+        "acknowledged": ok,
         "created": shared.created.load(Ordering::Relaxed),
         "updated": shared.updated.load(Ordering::Relaxed),
         "errors": errors,
@@ -463,7 +416,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
             if peak_rss > 0 { format!("; server RSS peak {:.1} MiB", peak_rss as f64 / 1048576.0) } else { String::new() }
         );
     }
-    if errors > 0 {
+    if errors > 0 && !args.keep_going {
         let first = shared
             .first_error
             .lock()
@@ -505,34 +458,4 @@ pub async fn baseline(args: BaselineArgs) -> Result<()> {
         })
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::Value;
-
-    #[test]
-    fn the_fast_body_is_the_reference_payload() {
-        for n in [0u64, 1, 7, 20, 35, 999_999, 3_000_123] {
-            for w in [0u64, 3, 63] {
-                let fast: Value = serde_json::from_str(&sei_body(n, w)).expect("valid JSON");
-                assert_eq!(fast, sei_payload(n, w), "n={n} w={w}");
-            }
-        }
-        let b = sei_body(12_345, 7).len();
-        assert!((1800..2600).contains(&b), "a ~2 KB payload, got {b} bytes");
-    }
-
-    #[test]
-    fn allstacks_and_propelo_bodies_are_json_with_their_identity() {
-        let (path, body, id) = body_for(Dialect::Allstacks, 42, 3, "acme");
-        assert_eq!(path, "/webhook/company/acme/cicd_job");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["job_id"], id);
-        let (_, body, id) = body_for(Dialect::Propelo, 42, 3, "acme");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        let inner: Value = serde_json::from_str(v["payload"].as_str().unwrap()).unwrap();
-        assert_eq!(inner["execution_id"], id);
-    }
 }

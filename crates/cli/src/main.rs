@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_deliver;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -118,6 +119,10 @@ enum DevCmd {
         #[command(flatten)]
         tenant: TenantArg,
     },
+    /// Check the database against `cistern bench ingest --ack-log` logs: every acknowledged
+    /// request stored exactly once, its event and outbox notification present, and the
+    /// database's integrity check passing (exits 1 otherwise).
+    VerifyAcks(verify::VerifyArgs),
 }
 
 #[derive(Subcommand)]
@@ -669,6 +674,12 @@ async fn run(cli: Cli) -> Result<()> {
             if summary.refused > 0 {
                 std::process::exit(2);
             }
+        }
+        Command::Dev(DevCmd::VerifyAcks(args)) => {
+            init_logging(&config.log_format, "warn");
+            let store = open_store(&config).await?;
+            let findings = verify::verify(store.as_ref(), &args).await?;
+            verify::report(&findings, args.json)?;
         }
         Command::Satellite(_) => unreachable!("`cistern satellite` returns from main"),
         Command::Backup { to } => {

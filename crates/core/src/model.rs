@@ -99,11 +99,19 @@ pub struct LogText {
 
 impl LogText {
     /// Keeps at most `cap` bytes of `text`, from the end (where errors usually are), on a
-    /// character boundary.
+    /// character boundary. NUL characters (binary output in a log) become U+FFFD: no store
+    /// keeps them in text (PostgreSQL refuses them), and both stores keep the same text.
     pub fn capped(text: &str, cap: usize) -> Self {
+        let clean = |t: &str| {
+            if t.contains('\0') {
+                t.replace('\0', "\u{FFFD}")
+            } else {
+                t.to_owned()
+            }
+        };
         if text.len() <= cap {
             return Self {
-                text: text.to_owned(),
+                text: clean(text),
                 truncated: false,
             };
         }
@@ -112,7 +120,7 @@ impl LogText {
             start += 1;
         }
         Self {
-            text: text[start..].to_owned(),
+            text: clean(&text[start..]),
             truncated: true,
         }
     }

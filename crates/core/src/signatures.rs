@@ -75,9 +75,12 @@ pub fn standard_verify(
         .trim()
         .parse()
         .map_err(|_| StandardError::BadTimestamp)?;
-    let skew = (now_s - ts).abs();
-    if skew > tolerance_s {
-        return Err(StandardError::OutOfWindow { skew });
+    // `abs_diff`: a timestamp near i64::MIN or MAX must not overflow the subtraction.
+    let skew = now_s.abs_diff(ts);
+    if skew > tolerance_s.unsigned_abs() {
+        return Err(StandardError::OutOfWindow {
+            skew: i64::try_from(skew).unwrap_or(i64::MAX),
+        });
     }
     for sig in signatures.split_whitespace() {
         let Some(b64) = sig.strip_prefix("v1,") else {

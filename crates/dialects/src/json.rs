@@ -5,11 +5,21 @@ use cistern_core::FieldError;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+/// Most elements one JSON array may hold. Real payloads stay far below it (a run's commits, stages
+/// or parameters); beyond it a request would hold the group-commit writer for everyone.
+pub const MAX_ARRAY_ITEMS: usize = 5_000;
+
 /// Parses `bytes` as one JSON document. `field` names the document in errors (empty for the body,
 /// `payload` for an embedded JSON string).
 pub fn parse(bytes: &[u8], field: &str) -> Result<Value, FieldError> {
     let what = if field.is_empty() { "body" } else { field };
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if looks_utf16(bytes) {
+        return Err(FieldError::new(
+            field,
+            format!("{what} is UTF-16 text (a zero byte beside each character, or a UTF-16 byte order mark); send JSON encoded as UTF-8"),
+        ));
+    }
     let text = std::str::from_utf8(bytes).map_err(|e| {
         FieldError::new(
             field,
@@ -29,6 +39,15 @@ pub fn parse(bytes: &[u8], field: &str) -> Result<Value, FieldError> {
         Ok(Strict(v)) => Ok(v),
         Err(e) => Err(FieldError::new(field, describe(&e, text, what))),
     }
+}
+
+/// True for UTF-16 (or UTF-32) text: its byte order mark, or ASCII characters each beside a zero
+/// byte (JSON text starts with ASCII).
+fn looks_utf16(b: &[u8]) -> bool {
+    b.starts_with(b"\xFF\xFE")
+        || b.starts_with(b"\xFE\xFF")
+        || (b.len() >= 4 && b[0] != 0 && b[1] == 0 && b[3] == 0)
+        || (b.len() >= 4 && b[0] == 0 && b[1] != 0 && b[2] == 0)
 }
 
 /// Builds the message for a JSON syntax error: where (line and column counted in characters, as
@@ -285,6 +304,17 @@ fn scan(text: &str) -> Vec<Tally> {
     tallies
 }
 
+/// The text with each NUL (`\u0000`) replaced by U+FFFD. JSON may escape a NUL into a string,
+/// but no store keeps one in text (PostgreSQL refuses it), so every string is read without them
+/// and both stores keep the same text.
+fn without_nul(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s
+    }
+}
+
 /// A JSON value whose objects may not repeat a key.
 struct Strict(Value);
 
@@ -315,10 +345,10 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+        Ok(Value::String(without_nul(v.to_owned())))
     }
     fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+        Ok(Value::String(without_nul(v)))
     }
     fn visit_unit<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
@@ -332,6 +362,11 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
         while let Some(Strict(v)) = seq.next_element()? {
+            if out.len() == MAX_ARRAY_ITEMS {
+                return Err(de::Error::custom(format!(
+                    "an array holds more than {MAX_ARRAY_ITEMS} elements (at most {MAX_ARRAY_ITEMS} per array)"
+                )));
+            }
             out.push(v);
         }
         Ok(Value::Array(out))
@@ -339,6 +374,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            let key = without_nul(key);
             if out.contains_key(&key) {
                 return Err(de::Error::custom(format!(
                     "duplicate key \"{key}\" (each key may appear once per object)"
@@ -449,6 +485,37 @@ mod tests {
         assert!(m.contains("line 4 column 9: a single quote"), "{m}");
         assert!(m.contains("(4 in all)"), "{m}");
         assert!(m.contains("line 4 column 18: a trailing comma"), "{m}");
+    }
+
+    #[test]
+    fn utf16_is_named() {
+        for body in [
+            b"\xFF\xFE{\x00}\x00".as_slice(),
+            b"{\x00\"\x00a\x00\"\x00".as_slice(),
+            b"\x00{\x00\"\x00a".as_slice(),
+        ] {
+            let e = parse(body, "").unwrap_err();
+            assert!(e.message.contains("UTF-16"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn nul_characters_are_replaced() {
+        let v = parse(br#"{"a\u0000": "x\u0000y"}"#, "").unwrap();
+        assert_eq!(v["a\u{FFFD}"], "x\u{FFFD}y");
+    }
+
+    #[test]
+    fn arrays_are_bounded() {
+        let ok = format!("[{}]", vec!["1"; MAX_ARRAY_ITEMS].join(","));
+        assert!(parse(ok.as_bytes(), "").is_ok());
+        let long = format!("{{\"a\": [{}]}}", vec!["1"; MAX_ARRAY_ITEMS + 1].join(","));
+        let e = parse(long.as_bytes(), "").unwrap_err();
+        assert!(
+            e.message.contains("at most 5000 per array"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod gitlab;
 pub mod jobserv;
 pub mod json;
 pub mod logzip;
+pub mod multipart;
 pub mod propelo;
 pub mod sei;
 pub mod times;

@@ -44,8 +44,9 @@ pub fn zip_error(message: impl Into<String>) -> FieldError {
 }
 
 impl LogZip {
-    /// Opens the archive and indexes its entry names. Names that try to leave the archive's root
-    /// (`..`, absolute paths) are not indexed: they can never match a log reference.
+    /// Opens the archive and indexes its entry names. An entry whose name tries to leave the
+    /// archive's root (`..`, an absolute path) marks the zip as hostile: it is refused whole (no
+    /// plugin makes one; nothing is ever extracted, but a sender doing this is told so).
     pub fn open(bytes: Vec<u8>, limits: ZipLimits) -> Result<Self, FieldError> {
         let archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
             zip_error(format!(
@@ -65,12 +66,15 @@ impl LogZip {
             let Ok(entry) = archive.by_index_raw(i) else {
                 continue;
             };
+            let Some(path) = entry.enclosed_name() else {
+                let shown: String = entry.name().chars().take(100).collect();
+                return Err(zip_error(format!(
+                    "zip entry {shown:?} leaves the archive (an absolute path or `..`): refused"
+                )));
+            };
             if entry.is_dir() {
                 continue;
             }
-            let Some(path) = entry.enclosed_name() else {
-                continue;
-            };
             let full = path.to_string_lossy().replace('\\', "/");
             if let Some(base) = path.file_name().map(|b| b.to_string_lossy().into_owned()) {
                 names.entry(base).or_insert(i);

@@ -188,14 +188,14 @@ pub fn run_from_object(
     let started_at = start_ms.and_then(|ms| match times::check_epoch_ms(ms, opts.now) {
         Ok(t) => Some(t),
         Err(m) => {
-            errs.push("start_time", m);
+            errs.push(obj.path("start_time"), m);
             None
         }
     });
     if let Some(d) = duration_ms {
         if d < 0 {
             errs.push(
-                "duration",
+                obj.path("duration"),
                 format!("must not be negative (milliseconds), got {d}"),
             );
         }
@@ -208,7 +208,7 @@ pub fn run_from_object(
             match end.and_then(|end| times::check_range(end, opts.now)) {
                 Ok(t) => Some(t),
                 Err(m) => {
-                    errs.push("duration", format!("start_time + duration: {m}"));
+                    errs.push(obj.path("duration"), format!("start_time + duration: {m}"));
                     None
                 }
             }
@@ -219,7 +219,7 @@ pub fn run_from_object(
         let r = RunResult::from_word(w);
         if r.is_none() {
             errs.push(
-                "result",
+                obj.path("result"),
                 format!(
                     "unknown result \"{}\"; {}",
                     crate::fields::truncate(w, 40),
@@ -336,12 +336,12 @@ fn req_alias(
 }
 
 fn build_number(obj: &Obj<'_>, errs: &mut Errors) -> Option<i64> {
-    match obj.get("build_number") {
+    let n = match obj.get("build_number") {
         Some(Value::String(s)) => match s.trim().parse::<i64>() {
             Ok(n) => Some(n),
             Err(_) => {
                 errs.push(
-                    "build_number",
+                    obj.path("build_number"),
                     format!(
                         "must be an integer, got string \"{}\"",
                         crate::fields::truncate(s, 40)
@@ -351,6 +351,16 @@ fn build_number(obj: &Obj<'_>, errs: &mut Errors) -> Option<i64> {
             }
         },
         _ => obj.opt_int("build_number", "a build number", errs),
+    };
+    match n {
+        Some(n) if n < 0 => {
+            errs.push(
+                obj.path("build_number"),
+                format!("must not be negative, got {n}"),
+            );
+            None
+        }
+        n => n,
     }
 }
 
@@ -367,7 +377,7 @@ fn params(obj: &Obj<'_>, errs: &mut Errors) -> Vec<Param> {
     for (i, item) in items.iter().enumerate() {
         let Value::Object(m) = item else {
             errs.push(
-                format!("{key}[{i}]"),
+                format!("{}[{i}]", obj.path(key)),
                 format!(
                     "must be an object with name, value and type, got {}",
                     type_name(item)
@@ -375,7 +385,7 @@ fn params(obj: &Obj<'_>, errs: &mut Errors) -> Vec<Param> {
             );
             continue;
         };
-        let p = Obj::new(m, format!("{key}[{i}]"));
+        let p = Obj::new(m, format!("{}[{i}]", obj.path(key)));
         let name = p.req_str("name", errs);
         let kind = p.opt_str("type", errs);
         if let Some(name) = name {

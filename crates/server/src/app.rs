@@ -65,6 +65,12 @@ pub fn router(state: AppState) -> Router {
             crate::ops::limits::track,
         ))
         .with_state(state)
+        .layer(axum::middleware::from_fn(
+            crate::routes::query::refuse_nul_in_uri,
+        ))
+        .layer(axum::middleware::map_response(
+            crate::error::problem_for_bare_errors,
+        ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))

@@ -211,3 +211,64 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// Turns the bare error replies that do not come from a handler — axum's extractor rejections
+/// (`text/plain`: a path segment that is not UTF-8, a query string that does not deserialize) and
+/// the router's empty 405 — into problem+json like every other error, keeping their headers
+/// (`Allow`). Replies that already have a JSON, problem or HTML body pass unchanged.
+pub async fn problem_for_bare_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let ctype = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !(ctype.is_empty() || ctype.starts_with("text/plain")) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let mut err = if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = parts
+            .headers
+            .get(header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        ApiError::new(
+            status,
+            "method-not-allowed",
+            reason,
+            format!("this route does not take this method; it takes: {allow}"),
+        )
+    } else {
+        let detail = if text.is_empty() {
+            reason.to_owned()
+        } else {
+            text.clone()
+        };
+        ApiError::new(status, "bad-request", reason, detail)
+    };
+    // axum names the path parameter or query field at fault between backticks.
+    if let Some(field) = text
+        .split('`')
+        .nth(1)
+        .filter(|f| !f.is_empty() && f.len() <= 64)
+    {
+        err.errors = vec![FieldError::new(field, text.clone())];
+    }
+    let mut out = err.into_response();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (k, v) in parts.headers.iter() {
+        out.headers_mut().append(k.clone(), v.clone());
+    }
+    out
+}

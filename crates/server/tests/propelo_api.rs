@@ -234,19 +234,23 @@ async fn zip_bombs_and_broken_zips_are_refused() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(error_fields(&body), vec!["file"]);
-    // Path tricks never match a log reference (entries are never written to disk).
-    let zip = zip_of(&[("../0f8c1c1e-aaaa-4bbb-8ccc-000000000013", b"sneaky")]);
-    let (status, body) = post_multipart(
-        &app,
-        &envelope("JenkinsPluginJobRunComplete", &plugin_run(4)),
-        Some(zip),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    assert!(inner(&body)["error"]
-        .as_str()
-        .unwrap()
-        .contains("000000000013"));
+    // Path tricks refuse the zip (entries are never written to disk, but no plugin makes one).
+    for name in [
+        "../0f8c1c1e-aaaa-4bbb-8ccc-000000000013",
+        "/etc/0f8c1c1e-aaaa-4bbb-8ccc-000000000013",
+    ] {
+        let zip = zip_of(&[(name, b"sneaky")]);
+        let (status, body) = post_multipart(
+            &app,
+            &envelope("JenkinsPluginJobRunComplete", &plugin_run(4)),
+            Some(zip),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(error_fields(&body), vec!["file"]);
+        assert!(error_text(&body).contains("leaves the archive"), "{body}");
+    }
+    assert!(app.all_runs().await.is_empty(), "nothing half-stored");
 }
 
 #[tokio::test]

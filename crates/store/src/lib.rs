@@ -4,6 +4,8 @@
 //! only after the commit that holds it.
 
 pub mod cursor;
+pub mod integrity;
+pub mod keys;
 pub mod merge;
 pub mod metrics_sql;
 pub mod outbox;
@@ -313,6 +315,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Gives back dispatch leases that were not used.
     async fn release_dispatches(&self, token: &str, ids: &[String]) -> Result<(), StoreError>;
+    /// Checks the database: the engine's own check and the links between tables (see
+    /// [`integrity`]). Reads only; can take a while on a large database.
+    async fn integrity_check(&self) -> Result<integrity::IntegrityReport, StoreError>;
 }
 
 /// Opens the store named by a database URL: `sqlite://path`, `sqlite:path`, a bare path, or

@@ -3431,3 +3431,76 @@ async fn deliveries_filter_by_window() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Integrity and key bounds
+
+#[tokio::test]
+async fn integrity_check_passes_on_a_store_in_use() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let sub = subscription(&t.id, "sub_integrity", &[EventType::RunCompleted]);
+            s.create_subscription(&sub).await.expect("subscription");
+            write_runs(
+                &s,
+                &t,
+                vec![
+                    full_report("guid-i", "team/integrity", "1", 1_711_603_545_000),
+                    full_report("guid-i", "team/integrity", "2", 1_711_603_546_000),
+                ],
+            )
+            .await;
+            let report = s.integrity_check().await.expect("integrity check");
+            assert!(report.ok(), "{:?}", report.problems);
+            assert!(
+                report.checks.len() > cistern_store::integrity::LINKS.len(),
+                "the engine's own check ran too: {:?}",
+                report.checks
+            );
+        }
+        .boxed()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn over_long_keys_are_refused_on_both_backends() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let long = "k".repeat(cistern_store::keys::MAX_KEY_BYTES + 1);
+            for (r, field) in [
+                (
+                    small_report(&long, "team/x", "1", 1_711_603_545_000),
+                    "instance_guid",
+                ),
+                (
+                    small_report("g", &long, "1", 1_711_603_545_000),
+                    "job_full_name",
+                ),
+                (
+                    small_report("g", "team/x", &long, 1_711_603_545_000),
+                    "execution_id",
+                ),
+            ] {
+                let err = s
+                    .write(WriteOp::Runs {
+                        event: event(&t.id, b"{}"),
+                        tenant: t.clone(),
+                        runs: vec![r],
+                    })
+                    .await
+                    .expect_err("refused");
+                match err {
+                    StoreError::Rejected(errors) => assert_eq!(errors[0].field, field),
+                    other => panic!("{field}: {other:?}"),
+                }
+            }
+            assert!(all_runs(&s, &t.id, RunFilter::default()).await.is_empty());
+            assert!(s.integrity_check().await.expect("check").ok());
+        }
+        .boxed()
+    })
+    .await;
+}

@@ -79,9 +79,18 @@ fn refusal(host: &str, ip: IpAddr, why: &str) -> String {
     )
 }
 
+/// Longest accepted subscription URL (receivers and proxies seldom take more).
+pub const MAX_URL_BYTES: usize = 4096;
+
 /// Checks a target URL without resolving names: http or https, a host, and, when the host is an
 /// address, a public one (names are checked as they resolve).
 pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, String> {
+    if url.len() > MAX_URL_BYTES {
+        return Err(format!(
+            "is {} bytes long; a subscription URL is at most {MAX_URL_BYTES} bytes",
+            url.len()
+        ));
+    }
     let parsed = reqwest::Url::parse(url.trim())
         .map_err(|e| format!("{url:?} is not a URL ({e}); use http(s)://host[:port]/path"))?;
     if !matches!(parsed.scheme(), "http" | "https") {

@@ -34,6 +34,23 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(str::trim)
 }
 
+/// Longest delivery id kept for deduplication (senders use UUIDs or short ids).
+const MAX_DELIVERY_ID_BYTES: usize = 256;
+
+/// A delivery id header, refused when it is too long to be one.
+fn delivery_id<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
+    match header(headers, name) {
+        Some(v) if v.len() > MAX_DELIVERY_ID_BYTES => Err(ApiError::field(
+            name,
+            format!(
+                "is {} bytes long; a delivery id is at most {MAX_DELIVERY_ID_BYTES} bytes",
+                v.len()
+            ),
+        )),
+        other => Ok(other),
+    }
+}
+
 /// Checks the request's signature for `source`; `Ok(dedupe key)` when it is genuine.
 async fn verify(
     state: &AppState,
@@ -96,7 +113,7 @@ async fn verify(
                 .iter()
                 .any(|k| signatures::verify_hex(k, body, hex_sig))
             {
-                Ok(header(headers, "x-github-delivery")
+                Ok(delivery_id(headers, "x-github-delivery")?
                     .map(|d| format!("github:{}:{d}", source.id)))
             } else {
                 Err(unauthorized(format!(
@@ -112,8 +129,8 @@ async fn verify(
                 .iter()
                 .any(|k| signatures::constant_time_eq(k, token.as_bytes()))
             {
-                Ok(header(headers, "x-gitlab-webhook-uuid")
-                    .or_else(|| header(headers, "x-gitlab-event-uuid"))
+                Ok(delivery_id(headers, "x-gitlab-webhook-uuid")?
+                    .or(delivery_id(headers, "x-gitlab-event-uuid")?)
                     .map(|d| format!("gitlab:{}:{d}", source.id)))
             } else {
                 Err(unauthorized(
@@ -128,7 +145,7 @@ async fn verify(
             }
             // CDEvents emitters that cannot sign authenticate with an API key of the tenant.
             match crate::auth::authenticate(state, headers, Scope::Ingest).await {
-                Ok(c) if c.tenant.id == source.tenant_id => Ok(header(headers, "ce-id").map(|d| format!("cdevents:{}:{d}", source.id))),
+                Ok(c) if c.tenant.id == source.tenant_id => Ok(delivery_id(headers, "ce-id")?.map(|d| format!("cdevents:{}:{d}", source.id))),
                 Ok(_) => Err(ApiError::not_found("no such source")),
                 Err(_) => Err(unauthorized(
                     "a cdevents source takes Standard Webhooks signatures (webhook-id, webhook-timestamp, webhook-signature) or an API key with the ingest scope (Authorization: Bearer <key>)",
@@ -154,6 +171,7 @@ fn verify_standard(
     ) else {
         return Err(unauthorized("Standard Webhooks headers are required: webhook-id, webhook-timestamp and webhook-signature (`v1,<base64 HMAC-SHA256 of id.timestamp.body>`)"));
     };
+    delivery_id(headers, "webhook-id")?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut last = signatures::StandardError::NoMatch;
     for secret in secrets {
@@ -300,7 +318,9 @@ async fn handle(
             let mut e = inbound
                 .refuse(&state, Some(&tenant), None, &bytes, request_type, e)
                 .await;
-            e.title = "The request is not signed by this source's secret".into();
+            if e.status == StatusCode::UNAUTHORIZED {
+                e.title = "The request is not signed by this source's secret".into();
+            }
             return e.into_response();
         }
     };

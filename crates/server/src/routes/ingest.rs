@@ -123,8 +123,19 @@ impl Inbound {
     }
 }
 
-/// Reads the whole body, refusing (413) beyond `limit` bytes.
+/// Most bytes of a refused body read and thrown away before the 413 is sent.
+const DRAIN_BYTES: u64 = 32 * 1024 * 1024;
+/// Longest time spent throwing a refused body away.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the whole body, refusing (413) beyond `limit` bytes, whether the `Content-Length` says
+/// so up front or a body sent without one grows past it.
+///
+/// A refused body is read on and thrown away (up to [`DRAIN_BYTES`], for at most
+/// [`DRAIN_TIME`]) before answering: a server that answers and closes while the client is still
+/// sending resets the connection, and the client then loses the 413 that says why.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -133,26 +144,43 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             format!("the request body exceeds this route's limit of {limit} bytes (max_body_bytes for reports, max_admin_body_bytes for admin and JSON routes)"),
         )
     };
-    if let Some(len) = headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    if let Some(len) = declared.filter(|len| *len > limit as u64) {
+        if len <= DRAIN_BYTES {
+            drain(&mut stream).await;
+        }
+        return Err(too_large());
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::field("", format!("could not read the request body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            drain(&mut stream).await;
             return Err(too_large());
         }
+        buf.extend_from_slice(&chunk);
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let is_limit = std::error::Error::source(&e)
-            .map(|s| s.to_string().contains("length limit"))
-            .unwrap_or(false)
-            || e.to_string().contains("length limit");
-        if is_limit {
-            too_large()
-        } else {
-            ApiError::field("", format!("could not read the request body: {e}"))
+    Ok(Bytes::from(buf))
+}
+
+/// Reads and drops what is left of a refused body, within the drain bounds.
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    use futures::StreamExt;
+    let mut read: u64 = 0;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len() as u64;
+            if read > DRAIN_BYTES {
+                break;
+            }
         }
     })
+    .await;
 }
 
 /// Runs a parser, on the blocking pool when the body is large.

@@ -119,15 +119,20 @@ async fn handle(state: AppState, headers: HeaderMap, body: Body, multipart: bool
         }
     };
     let (envelope_bytes, zip_bytes) = if multipart {
-        match split_multipart(&headers, raw.clone()).await {
-            Ok(parts) => parts,
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match cistern_dialects::multipart::split(content_type, raw.clone()) {
+            Ok(form) => (form.json, form.file),
             Err(e) => {
+                let e = ApiError::invalid(vec![e]);
                 return refusal(
                     inbound
                         .refuse(&state, Some(&tenant), key_id, &raw, None, e)
                         .await,
                     "unknown",
-                )
+                );
             }
         }
     } else {
@@ -277,53 +282,4 @@ fn heartbeat_record(hb: propelo::Heartbeat) -> cistern_store::HeartbeatRecord {
         at: hb.at,
         details: hb.details,
     }
-}
-
-/// Splits the plugin's multipart form into the `json` part and the optional `file` part.
-async fn split_multipart(
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<(Bytes, Option<Bytes>), ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let boundary = multer::parse_boundary(content_type).map_err(|_| {
-        ApiError::field(
-            "content-type",
-            format!("expected multipart/form-data with a boundary, got {content_type:?}"),
-        )
-    })?;
-    let stream = futures::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
-    let mut form = multer::Multipart::new(stream, boundary);
-    let (mut json_part, mut file_part) = (None, None);
-    loop {
-        let field = match form.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                return Err(ApiError::field(
-                    "",
-                    format!("the multipart body is malformed: {e}"),
-                ))
-            }
-        };
-        let name = field.name().unwrap_or("").to_owned();
-        let bytes = field
-            .bytes()
-            .await
-            .map_err(|e| ApiError::field(&name, format!("part {name:?} cannot be read: {e}")))?;
-        match name.as_str() {
-            "json" => json_part = Some(bytes),
-            "file" => file_part = Some(bytes),
-            _ => {}
-        }
-    }
-    let json_part = json_part.ok_or_else(|| {
-        ApiError::field(
-            "json",
-            "the multipart form has no `json` part (it holds the {request_type, payload} envelope)",
-        )
-    })?;
-    Ok((json_part, file_part.filter(|b| !b.is_empty())))
 }

@@ -86,3 +86,34 @@ impl Params {
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
+
+/// Refuses a request whose path or query string holds a NUL character (`%00`): no id, name or
+/// filter can contain one, and PostgreSQL cannot even compare text holding it. Checked once for
+/// every route, before routing.
+pub async fn refuse_nul_in_uri(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let has_nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
+    let uri = req.uri();
+    if has_nul(uri.path()) {
+        return ApiError::field(
+            "path",
+            "the URL path holds a NUL character (%00); no id or name contains one",
+        )
+        .into_response();
+    }
+    if let Some(q) = uri.query().filter(|q| has_nul(q)) {
+        let name = url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+            .map(|(k, _)| k.replace('\0', "\u{FFFD}"))
+            .unwrap_or_else(|| "query".to_owned());
+        return ApiError::field(
+            &name,
+            "holds a NUL character (%00); no id, name or filter contains one",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}

@@ -177,12 +177,14 @@ fn instant(
     errs: &mut Errors,
 ) -> Option<OffsetDateTime> {
     let checked = match v {
-        Value::String(s) => times::parse_datetime(s).ok_or_else(|| {
-            format!(
-                "\"{}\" is not a date-time (RFC 3339, e.g. 2024-03-28T05:25:45Z, or epoch milliseconds)",
-                cistern_dialects::fields::truncate(s, 40)
-            )
-        }),
+        Value::String(s) => times::parse_datetime(s)
+            .ok_or_else(|| {
+                format!(
+                    "\"{}\" is not a date-time (RFC 3339, e.g. 2024-03-28T05:25:45Z, or epoch milliseconds)",
+                    cistern_dialects::fields::truncate(s, 40)
+                )
+            })
+            .and_then(|t| times::check_range(t, now)),
         Value::Number(n) => match n.as_i64() {
             Some(ms) => times::check_epoch_ms(ms, now),
             None => Err(format!("must be epoch milliseconds (an integer), got {n}")),

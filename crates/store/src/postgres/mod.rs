@@ -816,4 +816,51 @@ impl Store for PgStore {
     async fn release_dispatches(&self, token: &str, ids: &[String]) -> Result<(), StoreError> {
         triggers::release(&self.pool, token, ids).await
     }
+
+    async fn integrity_check(&self) -> Result<crate::integrity::IntegrityReport, StoreError> {
+        let mut report = crate::integrity::IntegrityReport::default();
+        let amcheck: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'amcheck')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if amcheck {
+            // Every B-tree index of this schema, checked against its table (heapallindexed).
+            let indexes: Vec<String> = sqlx::query_scalar(
+                "SELECT c.relname::text FROM pg_index i
+                 JOIN pg_class c ON c.oid = i.indexrelid
+                 JOIN pg_am am ON am.oid = c.relam
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE am.amname = 'btree' AND n.nspname = current_schema()
+                 ORDER BY 1",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            report.checks.push(format!(
+                "amcheck bt_index_check on {} indexes",
+                indexes.len()
+            ));
+            for index in indexes {
+                if let Err(e) = sqlx::query("SELECT bt_index_check($1::regclass, true)")
+                    .bind(&index)
+                    .execute(&self.pool)
+                    .await
+                {
+                    report.problems.push(format!("index {index}: {e}"));
+                }
+            }
+        } else {
+            report
+                .checks
+                .push("amcheck skipped (CREATE EXTENSION amcheck to run it)".into());
+        }
+        for (what, sql) in crate::integrity::LINKS {
+            report.checks.push((*what).to_owned());
+            let n: i64 = sqlx::query_scalar(sql).fetch_one(&self.pool).await?;
+            if n > 0 {
+                report.problems.push(format!("{n} {what}"));
+            }
+        }
+        Ok(report)
+    }
 }

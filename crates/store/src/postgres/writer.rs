@@ -350,6 +350,9 @@ async fn apply(
             tenant_id,
             instance,
         } => {
+            if let Some(guid) = &instance.guid {
+                crate::keys::check_guid("guid", guid).map_err(Fail::Store)?;
+            }
             let now = to_millis(event.received_at);
             let inst = Instance {
                 id: new_id(),
@@ -409,6 +412,7 @@ async fn apply_runs(
     subs: &Subscriptions,
     settings: &StoreSettings,
 ) -> Result<WriteOutcome, Fail> {
+    crate::keys::check_reports(runs, incidents, commit_times).map_err(Fail::Store)?;
     if let Some(key) = &event.dedupe_key {
         let first: Option<String> =
             sqlx::query_scalar("SELECT id FROM events WHERE tenant_id = $1 AND dedupe_key = $2")
@@ -875,6 +879,7 @@ async fn apply_heartbeat(
     hb: &HeartbeatRecord,
     settings: &StoreSettings,
 ) -> Result<WriteOutcome, Fail> {
+    crate::keys::check_guid("payload.instance_id", &hb.instance_guid).map_err(Fail::Store)?;
     let at = to_millis(hb.at);
     let details = hb.details.to_string();
     // A late heartbeat never moves the instance's last heartbeat (or its details) back.

@@ -978,6 +978,40 @@ impl Store for SqliteStore {
         self.in_writer(move |c| triggers::release(c, &t, &ids))
             .await
     }
+
+    async fn integrity_check(&self) -> Result<crate::integrity::IntegrityReport, StoreError> {
+        self.with_conn(|c| {
+            let mut report = crate::integrity::IntegrityReport::default();
+            report.checks.push("PRAGMA integrity_check".into());
+            let mut stmt = c.prepare("PRAGMA integrity_check")?;
+            let rows: Vec<String> = stmt
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?;
+            report.problems.extend(
+                rows.into_iter()
+                    .filter(|r| r != "ok")
+                    .map(|r| format!("integrity_check: {r}")),
+            );
+            report.checks.push("PRAGMA foreign_key_check".into());
+            let mut stmt = c.prepare("PRAGMA foreign_key_check")?;
+            let rows: Vec<String> = stmt
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?;
+            report.problems.extend(
+                rows.into_iter()
+                    .map(|table| format!("foreign_key_check: a row of {table} points nowhere")),
+            );
+            for (what, sql) in crate::integrity::LINKS {
+                report.checks.push((*what).to_owned());
+                let n: i64 = c.query_row(sql, [], |row| row.get(0))?;
+                if n > 0 {
+                    report.problems.push(format!("{n} {what}"));
+                }
+            }
+            Ok(report)
+        })
+        .await
+    }
 }
 
 impl SqliteStore {

@@ -276,6 +276,9 @@ fn apply(
             tenant_id,
             instance,
         } => {
+            if let Some(guid) = &instance.guid {
+                crate::keys::check_guid("guid", guid)?;
+            }
             let now = to_millis(event.received_at);
             let inst = Instance {
                 id: new_id(),
@@ -325,6 +328,7 @@ fn apply_runs(
     settings: &StoreSettings,
     z: Option<&[u8]>,
 ) -> Result<WriteOutcome, StoreError> {
+    crate::keys::check_reports(runs, incidents, commit_times)?;
     if let Some(key) = &event.dedupe_key {
         let first: Option<String> = conn
             .prepare_cached("SELECT id FROM events WHERE tenant_id = ?1 AND dedupe_key = ?2")?
@@ -687,6 +691,7 @@ fn apply_heartbeat(
     settings: &StoreSettings,
     z: Option<&[u8]>,
 ) -> Result<WriteOutcome, StoreError> {
+    crate::keys::check_guid("payload.instance_id", &hb.instance_guid)?;
     let existing: Option<String> = conn
         .prepare_cached("SELECT id FROM instances WHERE tenant_id = ?1 AND guid = ?2")?
         .query_row(params![tenant.id, hb.instance_guid], |row| row.get(0))
