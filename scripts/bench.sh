@@ -44,7 +44,8 @@ wait_port() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "http://$1/health
 json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"+sys.argv[1]))' "$1"; }
 
 # Starts `cistern serve` on a database; sets SERVER_PID and KEY.
-start_hub() { # $1 = database url, $2 = port
+# start_hub DATABASE_URL PORT
+start_hub() {
   local db="$1" port="$2"
   KEY="$("$BIN" --database "$db" keys create --name bench --scopes ingest,read 2>/dev/null | tail -n 1)"
   CISTERN_DATABASE_URL="$db" CISTERN_LISTEN="127.0.0.1:$port" CISTERN_LOG=warn \
@@ -55,7 +56,8 @@ start_hub() { # $1 = database url, $2 = port
 }
 stop_hub() { kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
 
-load() { # url key extra-args… → JSON summary on stdout
+# load URL KEY ARGS...: the JSON summary on stdout.
+load() {
   local url="$1" key="$2"; shift 2
   "$BIN" bench ingest --url "$url" --key "$key" --quiet --json "$@"
 }
@@ -114,7 +116,8 @@ log "seeding $DORA_RUNS runs over $DORA_DAYS days"
 DORA_DB="sqlite://$WORK/dora.db"
 SEED_LINE="$("$BIN" --database "$DORA_DB" dev seed --runs "$DORA_RUNS" --days "$DORA_DAYS" 2>&1 | tail -n 1)"
 start_hub "$DORA_DB" 27082
-timings() { # path → "median p90 max" in ms over 20 requests after 3 warm-ups
+# timings PATH: "median p90 max" in ms over 20 requests after 3 warm-ups.
+timings() {
   local path="$1" t=()
   for i in $(seq 1 23); do
     local s; s="$(curl -fsS -o /dev/null -w '%{time_total}' -H "Authorization: Bearer $KEY" "http://127.0.0.1:27082$path")"

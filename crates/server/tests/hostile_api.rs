@@ -329,6 +329,7 @@ async fn stored(app: &TestApp) -> (usize, usize) {
             &t.id,
             &EventFilter {
                 status: Some(EventStatus::Accepted),
+                ..Default::default()
             },
             &page,
         )

@@ -108,11 +108,8 @@ const WAL_TRUNCATE_BYTES: u64 = 256 << 20;
 /// WAL has grown, waits for the writer's current transaction only. It stops when `stop` is
 /// dropped.
 fn checkpointer(conn: Connection, wal: PathBuf, stop: std::sync::mpsc::Receiver<()>) {
-    loop {
-        match stop.recv_timeout(CHECKPOINT_EVERY) {
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            _ => break,
-        }
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
+    {
         let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
         let mode = if size > WAL_TRUNCATE_BYTES {
             "TRUNCATE"

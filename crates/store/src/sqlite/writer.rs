@@ -318,6 +318,7 @@ fn apply(
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the parts of the three run-writing operations
 fn apply_runs(
     conn: &Connection,
     event: &EventRecord,
