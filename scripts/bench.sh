@@ -48,8 +48,7 @@ json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"
 start_hub() {
   local db="$1" port="$2"
   KEY="$("$BIN" --database "$db" keys create --name bench --scopes ingest,read 2>/dev/null | tail -n 1)"
-  CISTERN_DATABASE_URL="$db" CISTERN_LISTEN="127.0.0.1:$port" CISTERN_LOG=warn \
-    CISTERN_MASTER_KEY_FILE="$WORK/master-$port.key" "$BIN" serve >"$WORK/serve-$port.log" 2>&1 &
+  CISTERN_DATABASE_URL="$db" CISTERN_LISTEN="127.0.0.1:$port" CISTERN_LOG=warn "$BIN" serve >"$WORK/serve-$port.log" 2>&1 &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
   wait_port "127.0.0.1:$port" || { cat "$WORK/serve-$port.log" >&2; exit 1; }

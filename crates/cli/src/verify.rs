@@ -145,6 +145,7 @@ pub async fn verify(store: &dyn Store, args: &VerifyArgs) -> Result<Findings> {
                 &tenant.id,
                 &EventFilter {
                     status: Some(EventStatus::Accepted),
+                    ..Default::default()
                 },
                 &page(cursor),
             )
