@@ -118,5 +118,9 @@ fn inputs_that_once_crashed_a_fuzz_target_are_handled() {
             replayed += 1;
         }
     }
-    assert!(replayed > 0, "no regression inputs found under {}", root.display());
+    assert!(
+        replayed > 0,
+        "no regression inputs found under {}",
+        root.display()
+    );
 }
