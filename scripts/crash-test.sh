@@ -11,7 +11,7 @@
 #
 # Usage: scripts/crash-test.sh [--quick] [--release|--debug] [--kills N] [--only SCENARIO]...
 #                              [--report FILE]
-#   --quick    the CI size: 5 kills a scenario, 0.5-2 s apart, 16 senders (about 90 s in all)
+#   --quick    the CI size: 5 kills a scenario, 0.3-1.5 s apart, 16 senders (about a minute)
 #   --report   also write the results as a Markdown table to FILE
 # PostgreSQL scenarios use CISTERN_TEST_PG (default postgres://postgres@127.0.0.1:5432/postgres)
 # and are skipped with a note when no server answers there (under CI=true they are required).
@@ -37,9 +37,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ "$QUICK" = 1 ]; then
-  KILLS=${KILLS:-5}; LIFE_MIN=0.5; LIFE_MAX=2; CONCURRENCY=16
+  KILLS=${KILLS:-5}; LIFE_MIN=0.3; LIFE_MAX=1.5; CONCURRENCY=16; SIGTERM_LOAD=5
 else
-  KILLS=${KILLS:-10}; LIFE_MIN=2; LIFE_MAX=6; CONCURRENCY=32
+  KILLS=${KILLS:-10}; LIFE_MIN=2; LIFE_MAX=6; CONCURRENCY=32; SIGTERM_LOAD=8
 fi
 [ "$KILLS" -ge 5 ] || { echo "--kills must be at least 5" >&2; exit 2; }
 PG_BASE="${CISTERN_TEST_PG:-postgres://postgres@127.0.0.1:5432/postgres}"
@@ -201,11 +201,11 @@ sigterm_scenario() {
   local port; port=$(free_port)
   start_node "$name" "$db" "$port"
   "$BIN" bench ingest --url "http://127.0.0.1:$port" --key "$KEY" --concurrency "$CONCURRENCY" \
-    --duration 8s --keep-going --quiet --json --run-prefix "$name" --ack-log "$WORK/$name.acks" \
+    --duration "${SIGTERM_LOAD}s" --keep-going --quiet --json --run-prefix "$name" --ack-log "$WORK/$name.acks" \
     >"$WORK/$name.bench.json" 2>>"$WORK/$name.bench.log" &
   local bench=$!
   PIDS+=("$bench")
-  sleep 3
+  sleep 2
   local t0 t1 status
   t0=$(date +%s%N)
   stop_node "$name" TERM

@@ -8,7 +8,12 @@ use libfuzzer_sys::fuzz_target;
 
 fn mode(n: u8) -> Headers {
     let h = |pairs: &[(&str, &str)]| {
-        Headers(pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect())
+        Headers(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        )
     };
     match n % 4 {
         0 => Headers::default(),
@@ -25,6 +30,12 @@ fn mode(n: u8) -> Headers {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((first, body)) = data.split_first() else { return };
-    common::check(&cistern_dialects::cdevents::parse(&mode(*first), body, &common::opts()));
+    let Some((first, body)) = data.split_first() else {
+        return;
+    };
+    common::check(&cistern_dialects::cdevents::parse(
+        &mode(*first),
+        body,
+        &common::opts(),
+    ));
 });

@@ -24,11 +24,20 @@ pub fn check(out: &Result<Vec<Inbound>, Rejection>) {
                     assert!(!r.pipeline.full_name.is_empty(), "empty pipeline");
                     assert!(!r.run_key.is_empty(), "empty run key");
                     assert!(r.duration_ms.is_none_or(|d| d >= 0), "negative duration");
-                    assert!(r.log.as_ref().is_none_or(|l| l.text.len() <= 4096), "log over the cap");
+                    assert!(
+                        r.log.as_ref().is_none_or(|l| l.text.len() <= 4096),
+                        "log over the cap"
+                    );
                     for s in &r.stages {
-                        assert!(s.duration_ms.is_none_or(|d| d >= 0), "negative stage duration");
+                        assert!(
+                            s.duration_ms.is_none_or(|d| d >= 0),
+                            "negative stage duration"
+                        );
                         for st in &s.steps {
-                            assert!(st.duration_ms.is_none_or(|d| d >= 0), "negative step duration");
+                            assert!(
+                                st.duration_ms.is_none_or(|d| d >= 0),
+                                "negative step duration"
+                            );
                         }
                     }
                 }

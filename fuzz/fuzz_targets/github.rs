@@ -9,7 +9,13 @@ use libfuzzer_sys::fuzz_target;
 const EVENTS: &[&str] = &["workflow_run", "workflow_job", "ping", "push", ""];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((event, body)) = common::choose(data, EVENTS) else { return };
+    let Some((event, body)) = common::choose(data, EVENTS) else {
+        return;
+    };
     let headers = Headers(vec![("X-GitHub-Event".into(), (*event).into())]);
-    common::check(&cistern_dialects::github::parse(&headers, body, &common::opts()));
+    common::check(&cistern_dialects::github::parse(
+        &headers,
+        body,
+        &common::opts(),
+    ));
 });

@@ -6,5 +6,9 @@ use cistern_dialects::Headers;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    common::check(&cistern_dialects::jobserv::parse(&Headers::default(), data, &common::opts()));
+    common::check(&cistern_dialects::jobserv::parse(
+        &Headers::default(),
+        data,
+        &common::opts(),
+    ));
 });

@@ -12,7 +12,9 @@ const TYPES: &[&str] = &[
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((ctype, body)) = common::choose(data, TYPES) else { return };
+    let Some((ctype, body)) = common::choose(data, TYPES) else {
+        return;
+    };
     if let Err(e) = cistern_dialects::multipart::split(ctype, bytes::Bytes::copy_from_slice(body)) {
         assert!(!e.message.is_empty());
     }
