@@ -232,14 +232,6 @@ impl KeyCache {
         }
         map.insert(hash, (Instant::now(), key.clone(), tenant.clone()));
     }
-
-    /// Forgets every key (after a change made through this process).
-    pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-    }
 }
 
 /// Extractor for read routes: a caller with the `read` scope.
