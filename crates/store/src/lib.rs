@@ -28,6 +28,9 @@ pub trait Store: Send + Sync + 'static {
     /// Which backend this is (`sqlite` or `postgres`).
     fn backend(&self) -> &'static str;
 
+    /// The concrete store, for tools and tests that need a backend's own methods.
+    fn as_any(&self) -> &dyn std::any::Any;
+
     /// Applies one write (an inbound event with its runs, a rejection, a registration) through the
     /// group-commit writer; returns after the transaction holding it has committed.
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError>;

@@ -323,6 +323,11 @@ impl prometheus_client::collector::Collector for StoreCollector {
                 "Idle connections of the database pool",
                 s.pool_idle,
             ),
+            (
+                "store_pool_in_use_connections",
+                "Connections of the database pool lent to a query now",
+                s.pool_size.saturating_sub(s.pool_idle),
+            ),
         ] {
             let g = gauge(value);
             let m = encoder.encode_descriptor(name, help, None, g.metric_type())?;

@@ -237,6 +237,10 @@ impl Store for PgStore {
         "postgres"
     }
 
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer

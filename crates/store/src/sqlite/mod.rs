@@ -78,8 +78,46 @@ pub struct SqliteStore {
 
 struct ReadPool {
     conns: Mutex<Vec<Connection>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     size: usize,
+}
+
+impl ReadPool {
+    fn put_back(&self, conn: Connection) {
+        // A panic while the lock was held cannot leave the vector half-updated (push and pop
+        // only), so a poisoned lock is taken as it is rather than losing the connection.
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(conn);
+    }
+
+    fn idle(&self) -> usize {
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// A read connection borrowed from the pool, with the permit that counts it. Dropping it, from
+/// wherever it is (the blocking task that ran the query, or a task dropped before it ran),
+/// puts the connection back before the permit is released, so a request whose client went
+/// away never costs the pool a connection.
+struct Lease {
+    conn: Option<Connection>,
+    pool: Arc<ReadPool>,
+    // Dropped after `Drop::drop` has returned the connection: a waiter woken by the permit
+    // always finds one.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.put_back(conn);
+        }
+    }
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -191,7 +229,7 @@ impl SqliteStore {
             conns.push(c);
         }
         let reads = Arc::new(ReadPool {
-            permits: Semaphore::new(conns.len()),
+            permits: Arc::new(Semaphore::new(conns.len())),
             size: conns.len(),
             conns: Mutex::new(conns),
         });
@@ -233,34 +271,41 @@ impl SqliteStore {
             .map_err(|_| StoreError::Backend("the writer dropped the request".into()))?
     }
 
-    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` on a pooled read connection, on the blocking pool. Cancellation-safe: the
+    /// connection returns to the pool when `f` ends, even when this future was dropped first.
+    pub async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self
+        let permit = self
             .reads
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         let conn = self
             .reads
             .conns
             .lock()
-            .map_err(|_| StoreError::Backend("read pool poisoned".into()))?
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop()
             .ok_or_else(|| StoreError::Backend("read pool empty".into()))?;
-        let (conn, out) = tokio::task::spawn_blocking(move || {
-            let out = f(&conn);
-            (conn, out)
+        let lease = Lease {
+            conn: Some(conn),
+            pool: self.reads.clone(),
+            _permit: permit,
+        };
+        // The lease moves into the blocking task and is dropped there, after the query: if this
+        // future is dropped while awaiting (the client hung up), the connection still returns.
+        tokio::task::spawn_blocking(move || {
+            let lease = lease;
+            let conn = lease.conn.as_ref().expect("a lease holds its connection");
+            f(conn)
         })
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
-        if let Ok(mut conns) = self.reads.conns.lock() {
-            conns.push(conn);
-        }
-        out
+        .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 }
 
@@ -292,6 +337,10 @@ const KEY_COLS: &str = "id, tenant_id, name, prefix, scopes, created_at, revoked
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
@@ -802,7 +851,7 @@ impl Store for SqliteStore {
             queue_capacity: capacity,
             writer: self.writer_stats.snapshot(),
             pool_size: self.reads.size as u64,
-            pool_idle: self.reads.permits.available_permits() as u64,
+            pool_idle: self.reads.idle() as u64,
         }
     }
 
