@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_deliver;
+mod healthcheck;
 mod verify;
 
 use std::path::PathBuf;
@@ -99,6 +100,16 @@ enum Command {
     /// Developer tools: fixture data.
     #[command(subcommand)]
     Dev(DevCmd),
+    /// Probe a running hub's /healthz (exit 0 when it answers 2xx): the health check of the
+    /// container image, which has no shell or curl.
+    Healthcheck {
+        /// The URL to probe [default: /healthz on the `listen` setting, loopback for 0.0.0.0].
+        #[arg(long)]
+        url: Option<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +164,10 @@ enum KeysCmd {
         /// Comma-separated scopes: ingest, read, admin, trigger.
         #[arg(long, default_value = "ingest")]
         scopes: String,
+        /// Create the key only when the tenant has no active key (prints nothing otherwise): a
+        /// first key made by a one-shot job that may run again (docker compose, Helm hooks).
+        #[arg(long)]
+        if_none: bool,
         #[command(flatten)]
         tenant: TenantArg,
     },
@@ -524,6 +539,10 @@ fn valid_slug(slug: &str) -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     let mut config = config(&cli)?;
     match cli.command {
+        Command::Healthcheck { url, timeout } => {
+            let url = url.unwrap_or_else(|| healthcheck::default_url(&config.listen));
+            healthcheck::probe(&url, std::time::Duration::from_secs(timeout)).await?;
+        }
         Command::Serve { listen } => {
             if let Some(l) = listen {
                 config.listen = l;
@@ -745,9 +764,25 @@ async fn keys(store: &dyn Store, cmd: KeysCmd) -> Result<()> {
         KeysCmd::Create {
             name,
             scopes,
+            if_none,
             tenant: t,
         } => {
             let tenant = tenant(store, &t.tenant).await?;
+            if if_none {
+                let active = store
+                    .list_api_keys(&tenant.id)
+                    .await?
+                    .into_iter()
+                    .filter(|k| k.revoked_at.is_none())
+                    .count();
+                if active > 0 {
+                    eprintln!(
+                        "tenant {} has {active} active key(s): no key created (--if-none)",
+                        tenant.slug
+                    );
+                    return Ok(());
+                }
+            }
             let mut parsed = Vec::new();
             for s in scopes.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 match Scope::parse(s) {

@@ -192,7 +192,7 @@ pub fn parse_retention(text: &str) -> Result<Option<std::time::Duration>, String
 }
 
 /// The settings that `CISTERN_<NAME>` environment variables set.
-const ENV_KEYS: &[&str] = &[
+pub const ENV_KEYS: &[&str] = &[
     "listen",
     "database_url",
     "max_body_bytes",
