@@ -3,6 +3,7 @@
 mod bench;
 mod bench_deliver;
 mod healthcheck;
+mod migrate_data;
 mod verify;
 
 use std::path::PathBuf;
@@ -42,6 +43,10 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Copy everything from a SQLite database into a new PostgreSQL database, in batches with a
+    /// progress bar, resumable after a kill (--resume); at the end every table's row count and
+    /// checksum are compared.
+    MigrateData(migrate_data::MigrateDataArgs),
     /// Copy the SQLite database to a new file while the hub runs (SQLite's online backup: one
     /// consistent snapshot, checked). For PostgreSQL use pg_dump or pg_basebackup.
     Backup {
@@ -539,6 +544,10 @@ fn valid_slug(slug: &str) -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     let mut config = config(&cli)?;
     match cli.command {
+        Command::MigrateData(args) => {
+            init_logging(&config.log_format, "warn");
+            migrate_data::run(args).await?;
+        }
         Command::Healthcheck { url, timeout } => {
             let url = url.unwrap_or_else(|| healthcheck::default_url(&config.listen));
             healthcheck::probe(&url, std::time::Duration::from_secs(timeout)).await?;

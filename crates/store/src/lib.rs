@@ -3,6 +3,7 @@
 //! through a group-commit writer: many requests, one transaction, and each request is answered
 //! only after the commit that holds it.
 
+pub mod copy;
 pub mod cursor;
 pub mod integrity;
 pub mod keys;
