@@ -1192,3 +1192,45 @@ async fn redeliver_needs_the_form_token_and_the_admin_scope_and_requeues() {
         );
     }
 }
+
+#[tokio::test]
+async fn next_with_whitespace_or_control_characters_goes_home() {
+    let app = TestApp::spawn(&Backend::Sqlite).await;
+    let mut web = Web::new(&app);
+    assert_eq!(web.sign_in(&app.key).await.status, 303);
+    // Browsers drop a tab or newline from `Location`: `/\t/evil.example` would be `//evil.example`.
+    for next in [
+        "/%09/evil.example",
+        "/%0a",
+        "/%0d%0a/evil.example",
+        "/%20/evil.example",
+        "/%7f",
+        "/%5c/evil.example",
+        "//evil.example",
+        "/%2f/evil.example",
+        "https://evil.example",
+    ] {
+        let r = web.get(&format!("/login?next={next}")).await;
+        assert_eq!(r.status, 303, "next={next}: {}", r.body);
+        assert_eq!(r.location.as_deref(), Some("/"), "next={next}");
+    }
+    // The sign-in form carries the same rule.
+    let mut stranger = Web::new(&app);
+    let page = stranger.get("/login").await;
+    let csrf = hidden(&page.body, "csrf");
+    let r = stranger
+        .post(
+            "/login",
+            &[
+                ("key", &app.key),
+                ("csrf", &csrf),
+                ("next", "/\t/evil.example"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.location.as_deref(), Some("/"));
+    // A plain local path still works.
+    let r = web.get("/login?next=/runs%3Fpage%3D2").await;
+    assert_eq!(r.location.as_deref(), Some("/runs?page=2"));
+}

@@ -368,3 +368,78 @@ async fn cdevents_by_api_key_with_incidents_in_the_metrics() {
         "the deployment before the incident is blamed: {d}"
     );
 }
+
+/// Bytes the database holds: the SQLite file and its WAL, or the PostgreSQL events table with its
+/// TOAST and indexes.
+async fn stored_bytes(app: &TestApp) -> u64 {
+    match &app.backend {
+        Backend::Sqlite => {
+            let db = app.database_url.trim_start_matches("sqlite://");
+            [db.to_owned(), format!("{db}-wal")]
+                .iter()
+                .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+                .sum()
+        }
+        Backend::Postgres(_) => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&app.database_url)
+                .await
+                .unwrap();
+            let (n,): (i64,) = sqlx::query_as("SELECT pg_total_relation_size('events')")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            n as u64
+        }
+    }
+}
+
+/// Whoever knows a hook URL can post to it: a refused, unsigned body is not kept, only a small
+/// record of it (issue 16: 20 unsigned 1 MiB posts grew the database by 43 MB).
+#[tokio::test]
+async fn unsigned_floods_store_a_small_record_not_the_body() {
+    use rand::RngCore;
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let hook = source(&app, "github", "gh-flood", "s3cret").await;
+        // Settle the first writes (tenant, key, secret, source) before measuring.
+        let (status, _) = send(&app, &hook, &[], b"{}").await;
+        assert_eq!(status, 401);
+        let before = stored_bytes(&app).await;
+        let mut body = vec![0u8; 1 << 20];
+        for i in 0..20 {
+            rand::rng().fill_bytes(&mut body); // incompressible
+            let sig = if i % 2 == 0 {
+                vec![]
+            } else {
+                vec![(
+                    "X-Hub-Signature-256",
+                    format!("sha256={}", hmac_hex(b"guess", &body)),
+                )]
+            };
+            let (status, r) = send(&app, &hook, &sig, &body).await;
+            assert_eq!(status, 401, "{r}");
+        }
+        let grown = stored_bytes(&app).await.saturating_sub(before);
+        assert!(
+            grown < 512 * 1024,
+            "{b:?}: 20 unsigned 1 MiB posts grew the database by {grown} bytes"
+        );
+        eprintln!("{b:?}: 20 unsigned 1 MiB posts grew the database by {grown} bytes");
+        // Each refusal is still on record: when, which source, why, how big, its beginning.
+        let (_, ev) = app.get("/api/v1/events?status=rejected&limit=100").await;
+        let events = ev["events"].as_array().unwrap();
+        assert_eq!(events.len(), 21, "{ev}");
+        let id = events[0]["id"].as_str().unwrap();
+        let (status, one) = app.get(&format!("/api/v1/events/{id}")).await;
+        assert_eq!(status, 200);
+        assert!(one["body_size"].as_i64().unwrap() <= 1024, "{one}");
+        let errors = one["errors"].to_string();
+        assert!(
+            errors.contains("1048576 bytes from an unverified sender"),
+            "{one}"
+        );
+        assert!(errors.contains("X-Hub-Signature-256"), "{one}");
+        assert_eq!(one["dialect"], "github", "{one}");
+    }
+}

@@ -270,3 +270,60 @@ async fn ci_health_and_csv_runs() {
             .starts_with("id,pipeline,project,result"));
     }
 }
+
+/// Names come from senders: a CSV export must not hand a spreadsheet a live formula.
+#[tokio::test]
+async fn csv_exports_never_start_a_cell_with_a_formula() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let names = [
+            "=HYPERLINK(\"http://evil.example\",\"x\")",
+            "+1+cmd",
+            "-2+3",
+            "@SUM(A1)",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let mut r = run(
+                name,
+                &format!("x{i}"),
+                "2024-01-03T08:00:00Z",
+                5,
+                "SUCCESS",
+                false,
+                &["c9"],
+            );
+            r["project_name"] = json!("=1+1");
+            r["branch_name"] = json!("@main");
+            let (status, body) = app.post(SEI, &r).await;
+            assert!(status < 300, "{name}: {status} {body}");
+        }
+        let resp = app
+            .client
+            .get(app.url("/api/v1/runs?format=csv&limit=500"))
+            .header("Authorization", format!("Bearer {}", app.key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        let mut rows = csv::Reader::from_reader(text.as_bytes());
+        let header = rows.headers().unwrap().clone();
+        let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+        let mut pipelines = Vec::new();
+        for row in rows.records() {
+            let row = row.unwrap();
+            for cell in row.iter() {
+                let formula = cell.starts_with(['=', '+', '@', '\t', '\r'])
+                    || (cell.starts_with('-') && cell.parse::<f64>().is_err());
+                assert!(!formula, "a live formula in {row:?}");
+            }
+            assert_eq!(&row[col("project")], "'=1+1");
+            assert_eq!(&row[col("branch")], "'@main");
+            pipelines.push(row[col("pipeline")].to_owned());
+        }
+        pipelines.sort();
+        let mut want: Vec<String> = names.iter().map(|n| format!("'{n}")).collect();
+        want.sort();
+        assert_eq!(pipelines, want, "{text}");
+    }
+}

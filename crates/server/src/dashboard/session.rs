@@ -181,10 +181,20 @@ fn clear_cookie(name: &str, parts: &Parts) -> HeaderValue {
     set_cookie(name, "", Some(0), &parts.headers)
 }
 
-/// A local path to return to after sign-in or a form (never another site).
+/// A local path to return to after sign-in or a form (never another site): a path starting with
+/// one `/`, made of visible ASCII only. Browsers drop tabs and newlines from a `Location`
+/// (`/\t/evil.example` becomes `//evil.example`, another site) and treat `\\` as `/`, and a
+/// control character cannot be sent in a header at all; anything else goes to `/`.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -408,6 +418,20 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(None), "/");
+        for bad in [
+            "/\t/evil.example",
+            "/\n",
+            "/\r\n/evil.example",
+            "/ /evil.example",
+            "/\u{0}",
+            "/\u{7f}",
+            "/\u{a0}/evil.example",
+            "/runs\u{2028}",
+            "",
+            "evil.example",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
     }
 
     #[test]

@@ -315,8 +315,9 @@ async fn handle(
     let dedupe = match verify(&state, &source, &headers, &bytes).await {
         Ok(d) => d,
         Err(e) => {
+            // Whoever knows the URL can send this: keep a small record, not the body.
             let mut e = inbound
-                .refuse(&state, Some(&tenant), None, &bytes, request_type, e)
+                .refuse_unverified(&state, &tenant, &bytes, request_type, e)
                 .await;
             if e.status == StatusCode::UNAUTHORIZED {
                 e.title = "The request is not signed by this source's secret".into();

@@ -14,6 +14,9 @@ use crate::auth::AuthFailure;
 use crate::error::ApiError;
 use crate::AppState;
 
+/// Most bytes of an unverified sender's body kept in the events log.
+pub const UNVERIFIED_BODY_PREFIX: usize = 1024;
+
 /// Bodies larger than this are parsed on the blocking pool.
 const INLINE_PARSE_BYTES: usize = 64 * 1024;
 
@@ -83,6 +86,56 @@ impl Inbound {
         request_type: Option<String>,
         error: ApiError,
     ) -> ApiError {
+        self.record_refusal(state, tenant, key_id, body, request_type, error, Vec::new())
+            .await
+    }
+
+    /// Answers the refusal of a request whose sender is not verified (a signed source's hook
+    /// with a bad or missing signature): anyone who knows the URL can send one, so the tenant's
+    /// events log keeps a small record of it — time, source, reason, the body's size and its
+    /// first [`UNVERIFIED_BODY_PREFIX`] bytes — never the body itself.
+    pub async fn refuse_unverified(
+        &self,
+        state: &AppState,
+        tenant: &Tenant,
+        body: &Bytes,
+        request_type: Option<String>,
+        error: ApiError,
+    ) -> ApiError {
+        let kept = body.slice(..body.len().min(UNVERIFIED_BODY_PREFIX));
+        let note = (body.len() > kept.len()).then(|| {
+            cistern_core::FieldError::new(
+                "body",
+                format!(
+                    "{} bytes from an unverified sender; only the first {} are kept",
+                    body.len(),
+                    kept.len()
+                ),
+            )
+        });
+        self.record_refusal(
+            state,
+            Some(tenant),
+            None,
+            &kept,
+            request_type,
+            error,
+            note.into_iter().collect(),
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record_refusal(
+        &self,
+        state: &AppState,
+        tenant: Option<&Tenant>,
+        key_id: Option<String>,
+        body: &Bytes,
+        request_type: Option<String>,
+        error: ApiError,
+        notes: Vec<cistern_core::FieldError>,
+    ) -> ApiError {
         let Some(tenant) = tenant else {
             tracing::info!(endpoint = self.endpoint, status = error.status.as_u16(), reason = %error.detail, "refused an unauthenticated request");
             return error;
@@ -100,6 +153,7 @@ impl Inbound {
         } else {
             error.errors.clone()
         };
+        ev.errors.extend(notes);
         match state.store.write(WriteOp::Reject { event: ev }).await {
             Ok(out) => error.with_event(Some(out.event_id)),
             Err(e) => {

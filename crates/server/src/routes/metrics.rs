@@ -143,12 +143,12 @@ pub fn buckets(
     out
 }
 
-/// A CSV reply.
+/// A CSV reply. Every cell goes through [`spreadsheet_safe`]: the names in it come from senders.
 pub fn csv_reply(header_row: &[&str], rows: Vec<Vec<String>>) -> Response {
     let mut w = csv::Writer::from_writer(Vec::new());
     let _ = w.write_record(header_row);
     for r in rows {
-        let _ = w.write_record(&r);
+        let _ = w.write_record(r.iter().map(|c| spreadsheet_safe(c).into_owned()));
     }
     let body = w.into_inner().unwrap_or_default();
     let mut resp = (StatusCode::OK, body).into_response();
@@ -157,6 +157,26 @@ pub fn csv_reply(header_row: &[&str], rows: Vec<Vec<String>>) -> Response {
         HeaderValue::from_static("text/csv; charset=utf-8"),
     );
     resp
+}
+
+/// A cell a spreadsheet will not run as a formula: one starting with `=`, `+`, `-`, `@`, a tab or
+/// a carriage return gets a leading `'` (OWASP's advice against CSV injection), so a pipeline
+/// named `=HYPERLINK(...)` is shown as text. Numbers (`-1.5`, `+3`) are left as they are: a
+/// spreadsheet reads them as numbers, never as formulas.
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    let risky = cell
+        .bytes()
+        .next()
+        .is_some_and(|b| matches!(b, b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'));
+    let number = cell.parse::<f64>().is_ok_and(f64::is_finite)
+        && cell
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'));
+    if risky && !number {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
 }
 
 fn num(v: Option<f64>) -> String {
@@ -370,4 +390,34 @@ pub(crate) async fn ci(
         }
     }
     Ok(Json(v).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spreadsheet_safe;
+
+    #[test]
+    fn formulas_become_text_and_numbers_stay_numbers() {
+        for (cell, want) in [
+            (
+                "=HYPERLINK(\"http://evil.example\",\"x\")",
+                "'=HYPERLINK(\"http://evil.example\",\"x\")",
+            ),
+            ("+1+cmd|' /C calc'!A0", "'+1+cmd|' /C calc'!A0"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1:A9)", "'@SUM(A1:A9)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("-inf", "'-inf"),
+            ("-NaN", "'-NaN"),
+            ("-1.5", "-1.5"),
+            ("+3", "+3"),
+            ("-2e3", "-2e3"),
+            ("deploy", "deploy"),
+            ("a=b", "a=b"),
+            ("", ""),
+        ] {
+            assert_eq!(spreadsheet_safe(cell), want, "{cell:?}");
+        }
+    }
 }
