@@ -210,7 +210,7 @@ pub async fn deliver(args: DeliverArgs) -> Result<()> {
                 format: Some("native".into()),
                 ..Default::default()
             },
-            true,
+            &settings.targets,
             None,
         )
         .await

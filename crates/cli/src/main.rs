@@ -845,6 +845,12 @@ async fn keys(store: &dyn Store, cmd: KeysCmd) -> Result<()> {
     Ok(())
 }
 
+/// Where the configuration lets targets point (the hub's own rules, so the CLI refuses what the
+/// API would).
+fn targets(config: &Config) -> Result<cistern_server::delivery::target::TargetPolicy> {
+    cistern_server::delivery::target::TargetPolicy::from_config(config).map_err(anyhow::Error::msg)
+}
+
 fn api(e: cistern_server::error::ApiError) -> anyhow::Error {
     let fields: Vec<String> = e.errors.iter().map(|f| f.to_string()).collect();
     if fields.is_empty() {
@@ -1084,10 +1090,9 @@ async fn subscriptions(store: &dyn Store, config: &Config, cmd: SubscriptionsCmd
                 branch,
                 project,
             };
-            let sub =
-                build_subscription(store, &tenant.id, input, config.allow_private_targets, None)
-                    .await
-                    .map_err(api)?;
+            let sub = build_subscription(store, &tenant.id, input, &targets(config)?, None)
+                .await
+                .map_err(api)?;
             store.create_subscription(&sub).await?;
             println!("{}", sub.id);
         }
@@ -1227,7 +1232,7 @@ async fn triggers(store: &dyn Store, config: &Config, cmd: TriggersCmd) -> Resul
                 allow_token,
                 enabled: !disabled,
             };
-            let t = build_trigger(store, &tenant.id, input, config.allow_private_targets, None)
+            let t = build_trigger(store, &tenant.id, input, &targets(config)?, None)
                 .await
                 .map_err(api)?;
             store.create_trigger(&t).await?;

@@ -42,6 +42,16 @@ pub struct Config {
     /// (`CISTERN_ALLOW_PRIVATE_TARGETS`). Off by default: a subscription URL must not become a
     /// way into the hub's own network.
     pub allow_private_targets: bool,
+    /// A proxy for outbound requests (deliveries, trigger targets), e.g. `http://proxy:3128`
+    /// (`CISTERN_OUTBOUND_PROXY`). Unset by default, and then the `HTTP_PROXY`/`HTTPS_PROXY`/
+    /// `ALL_PROXY` environment variables are ignored: a proxy resolves names itself, out of
+    /// reach of the address check.
+    pub outbound_proxy: Option<String>,
+    /// The hosts outbound requests may reach through `outbound_proxy`: names or globs
+    /// (`*.example.com`), a list or comma-separated (`CISTERN_OUTBOUND_PROXY_ALLOW`). Required
+    /// with a proxy; any other host is refused.
+    #[serde(deserialize_with = "text_list")]
+    pub outbound_proxy_allow: Vec<String>,
     /// How long a verified API key (and its tenant) is remembered, so the ingest path does not
     /// read the database on every request (`CISTERN_AUTH_CACHE_TTL`). Off (`0s`) by default: a key
     /// revoked with the CLI then stops working at once; with a cache, within this long.
@@ -105,6 +115,25 @@ pub struct Config {
     /// yet sent by then is not sent (`CISTERN_TRIGGER_EXPIRE_AFTER`).
     #[serde(deserialize_with = "duration_text::one")]
     pub trigger_expire_after: String,
+}
+
+/// A list setting: a list, or text with comma-separated items (as environment variables give).
+fn text_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Many(Vec<String>),
+        One(String),
+    }
+    Ok(match List::deserialize(d)? {
+        List::Many(v) => v,
+        List::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// Duration settings are text (`15s`, `500ms`, `5m`, `2h`, `5d`); a bare number is seconds.
@@ -206,6 +235,8 @@ pub const ENV_KEYS: &[&str] = &[
     "secret_grace_hours",
     "public_url",
     "allow_private_targets",
+    "outbound_proxy",
+    "outbound_proxy_allow",
     "auth_cache_ttl",
     "delivery_worker",
     "delivery_timeout",
@@ -242,6 +273,8 @@ impl Default for Config {
             secret_grace_hours: 24,
             public_url: None,
             allow_private_targets: false,
+            outbound_proxy: None,
+            outbound_proxy_allow: Vec::new(),
             auth_cache_ttl: "0s".into(),
             delivery_worker: true,
             delivery_timeout: "15s".into(),

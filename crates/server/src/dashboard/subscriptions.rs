@@ -24,6 +24,7 @@ use super::filters::Window;
 use super::layout::{self, Nav};
 use super::session::{safe_next, Session};
 use super::{format, respond, PageError};
+use crate::delivery::redact::{origin_only, strip_urls};
 use crate::routes::subscriptions::redeliver_now;
 use crate::AppState;
 
@@ -90,18 +91,7 @@ pub fn shown_url(url: &str, admin: bool) -> String {
     if admin {
         return url.to_owned();
     }
-    match url::Url::parse(url) {
-        Ok(u) => {
-            let origin = u.origin().ascii_serialization();
-            let more = u.path() != "/" || u.query().is_some() || u.fragment().is_some();
-            if more {
-                format!("{origin}/…")
-            } else {
-                origin
-            }
-        }
-        Err(_) => "(not a URL)".into(),
-    }
+    origin_only(url)
 }
 
 /// A delivery's status badge: colour and word.
@@ -221,8 +211,8 @@ fn delivery_rows(
                 td {
                     @match (d.last_status_code, &d.last_error) {
                         (Some(code), _) if (200..300).contains(&code) => span class="code ok" { (code) },
-                        (Some(code), err) => span class="code bad" title=[err.as_deref()] { (code) },
-                        (None, Some(err)) => span class="error-text" { (format::cut(err, 80)) },
+                        (Some(code), err) => span class="code bad" title=[err.as_deref().map(strip_urls)] { (code) },
+                        (None, Some(err)) => span class="error-text" { (format::cut(&strip_urls(err), 80)) },
                         (None, None) => span class="muted" { "–" },
                     }
                     @if let Some(t) = d.last_attempt_at { br; span class="muted" { (when(Some(t), now)) } }
@@ -535,7 +525,7 @@ async fn build_delivery(
                                     None => span class="muted" { "no answer" },
                                 }
                             }
-                            td { @match &a.error { Some(e) => span class="error-text" { (e) }, None => span class="muted" { "–" } } }
+                            td { @match &a.error { Some(e) => span class="error-text" { (strip_urls(e)) }, None => span class="muted" { "–" } } }
                             td { @match &a.response_body { Some(b) if !b.is_empty() => code { (format::cut(b, 200)) }, _ => span class="muted" { "–" } } }
                             td class="mono" { (a.node.as_deref().unwrap_or("–")) }
                         }

@@ -1,6 +1,8 @@
 //! `GET /admin/triggers`: the tenant's triggers and their latest events, each with what became
 //! of it (sent, waiting, refused) and the status of the pipeline run it started. Token URLs are
-//! not shown here: they fire triggers, and the dashboard only needs the `read` scope.
+//! not shown here: they fire triggers, and the dashboard only needs the `read` scope; for the same
+//! reason a target URL is shown whole to admin keys only, else reduced to its origin (Jenkins'
+//! build tokens and the like travel in it).
 
 use std::collections::HashMap;
 
@@ -11,6 +13,7 @@ use time::OffsetDateTime;
 
 use super::layout::{self, Nav};
 use super::session::Session;
+use super::subscriptions::shown_url;
 use super::{format, respond, PageError};
 use crate::triggers::details;
 use crate::AppState;
@@ -78,7 +81,7 @@ async fn build(state: &AppState, session: &Session) -> Result<Response, PageErro
                             td { strong { (t.key.trigger) } br; span class="mono muted" { (t.id) } }
                             td { (t.key.org) " / " (t.key.project) " / " strong { (t.key.pipeline) } }
                             td {
-                                span class="mono" { (t.target.method) " " (t.target.url) }
+                                span class="mono" { (t.target.method) " " (shown_url(&t.target.url, session.is_admin())) }
                                 @if let Some(p) = &t.preset { br; span class="muted" { "preset " (p) } }
                             }
                             td {

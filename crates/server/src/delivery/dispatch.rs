@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cistern_store::{ClaimedDispatch, DeliveryAttempt, DispatchRecord, NextStep};
 use time::OffsetDateTime;
 
-use super::{error_chain, format, schedule, target, Ctx, RESPONSE_CAP};
+use super::{error_chain, format, redact, schedule, Ctx, RESPONSE_CAP};
 use crate::triggers::template;
 
 /// The header that carries the correlation id to the target.
@@ -63,7 +63,7 @@ async fn prepare(ctx: &Ctx, d: &ClaimedDispatch) -> Result<Prepared, String> {
     };
     let method = reqwest::Method::from_bytes(t.method.trim().to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("{:?} is not an HTTP method", t.method))?;
-    let url = target::check_url(&t.url, ctx.settings.allow_private_targets)?;
+    let url = ctx.settings.targets.check_url(&t.url)?;
     let mut headers = reqwest::header::HeaderMap::new();
     let mut content_type = None;
     for h in &t.headers {
@@ -132,6 +132,8 @@ pub(super) async fn attempt(ctx: &Ctx, d: ClaimedDispatch) -> DispatchRecord {
     let prepared = match prepare(ctx, &d).await {
         Ok(p) => p,
         Err(e) => {
+            // The keyless caller of a token URL reads this: no URL beyond its origin.
+            let e = redact::strip_urls(&e);
             rec.attempt.error = Some(e.clone());
             rec.exception = true;
             rec.message = Some(format!("Exception while processing: {e}"));
@@ -185,6 +187,7 @@ pub(super) async fn attempt(ctx: &Ctx, d: ClaimedDispatch) -> DispatchRecord {
             }
         }
         Err(e) => {
+            let e = redact::strip_urls(&e);
             rec.attempt.error = Some(e.clone());
             retry(e, schedule.next_delay(made))
         }
@@ -212,7 +215,7 @@ async fn send(ctx: &Ctx, p: Prepared) -> Result<(u16, String, Option<Duration>),
                     timeout.as_millis()
                 )
             } else {
-                error_chain(&e)
+                error_chain(e)
             }
         })?;
         let status = resp.status().as_u16();

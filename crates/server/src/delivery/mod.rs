@@ -9,6 +9,7 @@
 
 pub mod dispatch;
 pub mod format;
+pub mod redact;
 pub mod schedule;
 pub mod sign;
 pub mod target;
@@ -56,8 +57,8 @@ pub struct DeliverySettings {
     pub per_subscription: usize,
     /// How often to look for due work nobody signalled.
     pub poll_interval: Duration,
-    /// Allow loopback, private and link-local targets.
-    pub allow_private_targets: bool,
+    /// Where requests may go, and through which proxy.
+    pub targets: target::TargetPolicy,
     /// Base URL of the hub, for links in payloads.
     pub public_url: String,
     /// Retry schedule of trigger events.
@@ -95,7 +96,7 @@ impl DeliverySettings {
                 parse_duration(&c.delivery_poll_interval),
             )?
             .max(Duration::from_millis(10)),
-            allow_private_targets: c.allow_private_targets,
+            targets: target::TargetPolicy::from_config(c)?,
             public_url: public_url.trim_end_matches('/').to_owned(),
             trigger_schedule: RetrySchedule::parse(&c.trigger_schedule)
                 .map_err(|e| format!("trigger_schedule: {e}"))?,
@@ -135,7 +136,7 @@ impl Worker {
         settings: DeliverySettings,
         telemetry: Option<Arc<crate::ops::telemetry::Telemetry>>,
     ) -> Result<Self, String> {
-        let client = target::client(settings.timeout, settings.allow_private_targets)?;
+        let client = settings.targets.client(settings.timeout)?;
         let node = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let ctx = Arc::new(Ctx {
             store,
@@ -500,8 +501,11 @@ fn describe_failure(a: &DeliveryAttempt) -> String {
     }
 }
 
-/// The error chain of a failed request, without repeats (reqwest nests its causes).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// The error chain of a failed request, without repeats (reqwest nests its causes) and without
+/// the request's URL (it may carry credentials: see `redact`).
+fn error_chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let e: &(dyn std::error::Error + 'static) = &e;
     let mut parts: Vec<String> = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
@@ -557,7 +561,8 @@ async fn attempt(ctx: &Ctx, d: ClaimedDelivery) -> AttemptRecord {
         OffsetDateTime::now_utc(),
     );
     rec.next = v.next;
-    rec.attempt.error = v.error;
+    // Stored and shown to read-only sessions: no URL beyond its origin.
+    rec.attempt.error = v.error.map(|e| redact::strip_urls(&e));
     rec.disable = v.disable;
     if rec.next == NextStep::GiveUp {
         tracing::warn!(delivery = %d.id, subscription = %sub.id, attempts = made, "delivery failed: retry schedule spent");
@@ -608,7 +613,7 @@ async fn send(ctx: &Ctx, d: &ClaimedDelivery) -> Result<Answer, String> {
         snapshot: &d.message,
     };
     let rendered = format::render(sub.format, &msg, &s.public_url)?;
-    let url = target::check_url(&sub.url, s.allow_private_targets)?;
+    let url = s.targets.check_url(&sub.url)?;
     let timestamp = OffsetDateTime::now_utc().unix_timestamp();
     let mut req = ctx
         .client
@@ -635,7 +640,7 @@ async fn send(ctx: &Ctx, d: &ClaimedDelivery) -> Result<Answer, String> {
                     s.timeout.as_millis()
                 )
             } else {
-                error_chain(&e)
+                error_chain(e)
             }
         })?;
         let status = resp.status().as_u16();

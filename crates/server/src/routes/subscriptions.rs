@@ -71,13 +71,13 @@ pub async fn build_subscription(
     store: &dyn Store,
     tenant_id: &str,
     input: SubscriptionInput,
-    allow_private_targets: bool,
+    targets: &target::TargetPolicy,
     id: Option<String>,
 ) -> Result<Subscription, ApiError> {
     let mut errors = Vec::new();
-    match target::check_url(&input.url, allow_private_targets) {
+    match targets.check_url(&input.url) {
         Ok(url) => {
-            if let Err(e) = target::check_resolves(&url, allow_private_targets).await {
+            if let Err(e) = targets.check_resolves(&url).await {
                 errors.push(FieldError::new("url", e));
             }
         }
@@ -312,7 +312,7 @@ pub(crate) async fn create(
         state.store.as_ref(),
         &caller.tenant.id,
         input,
-        state.delivery.allow_private_targets,
+        &state.delivery.targets,
         None,
     )
     .await?;
@@ -397,7 +397,7 @@ pub(crate) async fn update(
         state.store.as_ref(),
         &caller.tenant.id,
         input,
-        state.delivery.allow_private_targets,
+        &state.delivery.targets,
         Some(current.id.clone()),
     )
     .await?;

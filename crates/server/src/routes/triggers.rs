@@ -715,7 +715,7 @@ pub(crate) async fn create(
         state.store.as_ref(),
         &caller.tenant.id,
         input,
-        state.delivery.allow_private_targets,
+        &state.delivery.targets,
         None,
     )
     .await?;
@@ -799,7 +799,7 @@ pub(crate) async fn update(
         state.store.as_ref(),
         &caller.tenant.id,
         input,
-        state.delivery.allow_private_targets,
+        &state.delivery.targets,
         Some(&current),
     )
     .await?;

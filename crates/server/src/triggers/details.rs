@@ -37,7 +37,14 @@ pub const REQUESTED_MESSAGE: &str = "Pipeline execution was requested successful
 
 /// The processing status of an event: its word, message, and whether an exception occurred.
 pub fn processing_status(e: &TriggerEvent) -> (&'static str, String, bool) {
-    let msg = |fallback: &str| e.message.clone().unwrap_or_else(|| fallback.to_owned());
+    // Callers without a key read this (token URLs): no target URL beyond its origin, even in
+    // messages stored before errors were stripped.
+    let msg = |fallback: &str| {
+        e.message
+            .as_deref()
+            .map(crate::delivery::redact::strip_urls)
+            .unwrap_or_else(|| fallback.to_owned())
+    };
     if e.run.is_some() {
         // The CI reported the run: whatever the worker recorded, the target executed.
         return (

@@ -91,7 +91,7 @@ pub async fn build_trigger(
     store: &dyn Store,
     tenant_id: &str,
     input: TriggerInput,
-    allow_private_targets: bool,
+    targets: &target::TargetPolicy,
     current: Option<&Trigger>,
 ) -> Result<Trigger, ApiError> {
     let mut errors = Vec::new();
@@ -175,9 +175,9 @@ pub async fn build_trigger(
             "is required: where to send the request (or use a preset: jenkins, github, gitlab)",
         ));
     } else if !target.url.is_empty() {
-        match target::check_url(&target.url, allow_private_targets) {
+        match targets.check_url(&target.url) {
             Ok(u) => {
-                if let Err(e) = target::check_resolves(&u, allow_private_targets).await {
+                if let Err(e) = targets.check_resolves(&u).await {
                     errors.push(FieldError::new("url", e));
                 }
             }
