@@ -698,3 +698,46 @@ async fn acknowledged_runs_survive_a_restart() {
         assert_eq!(page.items.len(), 20);
     }
 }
+
+/// Seed 000's data example with its duration in seconds (77 for 77 000 ms, its stage 5 000 ms):
+/// accepted as milliseconds, with a warning in the reply and in the events log.
+#[tokio::test]
+async fn a_duration_that_looks_like_seconds_is_accepted_with_a_warning() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let mut run: Value = serde_json::from_slice(&fixture("sei/data_example.json")).unwrap();
+        run["duration"] = json!(77);
+        let (status, body) = app.post(SEI, &run).await;
+        assert_eq!(status, 201, "{b:?} {body}");
+        let warnings = body["warnings"].as_array().expect("warnings in the reply");
+        assert_eq!(warnings.len(), 1, "{body}");
+        assert_eq!(warnings[0]["field"], "duration");
+        assert!(
+            warnings[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("looks like seconds"),
+            "{body}"
+        );
+        let (_, stored) = app
+            .get(&format!("/api/v1/runs/{}", body["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(stored["duration_ms"], 77, "kept as milliseconds");
+        let (_, ev) = app
+            .get(&format!(
+                "/api/v1/events/{}",
+                body["event_id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(ev["status"], "accepted");
+        assert_eq!(ev["warnings"], json!(warnings), "{ev}");
+        assert_eq!(ev["errors"], json!([]));
+
+        // In milliseconds, as the seed shows it: no warnings.
+        run["duration"] = json!(77_000);
+        run["build_number"] = json!(4_487_150_518i64);
+        let (status, body) = app.post(SEI, &run).await;
+        assert_eq!(status, 201, "{body}");
+        assert!(body.get("warnings").is_none(), "{body}");
+    }
+}
