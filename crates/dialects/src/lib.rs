@@ -14,6 +14,7 @@ pub mod multipart;
 pub mod propelo;
 pub mod sei;
 pub mod times;
+pub mod warnings;
 
 use cistern_core::{FieldError, RunReport};
 use time::OffsetDateTime;

@@ -163,11 +163,18 @@ pub fn run_from_object(
 ) -> Option<RunReport> {
     let source = flavor.source();
     let (pipeline, full_name, qualified_name) = match flavor {
-        Flavor::Sei => (
-            obj.req_str("pipeline", errs),
-            obj.req_str("job_full_name", errs),
-            obj.req_str("qualified_name", errs),
-        ),
+        // Seed 000's own curl example names the job `job_name` and sends neither `pipeline` nor
+        // `qualified_name`: `job_name` stands in for each of them that is absent.
+        Flavor::Sei => {
+            let job_name = obj.opt_str("job_name", errs);
+            let or_job_name = |key: &str, errs: &mut Errors| match &job_name {
+                Some(j) if !obj.has(key) => Some(j.clone()),
+                _ => obj.req_str(key, errs),
+            };
+            let pipeline = or_job_name("pipeline", errs);
+            let qualified = or_job_name("qualified_name", errs);
+            (pipeline, obj.req_str("job_full_name", errs), qualified)
+        }
         Flavor::Propelo => {
             let full_name = req_alias(obj, "job_full_name", &["job_normalized_full_name"], errs);
             let pipeline = obj

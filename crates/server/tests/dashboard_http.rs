@@ -1234,3 +1234,31 @@ async fn next_with_whitespace_or_control_characters_goes_home() {
     let r = web.get("/login?next=/runs%3Fpage%3D2").await;
     assert_eq!(r.location.as_deref(), Some("/runs?page=2"));
 }
+
+/// A run accepted with a warning (a duration that looks like seconds) shows it on its page.
+#[tokio::test]
+async fn a_runs_warnings_are_shown_on_its_page() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let mut run: Value = serde_json::from_slice(&fixture("sei/data_example.json")).unwrap();
+        run["duration"] = serde_json::json!(77);
+        let (status, body) = app.post("/v1/custom-cicd", &run).await;
+        assert_eq!(status, 201, "{body}");
+        let mut web = Web::new(&app);
+        assert_eq!(web.sign_in(&app.key).await.status, 303);
+        let page = web
+            .get(&format!("/runs/{}", body["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("Warnings"), "{b:?}");
+        assert!(page.body.contains("looks like seconds"), "{}", page.body);
+        // The events page names it as a warning too.
+        let events = web.get("/admin/events?status=accepted").await;
+        assert_eq!(events.status, 200);
+        assert!(
+            events.body.contains("warning: <code>duration</code>"),
+            "{}",
+            events.body
+        );
+    }
+}

@@ -881,11 +881,120 @@ async fn a_rotated_secret_signs_with_both_values_during_its_grace() {
             standard_ok(second, "old-value"),
             "receivers not yet rotated still verify"
         );
-        assert!(jobserv_ok(second, "new-value") && jobserv_ok(second, "old-value"));
+        // X-JobServ-Sig: one value, the current secret's (JobServ receivers take one).
+        assert!(jobserv_ok(second, "new-value"));
+        assert!(!jobserv_ok(second, "old-value"));
         let js = header(&second.headers, "x-jobserv-sig").unwrap();
+        assert!(js.starts_with("sha256:") && !js.contains(' '), "{js}");
+    }
+}
+
+/// The reference JobServ receiver (`tests/fixtures/jobserv/receiver.py`, run with python3 on
+/// loopback): its decisions, one line per request.
+struct PyReceiver {
+    child: std::process::Child,
+    port: u16,
+    lines: Arc<Mutex<Vec<String>>>,
+    secret_file: tempfile::NamedTempFile,
+}
+
+impl PyReceiver {
+    fn start(secret: &str) -> Self {
+        use std::io::BufRead;
+        let secret_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(secret_file.path(), secret).unwrap();
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/jobserv/receiver.py"
+        );
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(secret_file.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the reference receiver");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = out.next().unwrap().unwrap();
+        let port = first.strip_prefix("port ").unwrap().parse().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for l in out.map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Self {
+            child,
+            port,
+            lines,
+            secret_file,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The operator changes the receiver's secret too.
+    fn set_secret(&self, secret: &str) {
+        std::fs::write(self.secret_file.path(), secret).unwrap();
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for PyReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_reference_jobserv_receiver_accepts_every_delivery_across_a_rotation() {
+    for backend in backends() {
+        let mut app = TestApp::spawn_with(&backend, fast).await;
+        let admin = Admin::new(&app).await;
+        let rx = PyReceiver::start("old-value");
+        admin.set_secret(&app, "js", "old-value").await;
+        admin
+            .subscribe(
+                &app,
+                json!({"url": rx.url("/js"), "secret": "js", "format": "jobserv"}),
+            )
+            .await;
+        let accepted = |n: usize| {
+            let rx = &rx;
+            move || async move { rx.lines().iter().filter(|l| l.starts_with("ok ")).count() >= n }
+        };
+        // Before the rotation.
+        post_run(&app, &run(60, "SUCCESS", "team/build", "main")).await;
+        wait_for("before the rotation", Duration::from_secs(10), accepted(1)).await;
+
+        // During the grace: the receiver has the new secret, the hub still holds both.
+        admin.set_secret(&app, "js", "new-value").await;
+        rx.set_secret("new-value");
+        post_run(&app, &run(61, "SUCCESS", "team/build", "main")).await;
+        wait_for("during the grace", Duration::from_secs(10), accepted(2)).await;
+
+        // After the grace (a hub whose rotations keep no grace rotates once more).
+        app = app
+            .restart(|c| {
+                fast(c);
+                c.secret_grace_hours = 0;
+            })
+            .await;
+        let admin = Admin::new(&app).await;
+        admin.set_secret(&app, "js", "newest-value").await;
+        rx.set_secret("newest-value");
+        post_run(&app, &run(62, "SUCCESS", "team/build", "main")).await;
+        wait_for("after the grace", Duration::from_secs(10), accepted(3)).await;
+        let lines = rx.lines();
         assert!(
-            js.starts_with("sha256:") && js.split(' ').count() == 2,
-            "{js}"
+            lines.iter().all(|l| l.starts_with("ok ")),
+            "the receiver refused a delivery ({backend:?}): {lines:?}"
         );
     }
 }

@@ -431,3 +431,35 @@ async fn plugin_error_reports_and_unknown_types() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+/// Seed 001 says "duration in seconds" for the generic-requests envelope; the plugin sends
+/// milliseconds. A run of 95 "ms" whose stages add up to 95 000 ms is stored as sent, and the
+/// plugin's reply and the events log carry the warning.
+#[tokio::test]
+async fn a_duration_in_seconds_is_accepted_with_a_warning_in_the_envelope() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let mut run = plugin_run(3);
+        run["duration"] = json!(95);
+        let (status, body) = app
+            .post(GENERIC, &envelope("JenkinsPluginJobRunComplete", &run))
+            .await;
+        assert_eq!(status, 200, "{b:?} {body}");
+        let reply = inner(&body);
+        assert_eq!(reply["error"], Value::Null);
+        let w = reply["warnings"]
+            .as_array()
+            .expect("warnings in the payload");
+        assert_eq!(w[0]["field"], "duration", "{reply}");
+        let (_, events) = app.get("/api/v1/events?status=accepted").await;
+        let ev = &events["events"][0];
+        assert_eq!(ev["warnings"][0]["field"], "duration", "{ev}");
+        let (_, stored) = app
+            .get(&format!(
+                "/api/v1/runs/{}",
+                reply["run_ids"][0].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(stored["duration_ms"], 95);
+    }
+}

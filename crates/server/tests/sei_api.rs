@@ -171,18 +171,48 @@ async fn seed_curly_quote_example_is_explained() {
     assert!(msg.contains("line 2 column 1"), "{msg}");
     assert!(msg.contains("curly quote"), "{msg}");
     assert!(msg.contains("line 3 column 1"), "{msg}");
-    // Straightened, it still lacks the fields the seed requires: each is named.
+}
+
+/// Seed 000's curl example, straightened (its quotes and its doubled `{`): it names the job
+/// `job_name` and sends no `pipeline` or `qualified_name`; `job_name` stands in for both.
+#[tokio::test]
+async fn seed_curl_example_with_job_name_is_accepted() {
     let text = String::from_utf8(fixture("sei/curly_example.txt")).unwrap();
     let fixed = text.replacen("{\n{", "{", 1).replace(['“', '”'], "\"");
-    let (status, body) = app.post_raw(SEI, &app.key, fixed).await;
-    assert_eq!(status, 400, "{body}");
-    let fields = error_fields(&body);
-    assert!(fields.contains(&"pipeline".to_owned()), "{fields:?}");
-    assert!(fields.contains(&"qualified_name".to_owned()), "{fields:?}");
-    assert!(
-        !fields.contains(&"result".to_owned()),
-        "FAILED is a known word: {fields:?}"
-    );
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let (status, body) = app.post_raw(SEI, &app.key, fixed.clone()).await;
+        assert_eq!(status, 201, "{b:?} {body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let (_, run) = app.get(&format!("/api/v1/runs/{id}")).await;
+        assert_eq!(run["pipeline"]["name"], "pipelines-testing", "{run}");
+        assert_eq!(run["pipeline"]["qualified_name"], "pipelines-testing");
+        assert_eq!(run["pipeline"]["full_name"], "<PROJECT>/<REPO_NAME>");
+        assert_eq!(run["result"], "failure");
+        assert_eq!(run["build_number"], 7871);
+
+        // A sender that also sends `pipeline` or `qualified_name` keeps its own.
+        let mut own: Value = serde_json::from_str(&fixed).unwrap();
+        own["pipeline"] = json!("Pipelines");
+        own["build_number"] = json!(7872);
+        let (status, body) = app.post(SEI, &own).await;
+        assert_eq!(status, 201, "{body}");
+        let (_, run) = app
+            .get(&format!("/api/v1/runs/{}", body["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(run["pipeline"]["name"], "Pipelines");
+        assert_eq!(run["pipeline"]["qualified_name"], "pipelines-testing");
+
+        // Neither `pipeline` nor `job_name`: the seed's required field is named.
+        let mut none = own.clone();
+        none.as_object_mut().unwrap().remove("pipeline");
+        none.as_object_mut().unwrap().remove("job_name");
+        let (status, body) = app.post(SEI, &none).await;
+        assert_eq!(status, 400, "{body}");
+        let fields = error_fields(&body);
+        assert!(fields.contains(&"pipeline".to_owned()), "{fields:?}");
+        assert!(fields.contains(&"qualified_name".to_owned()), "{fields:?}");
+    }
 }
 
 #[tokio::test]
@@ -666,5 +696,48 @@ async fn acknowledged_runs_survive_a_restart() {
             .await
             .unwrap();
         assert_eq!(page.items.len(), 20);
+    }
+}
+
+/// Seed 000's data example with its duration in seconds (77 for 77 000 ms, its stage 5 000 ms):
+/// accepted as milliseconds, with a warning in the reply and in the events log.
+#[tokio::test]
+async fn a_duration_that_looks_like_seconds_is_accepted_with_a_warning() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let mut run: Value = serde_json::from_slice(&fixture("sei/data_example.json")).unwrap();
+        run["duration"] = json!(77);
+        let (status, body) = app.post(SEI, &run).await;
+        assert_eq!(status, 201, "{b:?} {body}");
+        let warnings = body["warnings"].as_array().expect("warnings in the reply");
+        assert_eq!(warnings.len(), 1, "{body}");
+        assert_eq!(warnings[0]["field"], "duration");
+        assert!(
+            warnings[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("looks like seconds"),
+            "{body}"
+        );
+        let (_, stored) = app
+            .get(&format!("/api/v1/runs/{}", body["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(stored["duration_ms"], 77, "kept as milliseconds");
+        let (_, ev) = app
+            .get(&format!(
+                "/api/v1/events/{}",
+                body["event_id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(ev["status"], "accepted");
+        assert_eq!(ev["warnings"], json!(warnings), "{ev}");
+        assert_eq!(ev["errors"], json!([]));
+
+        // In milliseconds, as the seed shows it: no warnings.
+        run["duration"] = json!(77_000);
+        run["build_number"] = json!(4_487_150_518i64);
+        let (status, body) = app.post(SEI, &run).await;
+        assert_eq!(status, 201, "{body}");
+        assert!(body.get("warnings").is_none(), "{body}");
     }
 }

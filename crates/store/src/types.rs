@@ -188,7 +188,8 @@ pub struct EventRecord {
     pub status: EventStatus,
     /// HTTP status answered.
     pub http_status: u16,
-    /// Why it was rejected.
+    /// Why it was rejected; for an accepted event, the warnings it was accepted with (a value
+    /// that follows the rules but looks wrong, a log the run names that did not come).
     pub errors: Vec<FieldError>,
     /// The key used, if any.
     pub key_id: Option<String>,
@@ -433,6 +434,8 @@ pub struct EventView {
     pub http_status: u16,
     /// Reasons of a rejection.
     pub errors: Vec<FieldError>,
+    /// Warnings an accepted event was accepted with.
+    pub warnings: Vec<FieldError>,
     /// Runs written.
     pub run_ids: Vec<String>,
     /// Content type.

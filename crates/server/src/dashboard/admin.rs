@@ -220,10 +220,13 @@ async fn build_events(
                             }
                             td { (event_badge(e)) }
                             td {
-                                @if e.errors.is_empty() { span class="muted" { "–" } }
+                                @if e.errors.is_empty() && e.warnings.is_empty() { span class="muted" { "–" } }
                                 ul class="kv" {
                                     @for err in &e.errors {
                                         li { @if !err.field.is_empty() { code { (err.field) } ": " } (err.message) }
+                                    }
+                                    @for w in &e.warnings {
+                                        li { "warning: " @if !w.field.is_empty() { code { (w.field) } ": " } (w.message) }
                                     }
                                 }
                             }

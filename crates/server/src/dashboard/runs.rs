@@ -194,6 +194,17 @@ async fn build(state: &AppState, session: &Session, id: &str) -> Result<Response
     let Some(run) = state.store.get_run(&session.caller.tenant.id, id).await? else {
         return Err(PageError::NotFound(format!("no run with id {id:?}")));
     };
+    // The warnings the run's latest report was accepted with (a duration that looks like
+    // seconds, a log that did not come), from its event.
+    let warnings = match &run.event_id {
+        Some(e) => state
+            .store
+            .get_event(&session.caller.tenant.id, e)
+            .await?
+            .map(|ev| ev.warnings)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     let (bars, total) = timeline(&run);
     let failed_first = run.result.is_failed() || run.result == RunResult::Unstable;
     let title = format!(
@@ -226,6 +237,17 @@ async fn build(state: &AppState, session: &Session, id: &str) -> Result<Response
         .collect();
     let body = html! {
         h1 { (title) " " (badge(run.result)) }
+        @if !warnings.is_empty() {
+            section class="warnings" aria-labelledby="warnings-h" {
+                h2 id="warnings-h" { "Warnings" }
+                p class="muted" { "The sender's last report was accepted as sent, with these warnings:" }
+                ul {
+                    @for w in &warnings {
+                        li { code { (w.field) } ": " (w.message) }
+                    }
+                }
+            }
+        }
         (header(&run, now))
         h2 id="timeline" { "Timeline" }
         @if bars.is_empty() {

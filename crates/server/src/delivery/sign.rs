@@ -1,6 +1,9 @@
 //! Signing a delivery: Standard Webhooks headers on every request, and `X-JobServ-Sig` for the
-//! JobServ format. During a secret's rotation grace the request carries a signature made with
-//! each value, space-separated (current first), so receivers on either value accept it.
+//! JobServ format. During a secret's rotation grace `webhook-signature` carries a signature made
+//! with each value, space-separated (current first), as the Standard Webhooks specification
+//! allows, so receivers on either value accept it. `X-JobServ-Sig` always carries exactly one
+//! `sha256:<hex>` made with the current value: JobServ receivers compare the whole header after
+//! its `sha256:` prefix with one HMAC, so a second value would make every one of them refuse it.
 
 use cistern_core::signatures::{hmac_sha256, standard_key, standard_sign};
 
@@ -44,12 +47,10 @@ pub fn webhook_signature(keys: &SigningKeys, id: &str, timestamp: i64, body: &[u
         .join(" ")
 }
 
-/// `X-JobServ-Sig`: `sha256:<hex HMAC-SHA256 of the body>` per value, space-separated.
+/// `X-JobServ-Sig`: one `sha256:<hex HMAC-SHA256 of the body>`, signed with the current value
+/// (also during a rotation's grace, see the module comment).
 pub fn jobserv_signature(keys: &SigningKeys, body: &[u8]) -> String {
-    keys.values()
-        .map(|v| format!("sha256:{}", hex::encode(hmac_sha256(v, body))))
-        .collect::<Vec<_>>()
-        .join(" ")
+    format!("sha256:{}", hex::encode(hmac_sha256(&keys.current, body)))
 }
 
 #[cfg(test)]
@@ -72,17 +73,13 @@ mod tests {
                 Ok(())
             );
         }
+        // JobServ: one value, the current secret's, even during the grace.
         let js = jobserv_signature(&keys, body);
-        let parts: Vec<&str> = js.split(' ').collect();
+        assert!(!js.contains(' '));
         assert!(verify_hex(
             b"new",
             body,
-            parts[0].strip_prefix("sha256:").unwrap()
-        ));
-        assert!(verify_hex(
-            b"old",
-            body,
-            parts[1].strip_prefix("sha256:").unwrap()
+            js.strip_prefix("sha256:").unwrap()
         ));
         let one = SigningKeys {
             current: b"new".to_vec(),

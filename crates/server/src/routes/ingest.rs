@@ -278,14 +278,36 @@ pub fn json_reply(status: StatusCode, value: serde_json::Value) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
+/// The warnings of the runs of one request (see [`cistern_dialects::warnings`]), each run's
+/// fields prefixed with `runs[i].` when the request carried several.
+pub fn run_warnings(runs: &[cistern_core::RunReport]) -> Vec<cistern_core::FieldError> {
+    let many = runs.len() > 1;
+    runs.iter()
+        .enumerate()
+        .flat_map(|(i, r)| {
+            cistern_dialects::warnings::duration_warnings(r)
+                .into_iter()
+                .map(move |mut w| {
+                    if many {
+                        w.field = format!("runs[{i}].{}", w.field);
+                    }
+                    w
+                })
+        })
+        .collect()
+}
+
 /// Writes the runs of an accepted request and answers as the run dialects do:
-/// `{"id", "status", "event_id"}`, 201 `created` or 200 `updated` (the first run decides).
+/// `{"id", "status", "event_id"}`, 201 `created` or 200 `updated` (the first run decides), with
+/// `warnings: [{field, message}]` when a run was accepted with some (kept in the events log too).
 pub async fn write_runs(
     state: &AppState,
-    event: EventRecord,
+    mut event: EventRecord,
     tenant: Tenant,
     runs: Vec<cistern_core::RunReport>,
 ) -> Result<Response, cistern_store::StoreError> {
+    let warnings = run_warnings(&runs);
+    event.errors.extend(warnings.iter().cloned());
     let out = state
         .store
         .write(WriteOp::Runs {
@@ -302,8 +324,9 @@ pub async fn write_runs(
     } else {
         (StatusCode::OK, "updated")
     };
-    Ok(json_reply(
-        status,
-        serde_json::json!({"id": run.id, "status": word, "event_id": out.event_id}),
-    ))
+    let mut reply = serde_json::json!({"id": run.id, "status": word, "event_id": out.event_id});
+    if !warnings.is_empty() {
+        reply["warnings"] = serde_json::json!(warnings);
+    }
+    Ok(json_reply(status, reply))
 }

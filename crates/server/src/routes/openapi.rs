@@ -51,6 +51,9 @@ pub struct RunWritten {
     pub status: String,
     /// The raw request's entry in the events log.
     pub event_id: String,
+    /// Present when a run was accepted with warnings (a `duration` that looks like seconds):
+    /// stored as sent, kept with the event.
+    pub warnings: Option<Vec<FieldProblem>>,
 }
 
 /// A job run in the Harness SEI custom CI/CD format (seed 000). The same endpoint takes it
@@ -127,7 +130,8 @@ pub struct PluginEnvelope {
 pub struct PluginReply {
     /// The request type answered.
     pub response_type: String,
-    /// `{"run_ids": [...], "error": null}` as a JSON string.
+    /// `{"run_ids": [...], "error": null}` as a JSON string (with `"warnings": [{field,
+    /// message}]` when the run was accepted with some).
     pub payload: String,
 }
 

@@ -191,6 +191,8 @@ async fn handle(state: AppState, headers: HeaderMap, body: Body, multipart: bool
                     })
                     .collect();
             }
+            let warnings = super::ingest::run_warnings(std::slice::from_ref(&*run));
+            event.errors.extend(warnings.iter().cloned());
             match state
                 .store
                 .write(WriteOp::Runs {
@@ -207,6 +209,10 @@ async fn handle(state: AppState, headers: HeaderMap, body: Body, multipart: bool
                     } else {
                         json!(format!("logs not found in the zip: {}", missing.join(", ")))
                     };
+                    let mut payload = json!({"run_ids": ids, "error": error});
+                    if !warnings.is_empty() {
+                        payload["warnings"] = json!(warnings);
+                    }
                     let created = out.runs.first().is_some_and(|r| r.created);
                     crate::ops::limits::IngestNote {
                         dialect: None,
@@ -215,7 +221,7 @@ async fn handle(state: AppState, headers: HeaderMap, body: Body, multipart: bool
                     .attach(envelope(
                         StatusCode::OK,
                         &req.request_type,
-                        json!({"run_ids": ids, "error": error}),
+                        payload,
                     ))
                 }
                 Err(e) => refusal(ApiError::from(e), &req.request_type),

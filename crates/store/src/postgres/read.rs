@@ -251,13 +251,17 @@ fn event_row(row: &PgRow) -> Result<EventView, sqlx::Error> {
     let run_ids: Option<String> = row.try_get(8)?;
     let body: Option<Vec<u8>> = row.try_get(11)?;
     let codec: Option<String> = row.try_get(13)?;
+    let accepted = status == "accepted";
+    let notes: Vec<cistern_core::FieldError> = errors
+        .and_then(|e| serde_json::from_str(&e).ok())
+        .unwrap_or_default();
     Ok(EventView {
         id: row.try_get(0)?,
         received_at: from_millis(row.try_get(1)?),
         endpoint: row.try_get(2)?,
         dialect: row.try_get(3)?,
         request_type: row.try_get(4)?,
-        status: if status == "accepted" {
+        status: if accepted {
             EventStatus::Accepted
         } else {
             EventStatus::Rejected
@@ -266,9 +270,10 @@ fn event_row(row: &PgRow) -> Result<EventView, sqlx::Error> {
             index: "http_status".into(),
             source: Box::new(e),
         })?,
-        errors: errors
-            .and_then(|e| serde_json::from_str(&e).ok())
-            .unwrap_or_default(),
+        // One column keeps the notes of an event: why it was refused, or the warnings it was
+        // accepted with.
+        errors: if accepted { Vec::new() } else { notes.clone() },
+        warnings: if accepted { notes } else { Vec::new() },
         run_ids: run_ids
             .and_then(|e| serde_json::from_str(&e).ok())
             .unwrap_or_default(),

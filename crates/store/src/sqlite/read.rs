@@ -233,21 +233,26 @@ fn event_row(row: &Row<'_>, with_body: bool) -> rusqlite::Result<EventView> {
     let run_ids: Option<String> = row.get(8)?;
     let body: Option<Vec<u8>> = if with_body { row.get(11)? } else { None };
     let codec: Option<String> = row.get(13)?;
+    let accepted = status == "accepted";
+    let notes: Vec<cistern_core::FieldError> = errors
+        .and_then(|e| serde_json::from_str(&e).ok())
+        .unwrap_or_default();
     Ok(EventView {
         id: row.get(0)?,
         received_at: from_millis(row.get(1)?),
         endpoint: row.get(2)?,
         dialect: row.get(3)?,
         request_type: row.get(4)?,
-        status: if status == "accepted" {
+        status: if accepted {
             EventStatus::Accepted
         } else {
             EventStatus::Rejected
         },
         http_status: row.get(6)?,
-        errors: errors
-            .and_then(|e| serde_json::from_str(&e).ok())
-            .unwrap_or_default(),
+        // One column keeps the notes of an event: why it was refused, or the warnings it was
+        // accepted with.
+        errors: if accepted { Vec::new() } else { notes.clone() },
+        warnings: if accepted { notes } else { Vec::new() },
         run_ids: run_ids
             .and_then(|e| serde_json::from_str(&e).ok())
             .unwrap_or_default(),
