@@ -386,6 +386,11 @@ enum TriggersCmd {
         /// Let the token URL fire it without an API key.
         #[arg(long)]
         allow_token: bool,
+        /// Who may fire it through its webhook URL: `key` (a key with the trigger scope, the
+        /// default) or `none` (anyone with the URL, as the seed's keyless curl; its events can
+        /// be followed without a key by their correlation id).
+        #[arg(long, default_value = "key", value_parser = ["key", "none"])]
+        auth: String,
         /// Create it disabled.
         #[arg(long)]
         disabled: bool,
@@ -413,6 +418,13 @@ enum TriggersCmd {
     },
     /// Delete a trigger (its events are kept; those not yet sent are not sent).
     Delete {
+        /// Trigger id.
+        id: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// Give a trigger a new token URL (printed alone); the old token is refused at once.
+    RotateToken {
         /// Trigger id.
         id: String,
         #[command(flatten)]
@@ -1207,6 +1219,7 @@ async fn triggers(store: &dyn Store, config: &Config, cmd: TriggersCmd) -> Resul
             project_id,
             token_secret,
             allow_token,
+            auth,
             disabled,
             tenant: t,
         } => {
@@ -1230,21 +1243,22 @@ async fn triggers(store: &dyn Store, config: &Config, cmd: TriggersCmd) -> Resul
                     token_secret,
                 }),
                 allow_token,
+                auth: cistern_store::TriggerAuth::parse(&auth).unwrap_or_default(),
                 enabled: !disabled,
             };
-            let t = build_trigger(store, &tenant.id, input, &targets(config)?, None)
+            let mut t = build_trigger(store, &tenant.id, input, &targets(config)?, None)
                 .await
                 .map_err(api)?;
+            let token = cistern_server::triggers::issue_token(&mut t);
             store.create_trigger(&t).await?;
             println!("{}", t.id);
-            eprintln!(
-                "fire it: curl -X POST -H 'Content-Type: application/json' -H \"X-Api-Key: $TRIGGER_KEY\" --url '{}' -d '{{}}'",
-                cistern_server::triggers::webhook_url(public_url, &tenant.slug, &t)
-            );
+            let url = cistern_server::triggers::webhook_url(public_url, &tenant.slug, &t);
+            eprintln!("fire it: {}", cistern_server::triggers::curl_line(&t, &url));
             if t.allow_token {
                 eprintln!(
-                    "or, without a key: {}",
-                    cistern_server::triggers::token_url(public_url, &tenant.slug, &t)
+                    "or, without a key: {} (shown this once; `cistern triggers rotate-token {}` makes a new one)",
+                    cistern_server::triggers::token_url(public_url, &tenant.slug, &t, &token),
+                    t.id
                 );
             }
         }
@@ -1253,7 +1267,7 @@ async fn triggers(store: &dyn Store, config: &Config, cmd: TriggersCmd) -> Resul
             println!("ID\tORG/PROJECT/PIPELINE\tTRIGGER\tTARGET\tSTATE");
             for t in store.list_triggers(&tenant.id).await? {
                 println!(
-                    "{}\t{}/{}/{}\t{}\t{} {}\t{}{}",
+                    "{}\t{}/{}/{}\t{}\t{} {}\t{}{}{}",
                     t.id,
                     t.key.org,
                     t.key.project,
@@ -1262,12 +1276,40 @@ async fn triggers(store: &dyn Store, config: &Config, cmd: TriggersCmd) -> Resul
                     t.target.method,
                     t.target.url,
                     if t.enabled { "enabled" } else { "disabled" },
-                    if t.allow_token { " token-url" } else { "" }
+                    if t.allow_token { " token-url" } else { "" },
+                    if t.auth == cistern_store::TriggerAuth::None {
+                        " no-key"
+                    } else {
+                        ""
+                    },
                 );
             }
         }
         TriggersCmd::Enable { id, tenant: t } => set_enabled(id, t.tenant, true).await?,
         TriggersCmd::Disable { id, tenant: t } => set_enabled(id, t.tenant, false).await?,
+        TriggersCmd::RotateToken { id, tenant: t } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            let Some(mut trigger) = store.get_trigger(&tenant.id, &id).await? else {
+                bail!("no trigger {id:?}");
+            };
+            let token = cistern_server::triggers::issue_token(&mut trigger);
+            if !store
+                .set_trigger_token(
+                    &tenant.id,
+                    &id,
+                    &trigger.token_hash,
+                    time::OffsetDateTime::now_utc(),
+                )
+                .await?
+            {
+                bail!("no trigger {id:?}");
+            }
+            println!(
+                "{}",
+                cistern_server::triggers::token_url(public_url, &tenant.slug, &trigger, &token)
+            );
+            eprintln!("trigger {id}: new token URL above (shown this once); the old token is refused from now on");
+        }
         TriggersCmd::Delete { id, tenant: t } => {
             let tenant = tenant(store, &t.tenant).await?;
             if !store

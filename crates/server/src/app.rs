@@ -77,15 +77,21 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
-/// The span of one request: method, path and its request id, so every log line of a request
-/// can be found from the `x-request-id` its answer carries.
+/// The span of one request: method, route and its request id, so every log line of a request
+/// can be found from the `x-request-id` its answer carries. The route is the matched pattern
+/// (`/…/custom/{token}/v3`), never the path: paths carry secrets (trigger tokens) and ids.
 fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     let id = req
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str)
+        .unwrap_or("(no route)");
+    tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id)
 }
 
 /// The router of the metrics' own listener.

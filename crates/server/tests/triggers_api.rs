@@ -1323,3 +1323,389 @@ async fn presets_speak_each_ci_api() {
         );
     }
 }
+
+// ---- keyless triggers (seed 002's own curl) and token hygiene -------------------------------
+
+/// The members of `pipelineExecutionSummary` in seed 002's response example, in its order.
+const SEED_SUMMARY_MEMBERS: [&str; 24] = [
+    "pipelineIdentifier",
+    "planExecutionId",
+    "name",
+    "status",
+    "tags",
+    "executionTriggerInfo",
+    "governanceMetadata",
+    "moduleInfo",
+    "layoutNodeMap",
+    "modules",
+    "startingNodeId",
+    "startTs",
+    "endTs",
+    "createdAt",
+    "canRetry",
+    "showRetryHistory",
+    "runSequence",
+    "successfulStagesCount",
+    "runningStagesCount",
+    "failedStagesCount",
+    "totalStagesCount",
+    "executionInputConfigured",
+    "allowStageExecutions",
+    "stagesExecution",
+];
+
+#[tokio::test]
+async fn the_seeds_keyless_curl_fires_a_trigger_that_asks_for_no_key() {
+    for backend in backends() {
+        let hub = Hub::start(&backend, fast).await;
+        let ci = FakeCi::start().await;
+        let gate = ci.report_back(&hub.app.base, &hub.app.key);
+        let open = hub
+            .create(json!({"org": "default", "project": "Platform", "pipeline": "deploy", "trigger": "open",
+                           "url": format!("{}/build", ci.base), "auth": "none"}))
+            .await;
+        assert_eq!(open["auth"], "none");
+        assert!(
+            !open["curl"].as_str().unwrap().contains("X-Api-Key"),
+            "the curl line is the seed's, without a key: {open}"
+        );
+        let keyed = hub
+            .create(json!({"org": "default", "project": "Platform", "pipeline": "deploy", "trigger": "keyed",
+                           "url": format!("{}/build", ci.base)}))
+            .await;
+        assert_eq!(keyed["auth"], "key", "a key stays the default");
+
+        // Seed 002: curl -X POST -H 'content-type: application/json' --url
+        // '…/gateway/api/webhook/custom?accountIdentifier=…&…&triggerIdentifier=…' -d '{}'
+        let seed_fire = |trigger: &str| {
+            hub.app
+                .client
+                .post(
+                    hub.app
+                        .url(&format!("/gateway/api/webhook/custom?{}", query(trigger))),
+                )
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+        };
+        let (status, reply) = common::read(seed_fire("open").await.unwrap()).await;
+        assert_eq!(status, 200, "{reply}");
+        // { "status":"SUCCESS", "data":"62e2f35160958b611e494564", "metaData":null, "correlationId":"…"}
+        let mut members: Vec<&str> = reply
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        members.sort_unstable();
+        assert_eq!(members, ["correlationId", "data", "metaData", "status"]);
+        assert_eq!(reply["status"], "SUCCESS");
+        let id = reply["data"].as_str().unwrap().to_owned();
+        assert!(cistern_store::is_correlation_id(&id), "{id}");
+
+        // The default still asks for a key, and a keyless call learns nothing of what exists.
+        for trigger in ["keyed", "no-such-trigger"] {
+            let (status, body) = common::read(seed_fire(trigger).await.unwrap()).await;
+            assert_eq!(status, 401, "{trigger}: {body}");
+            assert_eq!(body["code"], "TRIGGER_AUTHENTICATION_FAILED");
+            assert!(
+                body["detail"].as_str().unwrap().contains("--auth none"),
+                "{body}"
+            );
+        }
+        let (status, _, reply) = hub
+            .fire(
+                "/gateway/api/webhook/custom",
+                &query("keyed"),
+                Some(&hub.trigger_key),
+                "{}",
+            )
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        let keyed_id = reply["data"].as_str().unwrap().to_owned();
+
+        // Seed 002: curl -X GET --url '…/gateway/pipeline/api/webhook/triggerExecutionDetails/<id>?accountIdentifier=…'
+        let hub = &hub;
+        let keyless =
+            |id: String| async move { hub.details_with("/gateway/pipeline", &id, None).await };
+        wait_for("the keyless event to be sent", || async {
+            let (s, d) = keyless(id.clone()).await;
+            s == 200
+                && d["data"]["webhookProcessingDetails"]["status"] == "TARGET_EXECUTION_REQUESTED"
+        })
+        .await;
+        // Two runs are reported (the keyed event's too): two permits each.
+        gate.add_permits(4);
+        wait_for("the run to finish", || async {
+            summary(&keyless(id.clone()).await.1["data"])["status"] == "Success"
+        })
+        .await;
+        let (_, d) = keyless(id.clone()).await;
+        let d = &d["data"];
+        assert_eq!(d["webhookProcessingDetails"]["eventId"], id.as_str());
+        let s = summary(d);
+        let have: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+        for m in SEED_SUMMARY_MEMBERS {
+            assert!(have.contains(&m), "{m} missing from {s}");
+        }
+        // In the seed's order, as sent.
+        let text = hub
+            .app
+            .client
+            .get(hub.app.url(&format!(
+                "/gateway/pipeline/api/webhook/triggerExecutionDetails/{id}?accountIdentifier=default"
+            )))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let summary_text = &text[text.find("\"pipelineExecutionSummary\"").unwrap()..];
+        let mut from = 0;
+        for m in SEED_SUMMARY_MEMBERS {
+            let at = summary_text[from..].find(&format!("\"{m}\":"));
+            assert!(at.is_some(), "{m} out of order: {summary_text}");
+            from += at.unwrap();
+        }
+        // What Cistern has nothing of: empty, or false.
+        assert_eq!(s["governanceMetadata"], json!({}));
+        assert_eq!(s["moduleInfo"], json!({}));
+        assert_eq!(s["modules"], json!([]));
+        for flag in [
+            "canRetry",
+            "showRetryHistory",
+            "executionInputConfigured",
+            "allowStageExecutions",
+            "stagesExecution",
+        ] {
+            assert_eq!(s[flag], false, "{flag}");
+        }
+        // The stages of the linked run, each pointing at the next; the first is the start.
+        let map = s["layoutNodeMap"].as_object().unwrap();
+        assert_eq!(map.len(), 2, "{s}");
+        let first = s["startingNodeId"].as_str().unwrap();
+        let build = &map[first];
+        assert_eq!(build["name"], "build");
+        assert_eq!(build["nodeGroup"], "STAGE");
+        assert_eq!(build["status"], "Success");
+        assert_eq!(build["nodeUuid"], first);
+        let next = build["edgeLayoutList"]["nextIds"][0].as_str().unwrap();
+        assert_eq!(map[next]["name"], "test");
+        assert_eq!(map[next]["status"], "Success");
+        assert_eq!(map[next]["edgeLayoutList"]["nextIds"], json!([]));
+        assert_eq!(counts(d), [2, 0, 0, 2]);
+
+        // Never another's: the keyed trigger's event, a made-up id, another account.
+        let (status, _) = keyless(keyed_id.clone()).await;
+        assert_eq!(status, 401);
+        let (status, _) = keyless("0123456789abcdef01234567".into()).await;
+        assert_eq!(status, 401);
+        let (status, _) = common::read(
+            hub.app
+                .client
+                .get(hub.app.url(&format!(
+                    "/gateway/pipeline/api/webhook/triggerExecutionDetails/{id}?accountIdentifier=other"
+                )))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 401);
+
+        // Bad input names the field and the rule; the choice can be changed.
+        let (status, body) = hub
+            .admin(
+                reqwest::Method::POST,
+                "/api/v1/triggers",
+                Some(json!({"org": "default", "project": "Platform", "pipeline": "deploy", "trigger": "x",
+                            "url": format!("{}/build", ci.base), "auth": "open"})),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(common::error_fields(&body), ["auth"]);
+        let (status, body) = hub
+            .admin(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/triggers/{}", open["id"].as_str().unwrap()),
+                Some(json!({"auth": "key"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, _) = common::read(seed_fire("open").await.unwrap()).await;
+        assert_eq!(status, 401, "asks for a key again");
+    }
+}
+
+/// The token and its hash as stored (raw SQL, as an operator's backup would show them).
+async fn stored_token(app: &TestApp, id: &str) -> (String, Option<String>) {
+    match &app.backend {
+        Backend::Sqlite => {
+            let path = app.database_url.trim_start_matches("sqlite://").to_owned();
+            let c = rusqlite::Connection::open(path).unwrap();
+            c.query_row(
+                "SELECT token, token_hash FROM triggers WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+        }
+        Backend::Postgres(_) => {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&app.database_url)
+                .await
+                .unwrap();
+            sqlx::query_as("SELECT token, token_hash FROM triggers WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+/// Puts a database back as it was before tokens were hashed: the token in clear.
+async fn unhash(app: &TestApp, id: &str, clear: &str) {
+    match &app.backend {
+        Backend::Sqlite => {
+            let path = app.database_url.trim_start_matches("sqlite://").to_owned();
+            let c = rusqlite::Connection::open(path).unwrap();
+            c.execute(
+                "UPDATE triggers SET token = ?2, token_hash = NULL WHERE id = ?1",
+                [id, clear],
+            )
+            .unwrap();
+        }
+        Backend::Postgres(_) => {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&app.database_url)
+                .await
+                .unwrap();
+            for sql in [
+                "ALTER TABLE triggers DROP COLUMN auth, DROP COLUMN token_hash",
+                "DELETE FROM schema_migrations WHERE version = 15",
+            ] {
+                sqlx::query(sql).execute(&mut c).await.unwrap();
+            }
+            sqlx::query("UPDATE triggers SET token = $2 WHERE id = $1")
+                .bind(id)
+                .bind(clear)
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// The path and query of a token URL, and its token.
+fn token_parts(hub: &Hub, url: &str) -> (String, String, String) {
+    let (path, q) = url
+        .strip_prefix(&hub.app.base)
+        .unwrap()
+        .split_once('?')
+        .unwrap();
+    let token = path
+        .strip_prefix("/gateway/pipeline/api/webhook/custom/")
+        .and_then(|p| p.strip_suffix("/v3"))
+        .unwrap()
+        .to_owned();
+    (path.to_owned(), q.to_owned(), token)
+}
+
+#[tokio::test]
+async fn trigger_tokens_are_kept_hashed_shown_once_and_rotate_at_once() {
+    for backend in backends() {
+        let hub = Hub::start(&backend, fast).await;
+        let ci = FakeCi::start().await;
+        let t = hub
+            .create(json!({"org": "default", "project": "Platform", "pipeline": "deploy", "trigger": "tok",
+                           "url": format!("{}/build", ci.base), "allow_token": true}))
+            .await;
+        let tid = t["id"].as_str().unwrap().to_owned();
+        let (old_path, q, old_token) = token_parts(&hub, t["token_url"].as_str().unwrap());
+
+        // Shown once: neither the trigger nor the list show it again.
+        let (_, one) = hub
+            .admin(
+                reqwest::Method::GET,
+                &format!("/api/v1/triggers/{tid}"),
+                None,
+            )
+            .await;
+        let (_, list) = hub
+            .admin(reqwest::Method::GET, "/api/v1/triggers", None)
+            .await;
+        for shown in [&one, &list] {
+            assert!(!shown.to_string().contains(&old_token), "{shown}");
+        }
+        // Kept as its hash only.
+        let (clear, hash) = stored_token(&hub.app, &tid).await;
+        assert_eq!(clear, "");
+        assert_eq!(hash.as_deref(), Some(sha256_hex(&old_token).as_str()));
+
+        let (status, _, body) = hub.fire(&old_path, &q, None, "{}").await;
+        assert_eq!(status, 200, "{body}");
+
+        // Rotation: the new URL works, the old token is refused at once, key or no key.
+        let (status, rotated) = hub
+            .admin(
+                reqwest::Method::POST,
+                &format!("/api/v1/triggers/{tid}/rotate-token"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{rotated}");
+        let (new_path, new_q, new_token) =
+            token_parts(&hub, rotated["token_url"].as_str().unwrap());
+        assert_ne!(new_token, old_token);
+        assert_eq!(new_q, q);
+        let (status, _, body) = hub.fire(&old_path, &q, None, "{}").await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["code"], "TRIGGER_AUTHENTICATION_FAILED");
+        let (status, _, _) = hub.fire(&old_path, &q, Some(&hub.trigger_key), "{}").await;
+        assert_eq!(status, 401);
+        let (status, _, body) = hub.fire(&new_path, &q, None, "{}").await;
+        assert_eq!(status, 200, "{body}");
+        let (status, _) = hub
+            .admin(
+                reqwest::Method::POST,
+                "/api/v1/triggers/trg_nope/rotate-token",
+                None,
+            )
+            .await;
+        assert_eq!(status, 404);
+
+        // A database from before hashing: its clear token is hashed on start, and still works.
+        let clear = "0123456789abcdef0123456789abcdef";
+        unhash(&hub.app, &tid, clear).await;
+        let Hub {
+            app,
+            admin,
+            trigger_key,
+        } = hub;
+        let app = app.restart(fast).await;
+        let hub = Hub {
+            app,
+            admin,
+            trigger_key,
+        };
+        let (clear_now, hash) = stored_token(&hub.app, &tid).await;
+        assert_eq!(clear_now, "", "{backend:?}");
+        assert_eq!(hash.as_deref(), Some(sha256_hex(clear).as_str()));
+        let (status, _, body) = hub
+            .fire(
+                &format!("/gateway/pipeline/api/webhook/custom/{clear}/v3"),
+                &q,
+                None,
+                "{}",
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}

@@ -283,6 +283,15 @@ pub trait Store: Send + Sync + 'static {
     /// Saves a trigger's identifiers, target, flags and `updated_at`; `Conflict` when the new
     /// identifiers are another trigger's; false when the tenant has none with this id.
     async fn update_trigger(&self, t: &Trigger) -> Result<bool, StoreError>;
+    /// Replaces a trigger's token by a new one (given as its hash): the old token is refused
+    /// from the commit on. False when the tenant has no trigger with this id.
+    async fn set_trigger_token(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        token_hash: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError>;
     /// Deletes a trigger; its events stay (they are history), and those not yet sent fail.
     async fn delete_trigger(
         &self,

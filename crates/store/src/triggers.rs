@@ -23,3 +23,10 @@ pub const EXPIRED_MESSAGE: &str =
 /// The message of an event whose trigger was deleted before it was sent.
 pub const DELETED_MESSAGE: &str =
     "Target did not execute: the trigger was deleted before the event was sent";
+
+/// The hash a trigger token is kept as (SHA-256, hex). Tokens are 128 random bits, so a plain
+/// hash is enough: nothing to stretch, as with API keys.
+pub fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))
+}

@@ -1056,9 +1056,12 @@ pub struct Trigger {
     pub enabled: bool,
     /// True: the token URL (`…/custom/{token}/v3`) fires it without an API key.
     pub allow_token: bool,
-    /// The secret of its token URL.
+    /// Whether its webhook URL asks for an API key (`key`, the default) or not (`none`).
+    pub auth: TriggerAuth,
+    /// SHA-256 (hex) of the secret of its token URL: the token itself is shown once, when it is
+    /// made or rotated, and never stored.
     #[serde(skip)]
-    pub token: String,
+    pub token_hash: String,
     /// The preset it was made from (`jenkins`, `github`, `gitlab`), if any.
     pub preset: Option<String>,
     /// Where its requests go.
@@ -1069,6 +1072,36 @@ pub struct Trigger {
     /// Last changed.
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// Who may fire a trigger through its webhook URL (`…/api/webhook/custom?…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerAuth {
+    /// A key with the `trigger` scope (the default).
+    #[default]
+    Key,
+    /// Anyone who knows the identifiers, as the seed's keyless curl does. Its events can be
+    /// followed without a key by their (unguessable) correlation id.
+    None,
+}
+
+impl TriggerAuth {
+    /// The word (`key`, `none`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerAuth::Key => "key",
+            TriggerAuth::None => "none",
+        }
+    }
+    /// Parses the word.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "key" => Some(TriggerAuth::Key),
+            "none" => Some(TriggerAuth::None),
+            _ => None,
+        }
+    }
 }
 
 /// Where a trigger event's request to the target stands.
@@ -1164,6 +1197,38 @@ pub struct LinkedRun {
     pub linked_at: OffsetDateTime,
     /// Top-level stages by result (`None`: no result reported), with their counts.
     pub stage_results: Vec<(Option<RunResult>, i64)>,
+    /// The top-level stages, in the run's order.
+    pub stages: Vec<LinkedStage>,
+}
+
+/// A top-level stage of a linked run (what a trigger's execution summary lays out).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkedStage {
+    /// Its position in the run.
+    pub idx: i64,
+    /// Name.
+    pub name: String,
+    /// Result, when reported.
+    pub result: Option<RunResult>,
+    /// Started, when known.
+    pub started_at: Option<OffsetDateTime>,
+    /// Duration in milliseconds, when known.
+    pub duration_ms: Option<i64>,
+}
+
+impl LinkedRun {
+    /// Fills `stages` and the counts of `stage_results` from the top-level stages.
+    pub fn set_stages(&mut self, stages: Vec<LinkedStage>) {
+        let mut counts: Vec<(Option<RunResult>, i64)> = Vec::new();
+        for s in &stages {
+            match counts.iter_mut().find(|(r, _)| *r == s.result) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((s.result, 1)),
+            }
+        }
+        self.stage_results = counts;
+        self.stages = stages;
+    }
 }
 
 /// A stored trigger event with its dispatch state and linked run.

@@ -2760,7 +2760,8 @@ fn trigger(tenant_id: &str, id: &str, name: &str) -> Trigger {
         },
         enabled: true,
         allow_token: false,
-        token: format!("tok-{id}"),
+        auth: cistern_store::TriggerAuth::Key,
+        token_hash: cistern_store::triggers::token_hash(&format!("tok-{id}")),
         preset: None,
         target: TriggerTarget {
             method: "POST".into(),

@@ -87,6 +87,7 @@ async fn build(state: &AppState, session: &Session) -> Result<Response, PageErro
                             td {
                                 @if t.enabled { span class="badge r-success" { "Enabled" } } @else { span class="badge r-neutral" { "Disabled" } }
                                 @if t.allow_token { br; span class="muted" { "token URL allowed" } }
+                                @if t.auth == cistern_store::TriggerAuth::None { br; span class="muted" { "fired without a key (auth: none)" } }
                             }
                             td { (by_trigger.get(t.id.as_str()).copied().unwrap_or(0)) }
                         }

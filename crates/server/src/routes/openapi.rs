@@ -349,6 +349,7 @@ impl Modify for Extras {
         super::triggers::one,
         super::triggers::update,
         super::triggers::remove,
+        super::triggers::rotate_token,
         super::triggers::events,
         super::health::healthz,
         super::health::readyz,

@@ -5,15 +5,17 @@
 //! `{eventCorrelationId, apiUrl, uiUrl, uiSetupUrl}`), with the `accountIdentifier`,
 //! `orgIdentifier`, `projectIdentifier`, `pipelineIdentifier` and `triggerIdentifier` query
 //! parameters, under the prefixes `/gateway`, `/pipeline`, `/gateway/pipeline` or none. An API
-//! key with the `trigger` scope is needed, except on the token URL of a trigger that allows it.
+//! key with the `trigger` scope is needed, except for a trigger created with `auth: none` (the
+//! seed's keyless curl) and on the token URL of a trigger that allows it.
 //!
 //! Following: `GET …/api/webhook/triggerExecutionDetails/{eventCorrelationId}?accountIdentifier=`
 //! (and `triggerProcessingDetails?eventId=`). With a key (`read` or `trigger`), any event of the
 //! key's tenant; an unknown id answers `eventFound: false`. Without a key, only events fired
-//! through a token URL (their unguessable id is the capability, as the token was).
+//! without one (through a token URL or a keyless trigger): their unguessable id is the
+//! capability, as the token was, and names that one event only.
 //!
 //! Managing (admin): `GET|POST /api/v1/triggers`, `GET|PATCH|DELETE /api/v1/triggers/{id}`,
-//! `GET /api/v1/triggers/{id}/events`.
+//! `POST /api/v1/triggers/{id}/rotate-token`, `GET /api/v1/triggers/{id}/events`.
 
 use std::collections::HashMap;
 
@@ -24,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cistern_core::FieldError;
 use cistern_store::{
-    DispatchState, NewTriggerEvent, Scope, Tenant, Trigger, TriggerEvent, TriggerKey,
+    DispatchState, NewTriggerEvent, Scope, Tenant, Trigger, TriggerAuth, TriggerEvent, TriggerKey,
 };
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
@@ -34,7 +36,9 @@ use super::subscriptions::{bool_field, object_body, text_field};
 use crate::auth::{authenticate, key_from_headers, Admin, Caller};
 use crate::error::ApiError;
 use crate::triggers::details::{self, *};
-use crate::triggers::{build_trigger, presets::PresetInput, trigger_json, TriggerInput};
+use crate::triggers::{
+    build_trigger, issue_token, presets::PresetInput, token_matches, trigger_json, TriggerInput,
+};
 use crate::AppState;
 
 /// The Harness custom-webhook paths, under each prefix Harness callers use (none, `/gateway`,
@@ -82,6 +86,7 @@ pub fn router() -> super::Api {
         .get("/api/v1/triggers/{id}", one)
         .patch("/api/v1/triggers/{id}", update)
         .delete("/api/v1/triggers/{id}", remove)
+        .post("/api/v1/triggers/{id}/rotate-token", rotate_token)
         .get("/api/v1/triggers/{id}/events", events);
     for i in 0..4 {
         r = r
@@ -158,6 +163,19 @@ fn auth_failed(headers: &HeaderMap, detail: impl Into<String>) -> ApiError {
         Vec::new(),
         detail.into(),
         None,
+    )
+}
+
+/// The refusal of a keyless call the trigger does not take: one answer whether the account,
+/// the trigger or the token is wrong, or the trigger asks for a key.
+fn keyless_refused(headers: &HeaderMap, version: Version) -> ApiError {
+    auth_failed(
+        headers,
+        if version == Version::V3 {
+            "the token URL is not valid, or the trigger does not allow calls without an API key (allow_token)"
+        } else {
+            "no API key: send `X-Api-Key: <key>` (or `Authorization: Bearer <key>`) with a key that has the `trigger` scope (`cistern keys create --name ci --scopes trigger`); a trigger created with `--auth none` takes calls without a key, as does the token URL of one that allows it"
+        },
     )
 }
 
@@ -262,7 +280,8 @@ async fn fire(
         trigger: param("triggerIdentifier").unwrap_or_default(),
     };
 
-    // Who calls: a key with the trigger scope, or (v3 only) the trigger's token.
+    // Who calls: a key with the trigger scope; or nobody, for a trigger that asks for no key
+    // (`auth: none`) or through the token URL of one that allows it (checked below).
     let caller: Option<Caller> = if key_from_headers(&headers).is_some() {
         match authenticate(&state, &headers, Scope::Trigger).await {
             Ok(c) => Some(c),
@@ -278,13 +297,8 @@ async fn fire(
             }
             Err(f) => return Err(auth_failed(&headers, f.error.detail.clone())),
         }
-    } else if version == Version::V3 {
-        None
     } else {
-        return Err(auth_failed(
-            &headers,
-            "no API key: send `X-Api-Key: <key>` (or `Authorization: Bearer <key>`) with a key that has the `trigger` scope (`cistern keys create --name ci --scopes trigger`), or use the trigger's token URL if it allows calls without a key",
-        ));
+        None
     };
     let tenant = match &caller {
         Some(c) => {
@@ -306,26 +320,28 @@ async fn fire(
                 Some(t) => Some(t),
                 None => state.store.tenant_by_id(&account).await?,
             };
-            // One answer for every wrong part: a token URL reveals nothing to a guesser.
-            t.ok_or_else(|| auth_failed(&headers, "the token URL is not valid"))?
+            // One answer for every wrong part: a keyless call reveals nothing to a guesser.
+            t.ok_or_else(|| keyless_refused(&headers, version))?
         }
     };
     let trigger = state.store.find_trigger(&tenant.id, &key).await?;
-    if let Some(token) = &token {
-        let valid = trigger.as_ref().is_some_and(|t| {
-            cistern_core::signatures::constant_time_eq(t.token.as_bytes(), token.as_bytes())
-                && (caller.is_some() || t.allow_token)
-        });
-        if !valid {
-            if caller.is_none() {
-                return Err(auth_failed(&headers, "the token URL is not valid, or the trigger does not allow calls without an API key (allow_token)"));
+    if caller.is_none() {
+        let allowed = match (&trigger, &token) {
+            (Some(t), Some(token)) => {
+                token_matches(t, token) && (t.allow_token || t.auth == TriggerAuth::None)
             }
-            if trigger.is_some() {
-                return Err(auth_failed(
-                    &headers,
-                    "the token in the URL is not this trigger's",
-                ));
-            }
+            (Some(t), None) => t.auth == TriggerAuth::None,
+            (None, _) => false,
+        };
+        if !allowed {
+            return Err(keyless_refused(&headers, version));
+        }
+    } else if let (Some(token), Some(t)) = (&token, &trigger) {
+        if !token_matches(t, token) {
+            return Err(auth_failed(
+                &headers,
+                "the token in the URL is not this trigger's",
+            ));
         }
     }
 
@@ -585,7 +601,7 @@ pub(crate) async fn processing_details(
 
 // ---- managing ------------------------------------------------------------------------------
 
-const KNOWN_FIELDS: [&str; 17] = [
+const KNOWN_FIELDS: [&str; 18] = [
     "org",
     "project",
     "pipeline",
@@ -603,7 +619,21 @@ const KNOWN_FIELDS: [&str; 17] = [
     "allow_token",
     "enabled",
     "api_url",
+    "auth",
 ];
+
+/// `auth`: `key` (the default) or `none`.
+fn auth_field(m: &Map<String, Value>) -> Result<Option<TriggerAuth>, ApiError> {
+    match text_field(m, "auth")? {
+        None => Ok(None),
+        Some(s) => TriggerAuth::parse(&s).map(Some).ok_or_else(|| {
+            ApiError::field(
+                "auth",
+                format!("{s:?} is not accepted; auth is \"key\" (calls need an API key with the trigger scope, the default) or \"none\" (anyone with the webhook URL fires it, as in the seed's curl)"),
+            )
+        }),
+    }
+}
 
 fn unknown_fields(m: &Map<String, Value>) -> Result<(), ApiError> {
     let unknown: Vec<FieldError> = m
@@ -667,8 +697,8 @@ fn preset_field(m: &Map<String, Value>) -> Result<Option<PresetInput>, ApiError>
     }))
 }
 
-fn show(state: &AppState, caller: &Caller, t: &Trigger) -> Value {
-    trigger_json(t, &state.delivery.public_url, &caller.tenant.slug)
+fn show(state: &AppState, caller: &Caller, t: &Trigger, token: Option<&str>) -> Value {
+    trigger_json(t, &state.delivery.public_url, &caller.tenant.slug, token)
 }
 
 #[utoipa::path(get, path = "/api/v1/triggers", tag = "triggers", operation_id = "list_triggers", summary = "The tenant's triggers",
@@ -682,7 +712,7 @@ pub(crate) async fn list(
         .list_triggers(&caller.tenant.id)
         .await?
         .iter()
-        .map(|t| show(&state, &caller, t))
+        .map(|t| show(&state, &caller, t, None))
         .collect();
     Ok(Json(json!({ "triggers": items })))
 }
@@ -709,9 +739,10 @@ pub(crate) async fn create(
         body: text_field(&m, "body")?,
         preset: preset_field(&m)?,
         allow_token: bool_field(&m, "allow_token")?.unwrap_or(false),
+        auth: auth_field(&m)?.unwrap_or_default(),
         enabled: bool_field(&m, "enabled")?.unwrap_or(true),
     };
-    let t = build_trigger(
+    let mut t = build_trigger(
         state.store.as_ref(),
         &caller.tenant.id,
         input,
@@ -719,8 +750,12 @@ pub(crate) async fn create(
         None,
     )
     .await?;
+    let token = issue_token(&mut t);
     state.store.create_trigger(&t).await?;
-    Ok(json_reply(StatusCode::CREATED, show(&state, &caller, &t)))
+    Ok(json_reply(
+        StatusCode::CREATED,
+        show(&state, &caller, &t, Some(&token)),
+    ))
 }
 
 async fn found(state: &AppState, tenant_id: &str, id: &str) -> Result<Trigger, ApiError> {
@@ -740,7 +775,7 @@ pub(crate) async fn one(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let t = found(&state, &caller.tenant.id, &id).await?;
-    Ok(Json(show(&state, &caller, &t)))
+    Ok(Json(show(&state, &caller, &t, None)))
 }
 
 /// `PATCH`: any creation field. A preset rebuilds the target; otherwise `url`, `method`,
@@ -793,6 +828,7 @@ pub(crate) async fn update(
         },
         preset,
         allow_token: bool_field(&m, "allow_token")?.unwrap_or(current.allow_token),
+        auth: auth_field(&m)?.unwrap_or(current.auth),
         enabled: bool_field(&m, "enabled")?.unwrap_or(current.enabled),
     };
     let next = build_trigger(
@@ -806,7 +842,7 @@ pub(crate) async fn update(
     if !state.store.update_trigger(&next).await? {
         return Err(ApiError::not_found(format!("no trigger {id:?}")));
     }
-    Ok(Json(show(&state, &caller, &next)))
+    Ok(Json(show(&state, &caller, &next, None)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/triggers/{id}", tag = "triggers", operation_id = "delete_trigger", summary = "Delete a trigger (its events stay)",
@@ -826,6 +862,29 @@ pub(crate) async fn remove(
     } else {
         Err(ApiError::not_found(format!("no trigger {id:?}")))
     }
+}
+
+#[utoipa::path(post, path = "/api/v1/triggers/{id}/rotate-token", tag = "triggers", operation_id = "rotate_trigger_token", summary = "Give a trigger a new token URL; the old token is refused at once",
+    params(("id" = String, Path, description = "Trigger id")),
+    responses((status = 200, description = "The trigger with its new `token_url` (shown this once)", body = Object), (status = 404, description = "No trigger of this tenant", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "No key, or an unknown or revoked one", body = super::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The key lacks the scope", body = super::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn rotate_token(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let mut t = found(&state, &caller.tenant.id, &id).await?;
+    let token = issue_token(&mut t);
+    let now = OffsetDateTime::now_utc();
+    if !state
+        .store
+        .set_trigger_token(&caller.tenant.id, &id, &t.token_hash, now)
+        .await?
+    {
+        return Err(ApiError::not_found(format!("no trigger {id:?}")));
+    }
+    t.updated_at = now;
+    tracing::info!(trigger = %id, "trigger token rotated");
+    Ok(Json(show(&state, &caller, &t, Some(&token))))
 }
 
 /// An event as the native API shows it.

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use cistern_core::{to_millis, RunResult};
-use cistern_store::{DispatchState, LinkedRun, TriggerEvent};
+use cistern_store::{DispatchState, LinkedRun, LinkedStage, TriggerEvent};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use super::template;
@@ -233,7 +233,75 @@ struct TriggerInfo {
     is_rerun: bool,
 }
 
-/// `pipelineExecutionSummary`: Harness's members in its order, then Cistern's own.
+/// One stage in `layoutNodeMap` (Harness's graph of the execution): the linked run's top-level
+/// stages, each pointing at the next.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LayoutNode {
+    node_type: &'static str,
+    node_group: &'static str,
+    node_identifier: String,
+    name: String,
+    node_uuid: String,
+    status: &'static str,
+    start_ts: Option<i64>,
+    end_ts: Option<i64>,
+    module: Option<()>,
+    module_info: Map<String, Value>,
+    edge_layout_list: EdgeLayout,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EdgeLayout {
+    current_node_children: Vec<String>,
+    next_ids: Vec<String>,
+}
+
+/// A stage's node id: the run and the stage's position (stable, unique in the map).
+fn node_id(run: &LinkedRun, s: &LinkedStage) -> String {
+    format!("{}.{}", run.id, s.idx)
+}
+
+/// `layoutNodeMap` and `startingNodeId` of a linked run (empty and null without stages).
+fn layout(run: Option<&LinkedRun>) -> (Map<String, Value>, Option<String>) {
+    let Some(run) = run else {
+        return (Map::new(), None);
+    };
+    let ids: Vec<String> = run.stages.iter().map(|s| node_id(run, s)).collect();
+    let mut map = Map::new();
+    for (i, s) in run.stages.iter().enumerate() {
+        let start = s.started_at.map(to_millis);
+        let node = LayoutNode {
+            node_type: "Stage",
+            node_group: "STAGE",
+            node_identifier: s.name.clone(),
+            name: s.name.clone(),
+            node_uuid: ids[i].clone(),
+            status: s.result.map(harness_status).unwrap_or("NotStarted"),
+            start_ts: start,
+            end_ts: match (start, s.duration_ms, s.result) {
+                (Some(t), Some(d), Some(r)) if r.is_finished() => Some(t.saturating_add(d)),
+                _ => None,
+            },
+            module: None,
+            module_info: Map::new(),
+            edge_layout_list: EdgeLayout {
+                current_node_children: Vec::new(),
+                next_ids: ids.get(i + 1).cloned().into_iter().collect(),
+            },
+        };
+        map.insert(
+            ids[i].clone(),
+            serde_json::to_value(node).unwrap_or(Value::Null),
+        );
+    }
+    (map, ids.first().cloned())
+}
+
+/// `pipelineExecutionSummary`: Harness's members in its order, then Cistern's own. Where
+/// Cistern has nothing of Harness's (governance, modules, retries, execution inputs, stage
+/// selection), the member is an empty object or list, or `false`: true of every run here.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionSummary {
@@ -243,14 +311,29 @@ pub struct ExecutionSummary {
     status: &'static str,
     tags: Vec<Value>,
     execution_trigger_info: TriggerInfo,
+    /// No policy engine: nothing to report.
+    governance_metadata: Map<String, Value>,
+    /// No Harness modules: nothing to report.
+    module_info: Map<String, Value>,
+    /// The linked run's top-level stages.
+    layout_node_map: Map<String, Value>,
+    modules: Vec<String>,
+    /// The first stage's node, when the run has stages.
+    starting_node_id: Option<String>,
     start_ts: Option<i64>,
     end_ts: Option<i64>,
     created_at: i64,
+    /// Cistern does not retry a run (fire the trigger again).
+    can_retry: bool,
+    show_retry_history: bool,
     run_sequence: Option<i64>,
     successful_stages_count: i64,
     running_stages_count: i64,
     failed_stages_count: i64,
     total_stages_count: i64,
+    execution_input_configured: bool,
+    allow_stage_executions: bool,
+    stages_execution: bool,
     /// The CI's own id of the run.
     execution_id: Option<String>,
     /// The pipeline's full name in this hub.
@@ -290,6 +373,7 @@ pub fn execution_details(
         }
         None => None,
     };
+    let (layout_node_map, starting_node_id) = layout(run);
     Some(ExecutionDetails {
         pipeline_execution_summary: ExecutionSummary {
             pipeline_identifier: e.key.pipeline.clone(),
@@ -304,14 +388,24 @@ pub fn execution_details(
                 triggered_by: json!({"identifier": e.key.trigger, "extraInfo": {"eventCorrelationId": e.id}}),
                 is_rerun: false,
             },
+            governance_metadata: Map::new(),
+            module_info: Map::new(),
+            layout_node_map,
+            modules: Vec::new(),
+            starting_node_id,
             start_ts: run.map(|r| to_millis(r.started_at)),
             end_ts: end,
             created_at: to_millis(e.created_at),
+            can_retry: false,
+            show_retry_history: false,
             run_sequence: run.and_then(|r| r.build_number),
             successful_stages_count: ok,
             running_stages_count: running,
             failed_stages_count: failed,
             total_stages_count: total,
+            execution_input_configured: false,
+            allow_stage_executions: false,
+            stages_execution: false,
             execution_id: run.and_then(|r| r.execution_id.clone()),
             pipeline_full_name: run.map(|r| r.pipeline_full_name.clone()),
             web_url: run.and_then(|r| r.web_url.clone()),

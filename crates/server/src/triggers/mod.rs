@@ -9,7 +9,7 @@ pub mod presets;
 pub mod template;
 
 use cistern_core::FieldError;
-use cistern_store::{Store, TargetHeader, Trigger, TriggerKey, TriggerTarget};
+use cistern_store::{Store, TargetHeader, Trigger, TriggerAuth, TriggerKey, TriggerTarget};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -42,6 +42,8 @@ pub struct TriggerInput {
     pub preset: Option<presets::PresetInput>,
     /// The token URL fires it without an API key.
     pub allow_token: bool,
+    /// Whether the webhook URL asks for an API key.
+    pub auth: TriggerAuth,
     /// Enabled.
     pub enabled: bool,
 }
@@ -236,9 +238,9 @@ pub async fn build_trigger(
         key,
         enabled: input.enabled,
         allow_token: input.allow_token,
-        token: current
-            .map(|c| c.token.clone())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+        auth: input.auth,
+        // A new trigger gets its token from `issue_token` (the caller shows it once).
+        token_hash: current.map(|c| c.token_hash.clone()).unwrap_or_default(),
         preset: input
             .preset
             .map(|p| p.kind.trim().to_ascii_lowercase())
@@ -247,6 +249,23 @@ pub async fn build_trigger(
         created_at: current.map(|c| c.created_at).unwrap_or(now),
         updated_at: now,
     })
+}
+
+/// Gives a trigger a new token: sets its hash and returns the token, to be shown once (it is
+/// not stored, and cannot be shown again; `rotate-token` makes a new one).
+pub fn issue_token(t: &mut Trigger) -> String {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    t.token_hash = cistern_store::triggers::token_hash(&token);
+    token
+}
+
+/// True when `token` is the trigger's (compared as hashes, in constant time).
+pub fn token_matches(t: &Trigger, token: &str) -> bool {
+    !t.token_hash.is_empty()
+        && cistern_core::signatures::constant_time_eq(
+            t.token_hash.as_bytes(),
+            cistern_store::triggers::token_hash(token).as_bytes(),
+        )
 }
 
 fn query(account: &str, k: &TriggerKey) -> String {
@@ -268,28 +287,41 @@ pub fn webhook_url(public_url: &str, account: &str, t: &Trigger) -> String {
     )
 }
 
-/// The token URL of a trigger (fires it without a key when `allow_token` is set).
-pub fn token_url(public_url: &str, account: &str, t: &Trigger) -> String {
+/// The token URL of a trigger with its `token` (fires it without a key when `allow_token` is
+/// set). Only the token's hash is kept: this URL is shown when the token is made or rotated.
+pub fn token_url(public_url: &str, account: &str, t: &Trigger, token: &str) -> String {
     format!(
-        "{public_url}/gateway/pipeline/api/webhook/custom/{}/v3?{}",
-        t.token,
+        "{public_url}/gateway/pipeline/api/webhook/custom/{token}/v3?{}",
         query(account, &t.key)
     )
 }
 
-/// A trigger as the API shows it: its settings, its URLs and a curl line to fire it.
-pub fn trigger_json(t: &Trigger, public_url: &str, account: &str) -> Value {
+/// The curl line that fires a trigger: the seed's own (no key) for `auth: none`.
+pub fn curl_line(t: &Trigger, url: &str) -> String {
+    match t.auth {
+        TriggerAuth::None => format!(
+            "curl -X POST -H 'content-type: application/json' --url '{url}' -d '{{}}'"
+        ),
+        TriggerAuth::Key => format!(
+            "curl -X POST -H 'Content-Type: application/json' -H \"X-Api-Key: $TRIGGER_KEY\" --url '{url}' -d '{{}}'"
+        ),
+    }
+}
+
+/// A trigger as the API shows it: its settings, its URLs and a curl line to fire it. `token`
+/// is given only when it was just made (creation, rotation): its URL is shown that once.
+pub fn trigger_json(t: &Trigger, public_url: &str, account: &str, token: Option<&str>) -> Value {
     let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
     let url = webhook_url(public_url, account, t);
     if let Some(m) = v.as_object_mut() {
         m.insert("webhook_url".into(), json!(url));
-        m.insert("token_url".into(), json!(token_url(public_url, account, t)));
-        m.insert(
-            "curl".into(),
-            json!(format!(
-                "curl -X POST -H 'Content-Type: application/json' -H \"X-Api-Key: $TRIGGER_KEY\" --url '{url}' -d '{{}}'"
-            )),
-        );
+        if let Some(token) = token {
+            m.insert(
+                "token_url".into(),
+                json!(token_url(public_url, account, t, token)),
+            );
+        }
+        m.insert("curl".into(), json!(curl_line(t, &url)));
         m.insert(
             "events".into(),
             json!(format!("/api/v1/triggers/{}/events", t.id)),

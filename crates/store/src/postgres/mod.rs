@@ -61,6 +61,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../../migrations/postgres/0010_event_body_codec.sql"),
     ),
+    (
+        15,
+        include_str!("../../migrations/postgres/0015_trigger_auth_token_hash.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serializes migrators (the bytes of `cistern`).
@@ -768,6 +772,16 @@ impl Store for PgStore {
 
     async fn update_trigger(&self, t: &Trigger) -> Result<bool, StoreError> {
         triggers::update_trigger(&self.pool, t).await
+    }
+
+    async fn set_trigger_token(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        token_hash: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        triggers::set_trigger_token(&self.pool, tenant_id, id, token_hash, now).await
     }
 
     async fn delete_trigger(

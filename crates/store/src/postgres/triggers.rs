@@ -11,7 +11,7 @@ use crate::*;
 
 const TRIGGER_COLS: &str =
     "id, tenant_id, org_identifier, project_identifier, pipeline_identifier, identifier, enabled,
-    allow_token, token, preset, target, created_at, updated_at";
+    allow_token, token_hash, preset, target, created_at, updated_at, auth";
 
 fn trigger_row(r: &PgRow) -> Result<Trigger, sqlx::Error> {
     let target: String = r.try_get(10)?;
@@ -26,7 +26,7 @@ fn trigger_row(r: &PgRow) -> Result<Trigger, sqlx::Error> {
         },
         enabled: r.try_get(6)?,
         allow_token: r.try_get(7)?,
-        token: r.try_get(8)?,
+        token_hash: r.try_get::<Option<String>, _>(8)?.unwrap_or_default(),
         preset: r.try_get(9)?,
         target: target_from_text(&target).unwrap_or_else(|| TriggerTarget {
             method: "POST".into(),
@@ -36,6 +36,7 @@ fn trigger_row(r: &PgRow) -> Result<Trigger, sqlx::Error> {
         }),
         created_at: from_millis(r.try_get(11)?),
         updated_at: from_millis(r.try_get(12)?),
+        auth: TriggerAuth::parse(&r.try_get::<String, _>(13)?).unwrap_or_default(),
     })
 }
 
@@ -53,7 +54,7 @@ fn conflict(e: sqlx::Error, key: &TriggerKey) -> StoreError {
 
 pub(super) async fn create_trigger(pool: &PgPool, t: &Trigger) -> Result<(), StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO triggers ({TRIGGER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        "INSERT INTO triggers ({TRIGGER_COLS}, token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, '')"
     ))
     .bind(&t.id)
     .bind(&t.tenant_id)
@@ -63,11 +64,12 @@ pub(super) async fn create_trigger(pool: &PgPool, t: &Trigger) -> Result<(), Sto
     .bind(&t.key.trigger)
     .bind(t.enabled)
     .bind(t.allow_token)
-    .bind(&t.token)
+    .bind(&t.token_hash)
     .bind(&t.preset)
     .bind(target_text(&t.target))
     .bind(to_millis(t.created_at))
     .bind(to_millis(t.updated_at))
+    .bind(t.auth.as_str())
     .execute(pool)
     .await
     .map_err(|e| conflict(e, &t.key))?;
@@ -124,7 +126,7 @@ pub(super) async fn find_trigger(
 pub(super) async fn update_trigger(pool: &PgPool, t: &Trigger) -> Result<bool, StoreError> {
     let n = sqlx::query(
         "UPDATE triggers SET org_identifier = $3, project_identifier = $4, pipeline_identifier = $5, identifier = $6,
-           enabled = $7, allow_token = $8, preset = $9, target = $10, updated_at = $11
+           enabled = $7, allow_token = $8, preset = $9, target = $10, updated_at = $11, auth = $12
          WHERE tenant_id = $1 AND id = $2",
     )
     .bind(&t.tenant_id)
@@ -138,9 +140,31 @@ pub(super) async fn update_trigger(pool: &PgPool, t: &Trigger) -> Result<bool, S
     .bind(&t.preset)
     .bind(target_text(&t.target))
     .bind(to_millis(t.updated_at))
+    .bind(t.auth.as_str())
     .execute(pool)
     .await
     .map_err(|e| conflict(e, &t.key))?
+    .rows_affected();
+    Ok(n > 0)
+}
+
+/// Replaces a trigger's token (its hash): the old one is refused from the commit on.
+pub(super) async fn set_trigger_token(
+    pool: &PgPool,
+    tenant_id: &str,
+    id: &str,
+    token_hash: &str,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "UPDATE triggers SET token_hash = $3, token = '', updated_at = $4 WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(token_hash)
+    .bind(to_millis(now))
+    .execute(pool)
+    .await?
     .rows_affected();
     Ok(n > 0)
 }
@@ -229,6 +253,7 @@ fn event_row(r: &PgRow) -> Result<TriggerEvent, sqlx::Error> {
             finished_at: r.try_get::<Option<i64>, _>(28)?.map(from_millis),
             web_url: r.try_get(29)?,
             stage_results: Vec::new(),
+            stages: Vec::new(),
         }),
         _ => None,
     };
@@ -261,18 +286,28 @@ fn event_row(r: &PgRow) -> Result<TriggerEvent, sqlx::Error> {
     })
 }
 
+/// A top-level stage as read: idx, name, result, started_at, duration_ms.
+type StageRow = (i64, String, Option<String>, Option<i64>, Option<i64>);
+
 async fn with_stages(pool: &PgPool, mut e: TriggerEvent) -> Result<TriggerEvent, StoreError> {
     if let Some(run) = &mut e.run {
-        let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
-            "SELECT result, COUNT(*) FROM stages WHERE run_id = $1 AND parent_idx IS NULL GROUP BY result ORDER BY result",
+        let rows: Vec<StageRow> = sqlx::query_as(
+            "SELECT idx, name, result, started_at, duration_ms FROM stages WHERE run_id = $1 AND parent_idx IS NULL ORDER BY idx",
         )
         .bind(&run.id)
         .fetch_all(pool)
         .await?;
-        run.stage_results = rows
-            .into_iter()
-            .map(|(w, n)| (w.as_deref().and_then(RunResult::from_normalized), n))
-            .collect();
+        run.set_stages(
+            rows.into_iter()
+                .map(|(idx, name, w, started, duration)| LinkedStage {
+                    idx,
+                    name,
+                    result: w.as_deref().and_then(RunResult::from_normalized),
+                    started_at: started.map(from_millis),
+                    duration_ms: duration,
+                })
+                .collect(),
+        );
     }
     Ok(e)
 }

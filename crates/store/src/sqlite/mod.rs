@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_source_events.sql"),
     include_str!("../../migrations/sqlite/0009_retention.sql"),
     include_str!("../../migrations/sqlite/0010_event_body_codec.sql"),
+    include_str!("../../migrations/sqlite/0015_trigger_auth_token_hash.sql"),
 ];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).
@@ -175,6 +176,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }
+    // Data steps SQL cannot do here (idempotent, cheap when done).
+    triggers::hash_clear_tokens(&tx)?;
     let now = cistern_core::to_millis(time::OffsetDateTime::now_utc());
     tx.execute(
         "INSERT INTO tenants (id, slug, strict, created_at) VALUES (?1, 'default', 0, ?2) ON CONFLICT (slug) DO NOTHING",
@@ -958,6 +961,18 @@ impl Store for SqliteStore {
     async fn update_trigger(&self, t: &Trigger) -> Result<bool, StoreError> {
         let t = t.clone();
         self.in_writer(move |c| triggers::update_trigger(c, &t))
+            .await
+    }
+
+    async fn set_trigger_token(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        token_hash: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (t, i, h) = (tenant_id.to_owned(), id.to_owned(), token_hash.to_owned());
+        self.in_writer(move |c| triggers::set_trigger_token(c, &t, &i, &h, now))
             .await
     }
 

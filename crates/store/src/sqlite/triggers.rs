@@ -10,7 +10,7 @@ use crate::*;
 
 const TRIGGER_COLS: &str =
     "id, tenant_id, org_identifier, project_identifier, pipeline_identifier, identifier, enabled,
-    allow_token, token, preset, target, created_at, updated_at";
+    allow_token, token_hash, preset, target, created_at, updated_at, auth";
 
 fn trigger_row(r: &Row<'_>) -> rusqlite::Result<Trigger> {
     let target: String = r.get(10)?;
@@ -25,7 +25,7 @@ fn trigger_row(r: &Row<'_>) -> rusqlite::Result<Trigger> {
         },
         enabled: r.get(6)?,
         allow_token: r.get(7)?,
-        token: r.get(8)?,
+        token_hash: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
         preset: r.get(9)?,
         target: target_from_text(&target).unwrap_or_else(|| TriggerTarget {
             method: "POST".into(),
@@ -35,6 +35,7 @@ fn trigger_row(r: &Row<'_>) -> rusqlite::Result<Trigger> {
         }),
         created_at: from_millis(r.get(11)?),
         updated_at: from_millis(r.get(12)?),
+        auth: TriggerAuth::parse(&r.get::<_, String>(13)?).unwrap_or_default(),
     })
 }
 
@@ -54,7 +55,7 @@ fn conflict(e: rusqlite::Error, key: &TriggerKey) -> StoreError {
 
 pub(super) fn create_trigger(c: &Connection, t: &Trigger) -> Result<(), StoreError> {
     c.execute(
-        &format!("INSERT INTO triggers ({TRIGGER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+        &format!("INSERT INTO triggers ({TRIGGER_COLS}, token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, '')"),
         params![
             t.id,
             t.tenant_id,
@@ -64,11 +65,12 @@ pub(super) fn create_trigger(c: &Connection, t: &Trigger) -> Result<(), StoreErr
             t.key.trigger,
             t.enabled,
             t.allow_token,
-            t.token,
+            t.token_hash,
             t.preset,
             target_text(&t.target),
             to_millis(t.created_at),
-            to_millis(t.updated_at)
+            to_millis(t.updated_at),
+            t.auth.as_str()
         ],
     )
     .map_err(|e| conflict(e, &t.key))?;
@@ -117,7 +119,7 @@ pub(super) fn update_trigger(c: &Connection, t: &Trigger) -> Result<bool, StoreE
     let n = c
         .execute(
             "UPDATE triggers SET org_identifier = ?3, project_identifier = ?4, pipeline_identifier = ?5, identifier = ?6,
-               enabled = ?7, allow_token = ?8, preset = ?9, target = ?10, updated_at = ?11
+               enabled = ?7, allow_token = ?8, preset = ?9, target = ?10, updated_at = ?11, auth = ?12
              WHERE tenant_id = ?1 AND id = ?2",
             params![
                 t.tenant_id,
@@ -130,11 +132,41 @@ pub(super) fn update_trigger(c: &Connection, t: &Trigger) -> Result<bool, StoreE
                 t.allow_token,
                 t.preset,
                 target_text(&t.target),
-                to_millis(t.updated_at)
+                to_millis(t.updated_at),
+                t.auth.as_str()
             ],
         )
         .map_err(|e| conflict(e, &t.key))?;
     Ok(n > 0)
+}
+
+/// Replaces a trigger's token (its hash): the old one is refused from the commit on.
+pub(super) fn set_trigger_token(
+    c: &Connection,
+    tenant_id: &str,
+    id: &str,
+    token_hash: &str,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let n = c.execute(
+        "UPDATE triggers SET token_hash = ?3, token = '', updated_at = ?4 WHERE tenant_id = ?1 AND id = ?2",
+        params![tenant_id, id, token_hash, to_millis(now)],
+    )?;
+    Ok(n > 0)
+}
+
+/// Hashes the clear tokens left by databases made before tokens were hashed (SQLite has no
+/// SHA-256 in SQL, so this follows migration 0015 in the store). Idempotent.
+pub(super) fn hash_clear_tokens(c: &Connection) -> Result<(), StoreError> {
+    let clear: Vec<(String, String)> = c
+        .prepare("SELECT id, token FROM triggers WHERE token_hash IS NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut st = c.prepare("UPDATE triggers SET token_hash = ?2, token = '' WHERE id = ?1")?;
+    for (id, token) in clear {
+        st.execute(params![id, crate::triggers::token_hash(&token)])?;
+    }
+    Ok(())
 }
 
 pub(super) fn delete_trigger(
@@ -212,6 +244,7 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<TriggerEvent> {
             finished_at: r.get::<_, Option<i64>>(28)?.map(from_millis),
             web_url: r.get(29)?,
             stage_results: Vec::new(),
+            stages: Vec::new(),
         }),
         _ => None,
     };
@@ -247,17 +280,21 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<TriggerEvent> {
 fn with_stages(c: &Connection, mut e: TriggerEvent) -> Result<TriggerEvent, StoreError> {
     if let Some(run) = &mut e.run {
         let mut st = c.prepare_cached(
-            "SELECT result, COUNT(*) FROM stages WHERE run_id = ?1 AND parent_idx IS NULL GROUP BY result ORDER BY result",
+            "SELECT idx, name, result, started_at, duration_ms FROM stages WHERE run_id = ?1 AND parent_idx IS NULL ORDER BY idx",
         )?;
-        run.stage_results = st
+        let stages = st
             .query_map([&run.id], |r| {
-                let word: Option<String> = r.get(0)?;
-                Ok((
-                    word.as_deref().and_then(RunResult::from_normalized),
-                    r.get(1)?,
-                ))
+                let word: Option<String> = r.get(2)?;
+                Ok(LinkedStage {
+                    idx: r.get(0)?,
+                    name: r.get(1)?,
+                    result: word.as_deref().and_then(RunResult::from_normalized),
+                    started_at: r.get::<_, Option<i64>>(3)?.map(from_millis),
+                    duration_ms: r.get(4)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        run.set_stages(stages);
     }
     Ok(e)
 }
