@@ -61,6 +61,30 @@ load() {
   "$BIN" bench ingest --url "$url" --key "$key" --quiet --json "$@"
 }
 
+# wrk (the Debian package) measures the same targets with a load generator that is not ours.
+if ! command -v wrk >/dev/null 2>&1; then
+  log "installing wrk"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else sudo apt-get install -y -qq wrk >/dev/null; fi
+fi
+# wrk_run URL KEY PREFIX: `wrk -t1 -c$CONCURRENCY` for BENCH_SECONDS with scripts/bench/wrk-sei.lua
+# (a new execution id per request, 10 % repeats); the summary as JSON on stdout.
+wrk_run() {
+  local out
+  out="$(WRK_KEY="$2" WRK_PREFIX="$3" wrk -t1 -c"$CONCURRENCY" -d"${BENCH_SECONDS}s" --latency -s scripts/bench/wrk-sei.lua "$1")"
+  python3 -c '
+import json, re, sys
+t = sys.stdin.read()
+def ms(v, u): return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
+lat = {q: ms(*re.search(r"^\s+" + q + r"%\s+([\d.]+)(us|ms|s)\s*$", t, re.M).groups()) for q in ("50", "90", "99")}
+mx = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", t)
+errs = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", t))
+sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+if sock: errs += sum(int(x) for x in sock.groups())
+print(json.dumps({"throughput_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)),
+  "latency_ms": {"p50": lat["50"], "p90": lat["90"], "p99": lat["99"], "max": ms(*mx.groups()) if mx else 0.0},
+  "errors": errs, "requests_ok": int(re.search(r"(\d+) requests in", t).group(1)) - errs}))' <<<"$out"
+}
+
 MACHINE="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB memory, $(uname -sr)"
 STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 log "machine: $MACHINE"
@@ -71,6 +95,8 @@ log "baseline 200-OK server, closed loop c=$CONCURRENCY for ${BENCH_SECONDS}s"
 BASE_PID=$!; PIDS+=("$BASE_PID")
 for _ in $(seq 1 100); do curl -fsS -o /dev/null -X POST -d '{}' http://127.0.0.1:27090/ 2>/dev/null && break; sleep 0.05; done
 BASELINE="$(load http://127.0.0.1:27090 none --concurrency "$CONCURRENCY" --duration "${BENCH_SECONDS}s" --unique-ratio 1)"
+log "baseline 200-OK server, wrk -t1 -c$CONCURRENCY for ${BENCH_SECONDS}s"
+WRK_BASE="$(wrk_run http://127.0.0.1:27090 none base)"
 kill "$BASE_PID"; wait "$BASE_PID" 2>/dev/null || true
 
 # 2. Cistern on SQLite (the default): closed loop, then open loop at a fixed offered rate.
@@ -81,6 +107,8 @@ log "cistern SQLite, open loop at ${OPEN_RATE}/s for ${OPEN_SECONDS}s"
 OPEN="$(load http://127.0.0.1:27080 "$KEY" --run-prefix open --concurrency "$CONCURRENCY" --rate "$OPEN_RATE" --duration "${OPEN_SECONDS}s" --server-pid "$SERVER_PID")"
 log "cistern SQLite, the Jenkins Job Reporter envelope (propelo) for ${DIALECT_SECONDS}s"
 PROPELO="$(load http://127.0.0.1:27080 "$KEY" --run-prefix propelo --dialect propelo --concurrency "$CONCURRENCY" --duration "${DIALECT_SECONDS}s")"
+log "cistern SQLite, Allstacks custom CD jobs for ${DIALECT_SECONDS}s"
+ALLSTACKS="$(load http://127.0.0.1:27080 "$KEY" --run-prefix allstacks --dialect allstacks --concurrency "$CONCURRENCY" --duration "${DIALECT_SECONDS}s")"
 log "cistern SQLite, soak at ${SOAK_RATE}/s for ${SOAK_SECONDS}s (memory sampled)"
 RSS_START="$(awk '/VmRSS/{print $2}' /proc/$SERVER_PID/status)"
 SOAK_SAMPLES="$WORK/soak-rss.txt"
@@ -98,15 +126,25 @@ PY
 )"
 STORED_SQLITE="$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM runs").fetchone()[0])' "$WORK/sqlite.db" 2>/dev/null || echo '?')"
 stop_hub
+log "cistern SQLite (a fresh database), wrk -t1 -c$CONCURRENCY for ${BENCH_SECONDS}s"
+start_hub "sqlite://$WORK/sqlite-wrk.db" 27083
+WRK_SQLITE="$(wrk_run http://127.0.0.1:27083 "$KEY" wrk)"
+stop_hub
 
 # 3. Cistern on PostgreSQL.
-PG_SUMMARY=""
+PG_SUMMARY=""; WRK_PG=""
 if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   log "cistern PostgreSQL, closed loop c=$CONCURRENCY for ${BENCH_SECONDS}s"
   psql -h 127.0.0.1 -U postgres -qc 'DROP DATABASE IF EXISTS cistern_bench' >/dev/null
   psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE cistern_bench' >/dev/null
   start_hub "postgres://postgres@127.0.0.1:5432/cistern_bench" 27081
   PG_SUMMARY="$(load http://127.0.0.1:27081 "$KEY" --concurrency "$CONCURRENCY" --duration "${BENCH_SECONDS}s" --server-pid "$SERVER_PID")"
+  stop_hub
+  log "cistern PostgreSQL (a fresh database), wrk -t1 -c$CONCURRENCY for ${BENCH_SECONDS}s"
+  psql -h 127.0.0.1 -U postgres -qc 'DROP DATABASE IF EXISTS cistern_bench' >/dev/null
+  psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE cistern_bench' >/dev/null
+  start_hub "postgres://postgres@127.0.0.1:5432/cistern_bench" 27081
+  WRK_PG="$(wrk_run http://127.0.0.1:27081 "$KEY" wrk)"
   stop_hub
 fi
 
@@ -154,11 +192,19 @@ o = json.loads('''$OPEN''')
 pr = json.loads('''$PROPELO''')
 so = json.loads('''$SOAK''')
 pg = json.loads('''${PG_SUMMARY:-null}''')
+al = json.loads('''$ALLSTACKS''')
+wb = json.loads('''$WRK_BASE''')
+ws = json.loads('''$WRK_SQLITE''')
+wp = json.loads('''${WRK_PG:-null}''')
 def mib(x): return f"{x/1048576:.0f} MiB" if x else "?"
 def row(name, d):
     if not d: return f"| {name} | not run (no PostgreSQL on 127.0.0.1:5432) | | | | | |"
     l = d["latency_ms"]
     return f"| {name} | {d['throughput_per_s']:,.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['max']:.1f} | {d['errors']} | {mib(d.get('server_rss_peak_bytes'))} |"
+def share(d, base):
+    return f"{d['throughput_per_s'] / base['throughput_per_s']:.1%}" if d else "not run"
+def within(d):
+    return f"{d['throughput_per_s'] / s['throughput_per_s'] - 1:+.1%}"
 ratio = s["throughput_per_s"] / b["throughput_per_s"]
 crit = open("$CRIT").read().strip()
 lines = f"""# Benchmarks
@@ -180,9 +226,23 @@ an artifact, trigger chain), 90 % new runs and 10 % repeats (updates), 4 instanc
 {row(f"Cistern SQLite, closed loop c=$CONCURRENCY, ${BENCH_SECONDS}s", s)}
 {row(f"Cistern SQLite, open loop {o['offered_rate']}/s offered, ${OPEN_SECONDS}s", o)}
 {row(f"Cistern SQLite, Jenkins Job Reporter envelope (propelo), ${DIALECT_SECONDS}s", pr)}
+{row(f"Cistern SQLite, Allstacks custom CD jobs, ${DIALECT_SECONDS}s", al)}
 {row(f"Cistern PostgreSQL, closed loop c=$CONCURRENCY, ${BENCH_SECONDS}s", pg)}
+{row(f"wrk: baseline 200-OK server, -t1 -c$CONCURRENCY, ${BENCH_SECONDS}s", wb)}
+{row(f"wrk: Cistern SQLite, -t1 -c$CONCURRENCY, ${BENCH_SECONDS}s", ws)}
+{row(f"wrk: Cistern PostgreSQL, -t1 -c$CONCURRENCY, ${BENCH_SECONDS}s", wp)}
+
+The wrk rows post the same ~2.2 KB SEI run from \`scripts/bench/wrk-sei.lua\` (a new execution id
+per request, 10 % repeats) to a fresh database each; wrk counts every non-2xx reply as an error.
+
+| share of the baseline, same run | \`cistern bench ingest\` | wrk |
+| --- | ---: | ---: |
+| the load generator itself: \`cistern bench ingest\` / wrk, both against the baseline | {share(b, wb)} | 100 % |
+| Cistern SQLite | {share(s, b)} | {share(ws, wb)} |
+| Cistern PostgreSQL | {share(pg, b)} | {share(wp, wb)} |
 
 - **Cistern SQLite / baseline: {ratio:.1%}** of the HTTP limit of this machine, measured in the same run.
+- The other dialects against the SEI route, same SQLite hub: Jenkins Job Reporter envelope {within(pr)}, Allstacks {within(al)}.
 - Runs stored in the SQLite database at the end: $STORED_SQLITE.
 - Soak at {so['offered_rate']}/s for ${SOAK_SECONDS}s: {so['requests_ok']:,} ok, {so['errors']} errors, p99 {so['latency_ms']['p99']:.2f} ms; server RSS $SOAK_RSS.
 

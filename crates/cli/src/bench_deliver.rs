@@ -99,7 +99,7 @@ async fn post_runs(
     use futures::StreamExt;
     let results: Vec<Result<(String, Instant)>> = futures::stream::iter(from..to)
         .map(|n| {
-            let body = crate::bench::sei_payload(n, 0).to_string();
+            let body = crate::bench::sei_body(n, 0, "exec").unwrap_or_default();
             async move {
                 let resp = client
                     .post(format!("{base}/v1/custom-cicd"))

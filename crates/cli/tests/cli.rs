@@ -351,6 +351,49 @@ async fn the_load_generator_posts_exact_counts() {
     );
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["errors"], 0);
+    assert_eq!(summary["requests_ok"], 100);
+    // Allstacks, with the acknowledgement log: one line per acknowledged job, each a stored run.
+    let acks = dir.path().join("allstacks.acks");
+    let out = Command::new(BIN)
+        .args(["bench", "ingest", "--url", &server.base, "--key", &key])
+        .args([
+            "--dialect",
+            "allstacks",
+            "--concurrency",
+            "4",
+            "--requests",
+            "120",
+        ])
+        .args([
+            "--unique-ratio",
+            "1",
+            "--quiet",
+            "--json",
+            "--run-prefix",
+            "as",
+        ])
+        .arg("--ack-log")
+        .arg(&acks)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["errors"], 0);
+    assert_eq!(summary["created"], 120);
+    let lines = std::fs::read_to_string(&acks).unwrap();
+    let ids: std::collections::HashSet<String> = lines
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert!(v["execution_id"].as_str().unwrap().starts_with("as-"));
+            v["run_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 120, "120 distinct runs acknowledged");
 }
 
 #[test]
