@@ -17,21 +17,29 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 #[command(
     name = "cistern",
     version,
-    about = "Cistern: a self-hosted CI/CD event hub"
+    about = "Cistern: a self-hosted CI/CD event hub",
+    after_help = GLOBAL_OPTIONS
 )]
 struct Cli {
-    /// Configuration file (default: ./cistern.toml when it exists).
-    #[arg(long, global = true, env = "CISTERN_CONFIG")]
+    // The three global options are accepted before or after any command, and described once, in
+    // `cistern --help` (GLOBAL_OPTIONS): listing them in every command's help drowned each
+    // command's own options, and `report` and `satellite` have no use for them.
+    #[arg(long, global = true, hide = true, env = "CISTERN_CONFIG")]
     config: Option<PathBuf>,
-    /// Database URL: sqlite://path (default sqlite://cistern.db) or postgres://user@host/db.
-    #[arg(long, global = true, env = "CISTERN_DATABASE_URL")]
+    #[arg(long, global = true, hide = true, env = "CISTERN_DATABASE_URL")]
     database: Option<String>,
-    /// Log format: pretty or json (default: the log_format setting, `pretty`).
-    #[arg(long, global = true, value_parser = ["pretty", "json"])]
+    #[arg(long, global = true, hide = true, value_parser = ["pretty", "json"])]
     log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
+
+/// The global options, described once.
+const GLOBAL_OPTIONS: &str = "\
+Global options (before or after the command; every command that opens the database reads them):
+      --config <FILE>          Configuration file (default: ./cistern.toml when it exists) [env: CISTERN_CONFIG=]
+      --database <URL>         Database URL: sqlite://path (default sqlite://cistern.db) or postgres://user@host/db [env: CISTERN_DATABASE_URL=]
+      --log-format <FORMAT>    Log format: pretty or json (default: the log_format setting, `pretty`)";
 
 #[derive(Subcommand)]
 enum Command {
@@ -105,6 +113,12 @@ enum Command {
     /// Developer tools: fixture data.
     #[command(subcommand)]
     Dev(DevCmd),
+    /// Print a shell completion script: `cistern completions bash > /etc/bash_completion.d/cistern`
+    /// (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Probe a running hub's /healthz (exit 0 when it answers 2xx): the health check of the
     /// container image, which has no shell or curl.
     Healthcheck {
@@ -457,6 +471,15 @@ enum TenantsCmd {
 fn main() {
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Completions { shell } = cli.command {
+        use std::io::Write;
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "cistern", &mut script);
+        // A closed pipe (`| head`) is not an error worth a message.
+        let _ = std::io::stdout().write_all(&script);
+        return;
+    }
     if let Command::Satellite(args) = cli.command {
         // `--config` names the satellite's file; CISTERN_CONFIG (the hub's) does not.
         let given = matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
@@ -511,12 +534,19 @@ fn init_logging(format: &str, default_level: &str) {
     let filter = tracing_subscriber_filter(default_level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour())
         .with_writer(std::io::stderr);
     if format == "json" {
         let _ = builder.json().try_init();
     } else {
         let _ = builder.try_init();
     }
+}
+
+/// Colour in logs only on a terminal, and never with `NO_COLOR` set (no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
 fn tracing_subscriber_filter(default_level: &str) -> tracing_subscriber::EnvFilter {
@@ -560,6 +590,8 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(&config.log_format, "warn");
             migrate_data::run(args).await?;
         }
+        // Printed in `main`, before any configuration is read.
+        Command::Completions { .. } => {}
         Command::Healthcheck { url, timeout } => {
             let url = url.unwrap_or_else(|| healthcheck::default_url(&config.listen));
             healthcheck::probe(&url, std::time::Duration::from_secs(timeout)).await?;

@@ -708,3 +708,54 @@ fn triggers_create_prints_the_id_alone() {
     let (ok, _, err) = cistern(&db, &["triggers", "delete", id]);
     assert!(!ok && err.contains("no trigger"), "{err}");
 }
+
+#[test]
+fn global_options_are_described_once_and_completions_are_printed() {
+    let help = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().expect("run");
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = help(&["--help"]);
+    assert!(
+        top.contains("Global options") && top.contains("--database <URL>"),
+        "{top}"
+    );
+    for cmd in [
+        &["keys", "create", "--help"][..],
+        &["serve", "--help"],
+        &["report", "run", "--help"],
+        &["satellite", "run", "--help"],
+    ] {
+        let text = help(cmd);
+        assert!(
+            !text.contains("--database") && !text.contains("--log-format"),
+            "{cmd:?} lists the global options again: {text}"
+        );
+    }
+    // Still accepted after the command.
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("g.db").display());
+    let out = Command::new(BIN)
+        .args(["tenants", "list", "--database", &db, "--log-format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let bash = help(&["completions", "bash"]);
+    assert!(
+        bash.contains("_cistern()") && bash.contains("migrate-data"),
+        "{bash}"
+    );
+    let zsh = help(&["completions", "zsh"]);
+    assert!(zsh.contains("#compdef cistern"));
+    // Logs carry no colour codes when stderr is not a terminal.
+    let out = Command::new(BIN)
+        .args(["migrate", "--database", &db])
+        .env("CISTERN_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains('\u{1b}'),
+        "{out:?}"
+    );
+}
