@@ -5,6 +5,7 @@ mod admin;
 mod metrics;
 mod outbound;
 mod read;
+mod rekey;
 mod satellites;
 mod triggers;
 mod writer;
@@ -656,6 +657,21 @@ impl Store for SqliteStore {
     async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError> {
         let (k, v) = (key.to_owned(), value.to_owned());
         self.with_conn(move |c| admin::meta_init(c, &k, &v)).await
+    }
+
+    async fn all_sealed_secrets(&self) -> Result<Vec<SealedSecret>, StoreError> {
+        self.with_conn(rekey::all_sealed_secrets).await
+    }
+
+    async fn reseal_secrets(
+        &self,
+        resealed: Vec<ResealedSecret>,
+        check_key: &str,
+        check_value: &str,
+    ) -> Result<(), StoreError> {
+        let (k, v) = (check_key.to_owned(), check_value.to_owned());
+        self.with_conn(move |c| rekey::reseal_secrets(c, &resealed, &k, &v))
+            .await
     }
 
     async fn put_secret(
