@@ -256,6 +256,9 @@ enum SecretsCmd {
         #[command(flatten)]
         tenant: TenantArg,
     },
+    /// Replace the master key (in its key file) with a new random one, re-encrypting every
+    /// secret of every tenant in one transaction. Stop the hub (every node) first.
+    RotateMasterKey,
 }
 
 #[derive(Subcommand)]
@@ -962,6 +965,23 @@ async fn secrets(
                         .unwrap_or_else(|| "-".into())
                 );
             }
+        }
+        SecretsCmd::RotateMasterKey => {
+            if config
+                .master_key
+                .as_deref()
+                .is_some_and(|v| !v.trim().is_empty())
+            {
+                bail!("the master key comes from CISTERN_MASTER_KEY (or master_key); rotation writes a key file: move the key into a file named by master_key_file (CISTERN_MASTER_KEY_FILE), unset CISTERN_MASTER_KEY, then rotate");
+            }
+            let file = config.master_key_path();
+            let n = cistern_server::secrets::rotate_master_key(store, &file)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "master key rotated: {n} secrets re-encrypted; the new key is in {} (back it up; the old key no longer opens them)",
+                file.display()
+            );
         }
         SecretsCmd::Delete { name, tenant: t } => {
             let tenant = tenant(store, &t.tenant).await?;

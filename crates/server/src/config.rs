@@ -342,8 +342,20 @@ impl Config {
     ) -> Result<crate::secrets::MasterKey, String> {
         let key =
             crate::secrets::MasterKey::load(self.master_key.as_deref(), &self.master_key_path())?;
-        key.check(store).await?;
-        Ok(key)
+        match key.check(store).await {
+            Ok(()) => Ok(key),
+            Err(e)
+                if self
+                    .master_key
+                    .as_deref()
+                    .is_none_or(|v| v.trim().is_empty()) =>
+            {
+                crate::secrets::recover_rotation(store, &self.master_key_path())
+                    .await
+                    .ok_or(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The store settings implied by this configuration.

@@ -119,6 +119,18 @@ pub trait Store: Send + Sync + 'static {
     async fn list_secrets(&self, tenant_id: &str) -> Result<Vec<SecretInfo>, StoreError>;
     /// Deletes a secret; false when there was none.
     async fn delete_secret(&self, tenant_id: &str, name: &str) -> Result<bool, StoreError>;
+    /// Every secret of every tenant, sealed (for a master-key rotation).
+    async fn all_sealed_secrets(&self) -> Result<Vec<SealedSecret>, StoreError>;
+    /// Rewrites every secret with its new ciphertexts and sets the setting `check_key` (the
+    /// master key's check value) to `check_value`, in one transaction. Refused (`Conflict`),
+    /// changing nothing, when the secrets are no longer exactly those read (one set, added or
+    /// deleted meanwhile would be left under the old key).
+    async fn reseal_secrets(
+        &self,
+        resealed: Vec<ResealedSecret>,
+        check_key: &str,
+        check_value: &str,
+    ) -> Result<(), StoreError>;
 
     /// Creates a signed source.
     async fn create_source(&self, source: &Source) -> Result<(), StoreError>;

@@ -621,6 +621,31 @@ pub struct StoredSecret {
     pub updated_at: OffsetDateTime,
 }
 
+/// A secret's ciphertexts as a master-key rotation reads and rewrites them (every tenant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Name.
+    pub name: String,
+    /// Nonce of the current value.
+    pub nonce: Vec<u8>,
+    /// Ciphertext of the current value.
+    pub ciphertext: Vec<u8>,
+    /// The value before the last `secrets set`, when one is kept: nonce and ciphertext (its
+    /// grace period is left as it is).
+    pub previous: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A secret sealed again under a new master key.
+#[derive(Debug, Clone)]
+pub struct ResealedSecret {
+    /// The row as read: it is rewritten only if it is still so.
+    pub old: SealedSecret,
+    /// The same values under the new key.
+    pub new: SealedSecret,
+}
+
 /// A named secret as listed (no value).
 #[derive(Debug, Clone, Serialize)]
 pub struct SecretInfo {

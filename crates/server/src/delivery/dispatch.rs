@@ -196,7 +196,8 @@ pub(super) async fn attempt(ctx: &Ctx, d: ClaimedDispatch) -> DispatchRecord {
         tracing::warn!(event = %d.id, attempts = made, %message, "trigger event not executed");
     }
     rec.next = next;
-    rec.message = Some(message);
+    // The target's answer may quote the request URL too.
+    rec.message = Some(redact::strip_urls(&message));
     rec
 }
 

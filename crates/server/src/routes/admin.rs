@@ -59,6 +59,16 @@ pub async fn set_secret(
     if value.is_empty() {
         return Err(ApiError::field("value", "must not be empty"));
     }
+    // A hub started before `cistern secrets rotate-master-key` still holds the old key: what it
+    // sealed now could never be read.
+    if let Err(e) = master.check(state_store).await {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "Conflict",
+            format!("{e}; the master key was rotated since this hub started: restart it"),
+        ));
+    }
     let (nonce, ct) = master.encrypt(&crate::secrets::context(tenant_id, name), value);
     let grace = time::OffsetDateTime::now_utc() + time::Duration::hours(grace_hours as i64);
     Ok(state_store

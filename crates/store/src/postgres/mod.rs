@@ -8,6 +8,7 @@ mod admin;
 mod metrics;
 mod outbound;
 mod read;
+mod rekey;
 mod satellites;
 mod triggers;
 mod writer;
@@ -486,6 +487,19 @@ impl Store for PgStore {
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError> {
         admin::meta_init(&self.pool, key, value).await
+    }
+
+    async fn all_sealed_secrets(&self) -> Result<Vec<SealedSecret>, StoreError> {
+        rekey::all_sealed_secrets(&self.pool).await
+    }
+
+    async fn reseal_secrets(
+        &self,
+        resealed: Vec<ResealedSecret>,
+        check_key: &str,
+        check_value: &str,
+    ) -> Result<(), StoreError> {
+        rekey::reseal_secrets(&self.pool, &resealed, check_key, check_value).await
     }
 
     async fn put_secret(

@@ -5,6 +5,7 @@ mod admin;
 mod metrics;
 mod outbound;
 mod read;
+mod rekey;
 mod satellites;
 mod triggers;
 mod writer;
@@ -187,6 +188,45 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The database and its -wal and -shm files hold API key hashes, the secrets' ciphertexts and
+/// every raw payload: readable and writable by their owner only (0600), like the master key.
+/// A missing database is created 0600 before SQLite opens it (SQLite creates its -wal and -shm
+/// files with the database file's mode); existing files with group or other permissions (made by
+/// an older version, or under a wide umask) lose them.
+#[cfg(unix)]
+fn private_files(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |what: &str, p: &Path, e: std::io::Error| {
+        StoreError::Backend(format!("cannot {what} {}: {e}", p.display()))
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| fail("create", path, e))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(|e| fail("restrict the permissions of", &p, e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_files(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies migrations.
     pub async fn open(path: &Path, settings: &StoreSettings) -> Result<Self, StoreError> {
@@ -203,6 +243,7 @@ impl SqliteStore {
                 StoreError::Backend(format!("cannot create directory {}: {e}", dir.display()))
             })?;
         }
+        private_files(path)?;
         let mut wconn = Connection::open(path).map_err(|e| {
             StoreError::Backend(format!(
                 "cannot open SQLite database {}: {e}",
@@ -211,6 +252,9 @@ impl SqliteStore {
         })?;
         configure(&wconn)?;
         migrate(&mut wconn)?;
+        // WAL mode is now on: the -wal and -shm files exist (created with the database's mode;
+        // ones left by an older version may be wider).
+        private_files(path)?;
         // The checkpointer below does the WAL's checkpoints; the writer keeps a larger page cache
         // (the indexes it updates on every run stay in memory).
         wconn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -616,6 +660,21 @@ impl Store for SqliteStore {
     async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError> {
         let (k, v) = (key.to_owned(), value.to_owned());
         self.with_conn(move |c| admin::meta_init(c, &k, &v)).await
+    }
+
+    async fn all_sealed_secrets(&self) -> Result<Vec<SealedSecret>, StoreError> {
+        self.with_conn(rekey::all_sealed_secrets).await
+    }
+
+    async fn reseal_secrets(
+        &self,
+        resealed: Vec<ResealedSecret>,
+        check_key: &str,
+        check_value: &str,
+    ) -> Result<(), StoreError> {
+        let (k, v) = (check_key.to_owned(), check_value.to_owned());
+        self.with_conn(move |c| rekey::reseal_secrets(c, &resealed, &k, &v))
+            .await
     }
 
     async fn put_secret(
@@ -1126,6 +1185,8 @@ pub fn backup(from: &Path, to: &Path) -> Result<BackupReport, StoreError> {
     let partial = dir.join(format!(".{name}.partial-{}", std::process::id()));
     let _ = std::fs::remove_file(&partial);
     let result = (|| {
+        // A copy holds what the database holds: 0600 as well.
+        private_files(&partial)?;
         let mut dst = Connection::open(&partial)?;
         {
             let b = rusqlite::backup::Backup::new(&src, &mut dst)?;
