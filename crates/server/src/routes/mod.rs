@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod allstacks;
 pub mod catalog;
+pub mod delivery_metrics;
 pub mod events;
 pub mod health;
 pub mod hooks;
@@ -160,6 +161,7 @@ pub fn api() -> Api {
         .merge(allstacks::router())
         .merge(runs::router())
         .merge(metrics::router())
+        .merge(delivery_metrics::router())
         .merge(catalog::router())
         .merge(events::router())
         .merge(satellites::router())

@@ -369,6 +369,7 @@ impl Modify for Extras {
         super::events::one,
         super::metrics::dora,
         super::metrics::ci,
+        super::delivery_metrics::delivery,
         super::admin::list_secrets,
         super::admin::get_secret,
         super::admin::put_secret,
