@@ -364,6 +364,12 @@ async fn build_index(state: &AppState, session: &Session) -> Result<Response, Pa
                 }))
             (card("/admin/events?status=rejected&days=1", "Rejected events", rejected, "in the last day",
                 html! { "Refused requests, with the reasons and the raw payload." }))
+            @if session.is_admin() {
+                li class="card" {
+                    h2 { a href="/admin/keys" { "API keys" } }
+                    p class="muted" { "Create, rotate (with a grace) and revoke this tenant's keys." }
+                }
+            }
         }
     };
     Ok(layout::page("Admin", session, Nav::Admin, body).into_response())
