@@ -352,6 +352,14 @@ struct Reader {
 }
 
 impl Reader {
+    fn warn(&mut self, at: &Node, key: &str, message: &str) {
+        self.warnings.push(Problem {
+            line: line_of(at),
+            key: key.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+
     fn problem(&mut self, at: &Node, key: &str, message: &str) {
         self.problems.push(Problem {
             line: line_of(at),
@@ -466,6 +474,7 @@ impl Reader {
                 "id",
                 "scheduling_interval",
                 "proxy",
+                "relay_key",
             ],
         );
         let url = self
@@ -525,7 +534,8 @@ impl Reader {
         };
         let relay_key = self
             .opt_str(map, name, "relay_key")
-            .or_else(|| env("CISTERN_SATELLITE_RELAY_KEY").filter(|v| !v.trim().is_empty()));
+            .or_else(|| env("CISTERN_SATELLITE_RELAY_KEY").filter(|v| !v.trim().is_empty()))
+            .or_else(|| self.relay_key_file(node, name, env));
         Some(HubSettings {
             relay_key,
             url: url?,
@@ -535,6 +545,41 @@ impl Reader {
             scheduling_interval: Duration::from_secs(interval?),
             proxy,
         })
+    }
+
+    /// The relay key from the file `CISTERN_SATELLITE_RELAY_KEY_FILE` names (a Docker or
+    /// Kubernetes secret mounted as a file); its first line, trimmed. A missing or empty file is
+    /// a warning: a relay on loopback needs no key, and one beyond it refuses to start anyway.
+    fn relay_key_file(
+        &mut self,
+        node: &Node,
+        name: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<String> {
+        let path = env("CISTERN_SATELLITE_RELAY_KEY_FILE").filter(|v| !v.trim().is_empty())?;
+        match std::fs::read_to_string(path.trim()) {
+            Ok(text) => {
+                let key = text.lines().next().unwrap_or("").trim().to_owned();
+                if key.is_empty() {
+                    self.warn(
+                        node,
+                        &format!("{name}.relay_key"),
+                        &format!("CISTERN_SATELLITE_RELAY_KEY_FILE names {path}, which is empty; put the relay key in it"),
+                    );
+                    None
+                } else {
+                    Some(key)
+                }
+            }
+            Err(e) => {
+                self.warn(
+                    node,
+                    &format!("{name}.relay_key"),
+                    &format!("CISTERN_SATELLITE_RELAY_KEY_FILE names {path}, which cannot be read ({e}); mount the secret there (docker run --mount type=bind,source=relay_key.txt,target={path},readonly or a Docker/Kubernetes secret), or set relay_key in satellite.yml"),
+                );
+                None
+            }
+        }
     }
 
     fn proxy(&mut self, prefix: &str, node: &Node) -> Option<Proxy> {

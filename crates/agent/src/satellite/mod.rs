@@ -188,8 +188,36 @@ impl Running {
     }
 }
 
+/// True when every address `listen` names is a loopback one (`127.0.0.1:8090`, `[::1]:0`,
+/// `localhost:8090`): only processes on this machine can reach the relay.
+pub fn listens_on_loopback_only(listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match listen.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
+/// The relay posts to the hub under the satellite's own key: listening beyond loopback with no
+/// `relay_key` would let anyone who reaches it post as the satellite (an open relay).
+pub fn check_relay_exposure(listen: &str, relay_key: Option<&str>) -> Result<(), String> {
+    if relay_key.is_some_and(|k| !k.trim().is_empty()) || listens_on_loopback_only(listen) {
+        return Ok(());
+    }
+    Err(format!(
+        "the relay would listen on {listen}, beyond loopback, with no relay_key: anyone who reaches it could post to the hub under this satellite's key. \
+         Set a relay key senders must present: `relay_key: <a long random value>` under `satellite:` in satellite.yml, \
+         or the environment variable CISTERN_SATELLITE_RELAY_KEY, or CISTERN_SATELLITE_RELAY_KEY_FILE naming a file that holds it \
+         (a Docker or Kubernetes secret); or listen on loopback only (--listen 127.0.0.1:8090)"
+    ))
+}
+
 /// Starts the relay, the forwarder, the pollers and the heartbeats.
 pub async fn start(opts: Options) -> Result<Running, String> {
+    check_relay_exposure(&opts.listen, opts.config.hub.relay_key.as_deref())?;
     let config = Arc::new(opts.config);
     let spool_dir = opts.spool_dir.clone();
     let max = opts.spool_max_bytes;
