@@ -273,9 +273,11 @@ pub async fn start(opts: Options) -> Result<Running, String> {
     let state_dir = opts.spool_dir.join(pollers::STATE_DIR);
     for integration in &config.integrations {
         let Some(poller) = pollers::for_integration(integration, &config.hub)? else {
-            tracing::info!(
+            // Said on every heartbeat too (and on the hub's /admin/satellites).
+            tracing::warn!(
                 integration = integration.id,
-                "no poller for this application; its tools push to the relay"
+                application = heartbeat::application_name(&integration.application),
+                "no poller for this application (only jenkins and gitlab are polled); its tools must push to the relay"
             );
             continue;
         };
@@ -350,7 +352,13 @@ pub fn config_path(flag: Option<PathBuf>, get: &dyn Fn(&str) -> Option<String>) 
 fn run(a: cli::RunArgs, flag: Option<PathBuf>) -> Result<(), String> {
     let path = config_path(flag, &env);
     let password = env("ENCRYPTION_PASSWORD");
-    let config = config::load(&path, password.as_deref(), &env).map_err(|e| e.to_string())?;
+    // `--hub` gives the hub's URL to a file without one, before CISTERN_URL.
+    let hub = a.hub.clone().filter(|h| !h.trim().is_empty());
+    let with_hub = |name: &str| match (name, &hub) {
+        ("CISTERN_URL", Some(h)) => Some(h.clone()),
+        _ => env(name),
+    };
+    let config = config::load(&path, password.as_deref(), &with_hub).map_err(|e| e.to_string())?;
     for w in &config.warnings {
         tracing::warn!(config = %path.display(), "{w}");
     }
@@ -426,7 +434,48 @@ fn password(confirm: bool, stdin_is_input: bool) -> Result<String, String> {
     Ok(p)
 }
 
+/// `encrypt --value` / `decrypt --value`: one value, from stdin (asked on a terminal).
+fn crypt_value(a: &cli::CryptArgs, encrypting: bool) -> Result<(), String> {
+    if a.input != "-" {
+        return Err(
+            "--value reads the value from standard input (or asks it), not from an argument: values on a command line land in shell history"
+                .into(),
+        );
+    }
+    // The password first (ENCRYPTION_PASSWORD, the terminal, or stdin's first line), then the
+    // value (the terminal, or stdin's next line).
+    let pw = password(encrypting, false)?;
+    let value = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Value: ").map_err(|e| format!("cannot read the value: {e}"))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    };
+    if value.is_empty() {
+        return Err("no value: type it, or pipe it on standard input".into());
+    }
+    let output = if encrypting {
+        config::enc_value(&value, &pw)
+    } else {
+        let inner = config::enc_inner(&value).unwrap_or(value.trim());
+        crypto::decrypt_text(inner, &pw).map_err(|e| format!("cannot decrypt the value: {e}"))?
+    };
+    match &a.output {
+        Some(path) => write_private(path, format!("{output}\n").as_bytes())
+            .map_err(|e| format!("writing {}: {e}", path.display())),
+        None => std::io::stdout()
+            .write_all(format!("{output}\n").as_bytes())
+            .map_err(|e| format!("writing standard output: {e}")),
+    }
+}
+
 fn crypt(a: cli::CryptArgs, encrypting: bool) -> Result<(), String> {
+    if a.value {
+        return crypt_value(&a, encrypting);
+    }
     let from_stdin = a.input == "-";
     // Read the password first: on a terminal it is asked before the input is read.
     let pw = password(encrypting, from_stdin)?;
