@@ -184,3 +184,54 @@ async fn with_a_relay_key_only_senders_that_show_it_get_in() {
     assert_eq!(sat.spool().usage().depth, 3);
     sat.stop().await;
 }
+
+#[tokio::test]
+async fn beyond_loopback_without_a_relay_key_it_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // Refused before anything is bound: the address below is never listened on.
+    for listen in ["0.0.0.0:8090", "[::]:8090", "192.0.2.10:8090"] {
+        let mut opts = options(dir.path(), 1 << 20);
+        opts.listen = listen.into();
+        let err = satellite::start(opts).await.err().expect("refused");
+        assert!(err.contains(listen), "{err}");
+        assert!(err.contains("relay_key"), "{err}");
+        assert!(err.contains("CISTERN_SATELLITE_RELAY_KEY"), "{err}");
+        assert!(err.contains("127.0.0.1"), "says how to stay local: {err}");
+    }
+    // With a relay key, any address is allowed; loopback needs none.
+    assert!(satellite::check_relay_exposure("0.0.0.0:8090", Some("rk_1")).is_ok());
+    assert!(satellite::check_relay_exposure("0.0.0.0:8090", Some("  ")).is_err());
+    for local in ["127.0.0.1:0", "[::1]:0", "localhost:0"] {
+        assert!(
+            satellite::check_relay_exposure(local, None).is_ok(),
+            "{local}"
+        );
+    }
+    let sat = satellite::start(options(dir.path(), 1 << 20))
+        .await
+        .unwrap();
+    sat.stop().await;
+}
+
+#[test]
+fn the_relay_key_can_come_from_a_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay_key");
+    std::fs::write(&file, "rk_from_secret\n").unwrap();
+    let text = "satellite:\n  url: http://127.0.0.1:9\n  api_key: cst_sat\n";
+    let path = file.display().to_string();
+    let env = |n: &str| (n == "CISTERN_SATELLITE_RELAY_KEY_FILE").then(|| path.clone());
+    let c = config::parse(text, &env).unwrap();
+    assert_eq!(c.hub.relay_key.as_deref(), Some("rk_from_secret"));
+    // A file named but missing is a warning naming it (on loopback no key is needed; beyond
+    // it, the satellite refuses to start).
+    let missing = dir.path().join("nope").display().to_string();
+    let env = |n: &str| (n == "CISTERN_SATELLITE_RELAY_KEY_FILE").then(|| missing.clone());
+    let c = config::parse(text, &env).unwrap();
+    assert_eq!(c.hub.relay_key, None);
+    assert!(
+        c.warnings.iter().any(|w| w.to_string().contains(&missing)),
+        "{:?}",
+        c.warnings
+    );
+}

@@ -195,6 +195,18 @@ enum KeysCmd {
         #[command(flatten)]
         tenant: TenantArg,
     },
+    /// Rotate a key (by id, name or prefix): a new key with the same name and scopes is
+    /// printed alone on stdout; the old key keeps working until the grace ends, then is refused
+    /// (401, saying it was rotated).
+    Rotate {
+        /// Id, name or prefix of the key.
+        key: String,
+        /// How long the old key keeps working: 24h by default, 0s to end it now, at most 30d.
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
     /// Revoke a key by id, name or prefix.
     Revoke {
         /// Id, name or prefix of the key.
@@ -867,11 +879,23 @@ async fn keys(store: &dyn Store, cmd: KeysCmd) -> Result<()> {
         }
         KeysCmd::List { tenant: t } => {
             let tenant = tenant(store, &t.tenant).await?;
-            println!("ID\tNAME\tPREFIX\tSCOPES\tCREATED\tREVOKED");
-            for k in store.list_api_keys(&tenant.id).await? {
+            println!("ID\tNAME\tPREFIX\tSCOPES\tCREATED\tREVOKED\tSTATE");
+            let now = time::OffsetDateTime::now_utc();
+            for (k, r) in cistern_server::keys::list(store, &tenant.id)
+                .await
+                .map_err(api)?
+            {
                 let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+                let state = cistern_server::keys::state(&k, r.as_ref(), now);
+                let state = match &r {
+                    Some(r) if state == "grace" => format!(
+                        "grace until {}",
+                        cistern_server::delivery::format::rfc3339(r.expires_at)
+                    ),
+                    _ => state.to_owned(),
+                };
                 println!(
-                    "{}\t{}\t{}…\t{}\t{}\t{}",
+                    "{}\t{}\t{}…\t{}\t{}\t{}\t{}",
                     k.id,
                     k.name,
                     k.prefix,
@@ -879,9 +903,36 @@ async fn keys(store: &dyn Store, cmd: KeysCmd) -> Result<()> {
                     k.created_at,
                     k.revoked_at
                         .map(|t| t.to_string())
-                        .unwrap_or_else(|| "-".into())
+                        .unwrap_or_else(|| "-".into()),
+                    state
                 );
             }
+        }
+        KeysCmd::Rotate {
+            key,
+            grace,
+            tenant: t,
+        } => {
+            let tenant = tenant(store, &t.tenant).await?;
+            let grace = cistern_server::keys::parse_grace("--grace", &grace)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let old = cistern_server::keys::resolve(store, &tenant.id, &key)
+                .await
+                .map_err(api)?;
+            let now = time::OffsetDateTime::now_utc();
+            let (issued, rotation) =
+                cistern_server::keys::rotate(store, &tenant.id, &old, grace, now)
+                    .await
+                    .map_err(api)?;
+            println!("{}", issued.secret);
+            eprintln!(
+                "key {} ({}…) rotated: it works until {}, then answers 401; its replacement is {} ({}…)",
+                old.id,
+                old.prefix,
+                cistern_server::delivery::format::rfc3339(rotation.expires_at),
+                issued.info.id,
+                issued.info.prefix
+            );
         }
         KeysCmd::Revoke { key, tenant: t } => {
             let tenant = tenant(store, &t.tenant).await?;

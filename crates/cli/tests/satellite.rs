@@ -147,6 +147,16 @@ struct Satellite {
 
 impl Satellite {
     async fn start(config: &Path, spool: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(config, spool, log, env, &[]).await
+    }
+
+    async fn start_with(
+        config: &Path,
+        spool: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         let port = free_port();
         let err = std::fs::OpenOptions::new()
             .create(true)
@@ -159,6 +169,7 @@ impl Satellite {
             .args(["--listen", &format!("127.0.0.1:{port}"), "--spool"])
             .arg(spool)
             .args(["--retry-first-ms", "100", "--retry-max-ms", "400"])
+            .args(args)
             .env_remove("CISTERN_CONFIG")
             .env_remove("CONFIG_FILE")
             .env_remove("ENCRYPTION_PASSWORD")
@@ -784,4 +795,195 @@ async fn polled_jenkins_builds_reach_the_hub_once_across_restarts() {
     let r2 = runs.iter().find(|r| r["build_number"] == 2).unwrap();
     assert_eq!(r2["result"], "failure");
     assert_eq!(sat.status().await["spool_depth"], 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values encrypted one by one (`api_key: ENC(…)`), and a Harness-generated file (no url).
+
+/// Python's `cryptography` on one value: `encrypt` prints base64, `decrypt` prints the value.
+fn python_value(py: &str, mode: &str, password: &str, input: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in");
+    std::fs::write(&path, input).unwrap();
+    let out = Command::new(py)
+        .args(["-c", PYTHON_JASYPT, mode, password])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A dashboard page, signed in through the form with `key`.
+async fn dashboard(base: &str, key: &str, path: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut jar: Vec<String> = Vec::new();
+    let keep = |jar: &mut Vec<String>, resp: &reqwest::Response| {
+        for c in resp.headers().get_all("set-cookie") {
+            let pair = c.to_str().unwrap().split(';').next().unwrap().to_owned();
+            let name = pair.split('=').next().unwrap().to_owned();
+            jar.retain(|p| !p.starts_with(&format!("{name}=")));
+            jar.push(pair);
+        }
+    };
+    let login = http.get(format!("{base}/login")).send().await.unwrap();
+    keep(&mut jar, &login);
+    let html = login.text().await.unwrap();
+    let marker = r#"name="csrf" value=""#;
+    let at = html.find(marker).expect("csrf field") + marker.len();
+    let csrf = html[at..at + html[at..].find('"').unwrap()].to_owned();
+    let resp = http
+        .post(format!("{base}/login"))
+        .header("cookie", jar.join("; "))
+        .form(&[("key", key), ("csrf", csrf.as_str()), ("next", path)])
+        .send()
+        .await
+        .unwrap();
+    keep(&mut jar, &resp);
+    http.get(format!("{base}{path}"))
+        .header("cookie", jar.join("; "))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_harness_generated_config_with_enc_values_starts_and_reports_unpolled_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let key = make_key(&db).await;
+    let hub = start_hub(&db, dir.path()).await;
+    let pw = "pässword with spaces";
+
+    // `encrypt --value`: the value on stdin, ENC(…) alone on stdout.
+    let (code, out, err) = cistern_crypt(&["encrypt", "--value"], Some(pw), &format!("{key}\n"));
+    assert_eq!(code, 0, "{err}");
+    let enc = out.trim().to_owned();
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+    let inner = enc
+        .strip_prefix("ENC(")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not ENC(…): {enc}"));
+    assert!(!enc.contains(&key[4..]));
+    // The password as stdin's first line, the value as its second.
+    let (code, out2, err) = cistern_crypt(&["encrypt", "--value"], None, &format!("{pw}\n{key}\n"));
+    assert_eq!(code, 0, "{err}");
+    let (code, back, err) = cistern_crypt(&["decrypt", "--value"], Some(pw), &out2);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(back.trim(), key);
+    let jira_token = match python_with_cryptography() {
+        Some(py) => {
+            // Python reads what the binary wrote, and the binary what Python wrote.
+            assert_eq!(python_value(py, "decrypt", pw, inner), key);
+            let theirs = python_value(py, "encrypt", pw, "jira-token-42");
+            let (code, out, err) = cistern_crypt(
+                &["decrypt", "--value"],
+                Some(pw),
+                &format!("ENC({theirs})\n"),
+            );
+            assert_eq!(code, 0, "{err}");
+            assert_eq!(out.trim(), "jira-token-42");
+            format!("ENC({theirs})")
+        }
+        None => enc.clone(),
+    };
+
+    // The file Harness generates: `levelops:` with tenant and api_key, no url; a Jira
+    // integration nothing polls.
+    let config = dir.path().join("satellite.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "levelops:\n  tenant: default\n  api_key: {enc}\n  scheduling_interval: 1\nintegrations:\n  - id: '5'\n    application: jira\n    url: https://jira.example.com\n    api_key: {jira_token}\n"
+        ),
+    )
+    .unwrap();
+    let mut sat = Satellite::start_with(
+        &config,
+        &dir.path().join("spool"),
+        &dir.path().join("sat.log"),
+        &[("ENCRYPTION_PASSWORD", pw)],
+        &["--hub", &hub.base],
+    )
+    .await;
+    let list = || async {
+        let v: Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/satellites", hub.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["satellites"].as_array().cloned().unwrap_or_default()
+    };
+    // A heartbeat at the hub: the key was decrypted (ENC(…) used literally gets 401).
+    eventually(10, "a heartbeat at the hub", || async {
+        !list().await.is_empty()
+    })
+    .await;
+    let s = &list().await[0];
+    assert_eq!(s["id"], "default", "{s}");
+    assert_eq!(s["details"]["unpolled"][0]["application"], "jira", "{s}");
+    assert_eq!(s["details"]["unpolled"][0]["id"], "5", "{s}");
+    let page = dashboard(&hub.base, &key, "/admin/satellites").await;
+    assert!(page.contains("Not polled: jira (5)"), "{page}");
+    sat.kill();
+
+    // Neither --hub nor CISTERN_URL: it does not start, and names both.
+    let start = |env: Vec<(&'static str, String)>, args: Vec<&str>| {
+        let out = Command::new(BIN)
+            .args(["satellite", "run", "--config"])
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0", "--spool"])
+            .arg(dir.path().join("spool"))
+            .args(args)
+            .env_remove("ENCRYPTION_PASSWORD")
+            .env_remove("CISTERN_URL")
+            .env_remove("CISTERN_API_KEY")
+            .envs(env)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = start(vec![("ENCRYPTION_PASSWORD", pw.to_owned())], vec![]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("levelops.url") && err.contains("CISTERN_URL") && err.contains("--hub"),
+        "{err}"
+    );
+    // A wrong password: refused, naming the key.
+    let (code, err) = start(
+        vec![("ENCRYPTION_PASSWORD", "wrong".to_owned())],
+        vec!["--hub", &hub.base],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("levelops.api_key") && err.contains("cannot be decrypted"),
+        "{err}"
+    );
+    // CISTERN_URL does as --hub.
+    let (code, err) = start(
+        vec![
+            ("ENCRYPTION_PASSWORD", pw.to_owned()),
+            ("CISTERN_URL", "ftp://nowhere".to_owned()),
+        ],
+        vec![],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("must start with http"), "{err}");
 }

@@ -4,6 +4,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
+use cistern_store::key_rotation::KeyRotation;
 use cistern_store::{ApiKeyInfo, Scope, Tenant};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -131,14 +132,14 @@ pub async fn authenticate(
         ));
     };
     let hash = hash_key(&secret);
-    let (key, tenant) = match state.keys.get(&hash) {
+    let (key, tenant, rotation) = match state.keys.get(&hash) {
         Some(hit) => hit,
         None => {
-            let (key, tenant) = lookup(state, &hash)
+            let (key, tenant, rotation) = lookup(state, &hash)
                 .await
                 .map_err(|e| fail(e, None, None))?;
-            state.keys.put(hash, &key, &tenant);
-            (key, tenant)
+            state.keys.put(hash, &key, &tenant, rotation.as_ref());
+            (key, tenant, rotation)
         }
     };
     if key.revoked_at.is_some() {
@@ -147,6 +148,17 @@ pub async fn authenticate(
                 "the API key \"{}\" ({}…) was revoked",
                 key.name, key.prefix
             )),
+            Some(tenant),
+            Some(key.id),
+        ));
+    }
+    // A rotated key works until its grace ends (checked on every request, cached or not).
+    if let Some(r) = rotation
+        .as_ref()
+        .filter(|r| r.expired(time::OffsetDateTime::now_utc()))
+    {
+        return Err(fail(
+            crate::keys::rotated_refusal(&key, r),
             Some(tenant),
             Some(key.id),
         ));
@@ -166,8 +178,11 @@ pub async fn authenticate(
     Ok(caller)
 }
 
-/// Reads a key and its tenant from the store.
-async fn lookup(state: &AppState, hash: &str) -> Result<(ApiKeyInfo, Tenant), ApiError> {
+/// Reads a key, its tenant and its rotation from the store.
+async fn lookup(
+    state: &AppState,
+    hash: &str,
+) -> Result<(ApiKeyInfo, Tenant, Option<KeyRotation>), ApiError> {
     let key = match state.store.api_key_by_hash(hash).await? {
         Some(k) => k,
         None => {
@@ -176,8 +191,9 @@ async fn lookup(state: &AppState, hash: &str) -> Result<(ApiKeyInfo, Tenant), Ap
             ))
         }
     };
+    let rotation = state.store.api_key_rotation(&key.id).await?;
     match state.store.tenant_by_id(&key.tenant_id).await? {
-        Some(t) => Ok((key, t)),
+        Some(t) => Ok((key, t, rotation)),
         None => Err(ApiError::unauthorized(
             "the API key's tenant no longer exists",
         )),
@@ -190,8 +206,11 @@ async fn lookup(state: &AppState, hash: &str) -> Result<(ApiKeyInfo, Tenant), Ap
 /// key revoked with the CLI (which writes the database directly) stops working within `ttl`.
 pub struct KeyCache {
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, ApiKeyInfo, Tenant)>>,
+    entries: Mutex<HashMap<String, CacheEntry>>,
 }
+
+/// When an entry was read, the key, its tenant and its rotation.
+type CacheEntry = (Instant, ApiKeyInfo, Tenant, Option<KeyRotation>);
 
 /// Most keys remembered at once; past it the cache starts again empty.
 const KEY_CACHE_CAPACITY: usize = 4096;
@@ -205,14 +224,14 @@ impl KeyCache {
         }
     }
 
-    fn get(&self, hash: &str) -> Option<(ApiKeyInfo, Tenant)> {
+    fn get(&self, hash: &str) -> Option<(ApiKeyInfo, Tenant, Option<KeyRotation>)> {
         if self.ttl.is_zero() {
             return None;
         }
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(hash) {
-            Some((at, key, tenant)) if at.elapsed() < self.ttl => {
-                Some((key.clone(), tenant.clone()))
+            Some((at, key, tenant, rotation)) if at.elapsed() < self.ttl => {
+                Some((key.clone(), tenant.clone(), rotation.clone()))
             }
             Some(_) => {
                 map.remove(hash);
@@ -222,7 +241,7 @@ impl KeyCache {
         }
     }
 
-    fn put(&self, hash: String, key: &ApiKeyInfo, tenant: &Tenant) {
+    fn put(&self, hash: String, key: &ApiKeyInfo, tenant: &Tenant, rotation: Option<&KeyRotation>) {
         if self.ttl.is_zero() {
             return;
         }
@@ -230,7 +249,21 @@ impl KeyCache {
         if map.len() >= KEY_CACHE_CAPACITY {
             map.clear();
         }
-        map.insert(hash, (Instant::now(), key.clone(), tenant.clone()));
+        map.insert(
+            hash,
+            (
+                Instant::now(),
+                key.clone(),
+                tenant.clone(),
+                rotation.cloned(),
+            ),
+        );
+    }
+
+    /// Forgets a key (by id): this node sees its change (rotation, revocation) at once.
+    pub fn forget_key(&self, key_id: &str) {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (_, k, _, _)| k.id != key_id);
     }
 }
 
@@ -296,13 +329,13 @@ mod tests {
     fn the_key_cache_remembers_for_its_ttl_only() {
         let (key, tenant) = key_and_tenant();
         let off = KeyCache::new(Duration::ZERO);
-        off.put("h".into(), &key, &tenant);
+        off.put("h".into(), &key, &tenant, None);
         assert!(off.get("h").is_none(), "a zero TTL never remembers");
 
         let cache = KeyCache::new(Duration::from_millis(200));
         assert!(cache.get("h").is_none());
-        cache.put("h".into(), &key, &tenant);
-        let (k, t) = cache.get("h").expect("remembered");
+        cache.put("h".into(), &key, &tenant, None);
+        let (k, t, _) = cache.get("h").expect("remembered");
         assert_eq!((k.id.as_str(), t.slug.as_str()), ("k1", "acme"));
         assert!(cache.get("other").is_none());
         std::thread::sleep(Duration::from_millis(250));

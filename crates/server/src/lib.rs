@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod delivery;
 pub mod error;
 pub mod import;
+pub mod keys;
 pub mod ops;
 pub mod routes;
 pub mod secrets;

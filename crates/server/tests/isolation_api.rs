@@ -181,6 +181,17 @@ const ROUTES: &[Route] = &[
         NotFound,
         r#"{"job_id": "1", "status": "Succeeded", "commit_sha": "a2e7da86cc392417b0d9f605b28038aae80b002f", "repo_id": "1", "service_id": 2, "job_start_time": 1704018030, "job_duration": 300}"#,
     ),
+    r("GET", "/api/v1/keys", Admin, Hides),
+    r("POST", "/api/v1/keys/{b.key}/rotate", Admin, NotFound),
+    r("DELETE", "/api/v1/keys/{b.key}", Admin, NotFound),
+    r("GET", "/api/v1/triggers", Admin, Hides),
+    r("GET", "/api/v1/triggers/{b.trigger}", Admin, NotFound),
+    r(
+        "POST",
+        "/api/v1/triggers/{b.trigger}/rotate-token",
+        Admin,
+        NotFound,
+    ),
     r("GET", "/", Session, Hides),
     r("GET", "/fragments/latest-runs", Session, Hides),
     r("GET", "/pipelines", Session, Hides),
@@ -259,6 +270,8 @@ impl Tenant {
             "sub",
             "delivery",
             "satellite",
+            "key",
+            "trigger",
         ]
         .iter()
         .map(|k| &self.values[*k])
@@ -422,6 +435,29 @@ async fn tenant(app: &TestApp, slug: &str, tag: &str) -> Tenant {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    // A live key of its own (its read key) and a trigger.
+    let read_key = app
+        .store
+        .list_api_keys(&t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| read.starts_with(&k.prefix))
+        .expect("the read key");
+    values.insert("key".into(), read_key.id);
+    let (status, body) = http(
+        app,
+        "POST",
+        "/api/v1/triggers",
+        Some((&admin, Admin)),
+        &json!({"org": "o", "project": "p", "pipeline": format!("deploy-{tag}"), "trigger": format!("t-{tag}"),
+                "url": "http://127.0.0.1:9/build", "allow_token": true})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let trigger: Value = serde_json::from_str(&body).unwrap();
+    values.insert("trigger".into(), trigger["id"].as_str().unwrap().to_owned());
     values.insert("sub".into(), sub);
     values.insert("secret".into(), secret);
     values.insert("secret2".into(), secret2);
@@ -453,6 +489,8 @@ async fn snapshot(app: &TestApp, b: &Tenant) -> Value {
         format!("/api/v1/subscriptions/{}/deliveries", b.values["sub"]),
         format!("/api/v1/deliveries/{}", b.values["delivery"]),
         "/api/v1/satellites".to_owned(),
+        "/api/v1/keys".to_owned(),
+        "/api/v1/triggers".to_owned(),
     ];
     for p in paths {
         let (status, mut v) = app.get_with(&p, &b.admin).await;

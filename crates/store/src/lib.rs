@@ -6,6 +6,7 @@
 pub mod copy;
 pub mod cursor;
 pub mod integrity;
+pub mod key_rotation;
 pub mod keys;
 pub mod merge;
 pub mod metrics_sql;
@@ -62,6 +63,30 @@ pub trait Store: Send + Sync + 'static {
         tenant_id: &str,
         id_or_name: &str,
     ) -> Result<ApiKeyInfo, StoreError>;
+
+    /// Rotates the tenant's key `key_id`: stores `new` (its hash is `hash`) as its replacement,
+    /// renames the old key (`<name> (rotated <time>)`) and records that it works until
+    /// `expires_at`, in one transaction. `NotFound` for no such key; `Conflict` when it is
+    /// revoked or already rotated.
+    async fn rotate_api_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        new: &ApiKeyInfo,
+        hash: &str,
+        expires_at: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+    ) -> Result<key_rotation::KeyRotation, StoreError>;
+    /// The rotation of a key, when it was rotated.
+    async fn api_key_rotation(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<key_rotation::KeyRotation>, StoreError>;
+    /// The rotations of a tenant's keys.
+    async fn list_api_key_rotations(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<key_rotation::KeyRotation>, StoreError>;
 
     /// Runs of a tenant, newest first, filtered and paginated.
     async fn list_runs(

@@ -798,6 +798,91 @@ async fn api_keys_create_lookup_list_revoke() {
     .await;
 }
 
+#[tokio::test]
+async fn a_key_is_rotated_once_into_a_replacement_with_its_grace() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let other = s.create_tenant("other", false).await.expect("tenant");
+            let old = s
+                .create_api_key(key(&t.id, "ci", "hash-rot-0001"))
+                .await
+                .expect("create");
+            let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+            let until = now + time::Duration::hours(24);
+            let new = ApiKeyInfo {
+                id: cistern_store::new_id(),
+                tenant_id: t.id.clone(),
+                name: "ci".into(),
+                prefix: "cst_rot2".into(),
+                scopes: old.scopes.clone(),
+                created_at: now,
+                revoked_at: None,
+            };
+            // Another tenant cannot rotate it.
+            let e = s
+                .rotate_api_key(&other.id, &old.id, &new, "hash-rot-0002", until, now)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
+            let r = s
+                .rotate_api_key(&t.id, &old.id, &new, "hash-rot-0002", until, now)
+                .await
+                .expect("rotate");
+            assert_eq!(
+                (r.key_id.as_str(), r.replaced_by.as_str()),
+                (old.id.as_str(), new.id.as_str())
+            );
+            assert_eq!(r.expires_at, until);
+            assert_eq!(s.api_key_rotation(&old.id).await.unwrap(), Some(r.clone()));
+            assert_eq!(s.api_key_rotation(&new.id).await.unwrap(), None);
+            assert_eq!(s.list_api_key_rotations(&t.id).await.unwrap(), vec![r]);
+            assert!(s
+                .list_api_key_rotations(&other.id)
+                .await
+                .unwrap()
+                .is_empty());
+            // The replacement is found by its hash and has the name; the old key was renamed.
+            let found = s
+                .api_key_by_hash("hash-rot-0002")
+                .await
+                .unwrap()
+                .expect("new");
+            assert_eq!(
+                (found.id.as_str(), found.name.as_str()),
+                (new.id.as_str(), "ci")
+            );
+            let was = s
+                .api_key_by_hash("hash-rot-0001")
+                .await
+                .unwrap()
+                .expect("old");
+            assert!(was.name.starts_with("ci (rotated "), "{}", was.name);
+            // Once only: a second rotation of the old key is a conflict and stores nothing.
+            let again = ApiKeyInfo {
+                id: cistern_store::new_id(),
+                prefix: "cst_rot3".into(),
+                ..new.clone()
+            };
+            let e = s
+                .rotate_api_key(&t.id, &old.id, &again, "hash-rot-0003", until, now)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+            assert!(s.api_key_by_hash("hash-rot-0003").await.unwrap().is_none());
+            // A revoked key is not rotated.
+            s.revoke_api_key(&t.id, &new.id).await.unwrap();
+            let e = s
+                .rotate_api_key(&t.id, &new.id, &again, "hash-rot-0003", until, now)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+        }
+        .boxed()
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Runs
 

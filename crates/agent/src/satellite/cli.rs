@@ -19,10 +19,12 @@ pub enum SatelliteCommand {
     /// else ./satellite.yml, /cistern/config.yml or /levelops/config.yml). An encrypted config is
     /// read with ENCRYPTION_PASSWORD.
     Run(RunArgs),
-    /// Encrypt a config file (prints base64 on stdout). Password: ENCRYPTION_PASSWORD, else asked
+    /// Encrypt a config file (prints base64 on stdout), or with --value one value (prints
+    /// ENC(…), to paste as a value of satellite.yml). Password: ENCRYPTION_PASSWORD, else asked
     /// on the terminal without echo, else the first line of stdin.
     Encrypt(CryptArgs),
-    /// Decrypt an encrypted config file (prints YAML on stdout). Password as for `encrypt`.
+    /// Decrypt an encrypted config file (prints YAML on stdout), or with --value one ENC(…)
+    /// value. Password as for `encrypt`.
     Decrypt(CryptArgs),
 }
 
@@ -54,14 +56,23 @@ pub struct RunArgs {
     /// Longest pause between tries of the hub, in milliseconds.
     #[arg(long, default_value_t = 60_000, hide = true)]
     pub retry_max_ms: u64,
+    /// The hub's base URL when satellite.yml has no `url` (as a Harness-generated file):
+    /// taken before CISTERN_URL.
+    #[arg(long, value_name = "URL")]
+    pub hub: Option<String>,
 }
 
 /// `cistern satellite encrypt|decrypt`.
 #[derive(Debug, Args)]
 pub struct CryptArgs {
-    /// The file to read (`-`: standard input).
+    /// The file to read (`-`: standard input). With --value: the value, read from standard
+    /// input (one line; asked without echo on a terminal).
     #[arg(default_value = "-")]
     pub input: String,
+    /// One value instead of a file: `encrypt --value` prints `ENC(…)`, `decrypt --value` takes
+    /// `ENC(…)` (or its inside) and prints the value.
+    #[arg(long)]
+    pub value: bool,
     /// Write here instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,

@@ -18,6 +18,11 @@
 //! ```
 //!
 //! Every error names the key and the line it is on; unknown keys are warnings (a typo shows).
+//!
+//! Values may be encrypted one by one, Jasypt's way: `api_key: ENC(<base64>)`, with the same
+//! algorithm and password (`ENCRYPTION_PASSWORD`) as a whole encrypted file
+//! (`cistern satellite encrypt --value` makes one). Every `ENC(…)` value is decrypted on load;
+//! one that cannot be stops the satellite, naming its key.
 
 use std::fmt;
 use std::path::Path;
@@ -193,7 +198,8 @@ pub fn load(
         source,
     })?;
     let mut warnings = Vec::new();
-    let text = if crypto::looks_encrypted(&text) {
+    let whole_file = crypto::looks_encrypted(&text);
+    let text = if whole_file {
         let password =
             password
                 .filter(|p| !p.is_empty())
@@ -205,7 +211,7 @@ pub fn load(
             source,
         })?
     } else {
-        if password.is_some_and(|p| !p.is_empty()) {
+        if password.is_some_and(|p| !p.is_empty()) && !text.contains("ENC(") {
             warnings.push(Problem {
                 line: None,
                 key: String::new(),
@@ -216,7 +222,7 @@ pub fn load(
         }
         text
     };
-    let mut cfg = parse(&text, env).map_err(|problems| ConfigError::Invalid {
+    let mut cfg = parse_with(&text, env, password).map_err(|problems| ConfigError::Invalid {
         path: shown,
         problems,
     })?;
@@ -225,17 +231,29 @@ pub fn load(
     Ok(cfg)
 }
 
-/// Parses configuration text; every problem at once.
+/// Parses configuration text; every problem at once. `ENC(…)` values need [`parse_with`].
 pub fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SatelliteConfig, Vec<Problem>> {
+    parse_with(text, env, None)
+}
+
+/// Parses configuration text, decrypting `ENC(…)` values with `password`; every problem at once.
+pub fn parse_with(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    password: Option<&str>,
 ) -> Result<SatelliteConfig, Vec<Problem>> {
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
     let root = match marked_yaml::parse_yaml(0, text) {
         Ok(n) => n,
         Err(e) => return Err(vec![load_problem(&e)]),
     };
-    let mut r = Reader::default();
+    let mut r = Reader {
+        password: password.filter(|p| !p.is_empty()).map(str::to_owned),
+        ..Reader::default()
+    };
     let Some(top) = root.as_mapping() else {
         return Err(vec![Problem {
             line: line_of(&root),
@@ -349,9 +367,86 @@ fn line_of(n: &Node) -> Option<usize> {
 struct Reader {
     problems: Vec<Problem>,
     warnings: Vec<Problem>,
+    /// `ENCRYPTION_PASSWORD`, for `ENC(…)` values.
+    password: Option<String>,
+}
+
+/// The inside of a Jasypt-style encrypted value, `ENC(<base64>)`.
+pub fn enc_inner(v: &str) -> Option<&str> {
+    v.trim()
+        .strip_prefix("ENC(")
+        .and_then(|s| s.strip_suffix(')'))
+}
+
+/// A value encrypted the Jasypt way: `ENC(<base64>)`, with the whole file's algorithm.
+pub fn enc_value(plain: &str, password: &str) -> String {
+    format!("ENC({})", crypto::encrypt(plain.as_bytes(), password))
 }
 
 impl Reader {
+    /// Decrypts an `ENC(…)` value; a problem naming `key` when it cannot be.
+    fn decrypt(&mut self, at: &Node, key: &str, value: &str) -> Option<String> {
+        let inner = enc_inner(value)?;
+        let Some(password) = self.password.clone() else {
+            self.problem(
+                at,
+                key,
+                "is encrypted (ENC(…)); set ENCRYPTION_PASSWORD to the password it was encrypted with",
+            );
+            return None;
+        };
+        match crypto::decrypt_text(inner, &password) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problem(
+                    at,
+                    key,
+                    &format!("the ENC(…) value cannot be decrypted with ENCRYPTION_PASSWORD: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Decrypts the `ENC(…)` strings of a JSON value (an integration's metadata).
+    fn decrypt_json(&mut self, at: &Node, key: &str, v: Value) -> Value {
+        match v {
+            Value::String(s) if enc_inner(&s).is_some() => self
+                .decrypt(at, key, &s)
+                .map(Value::String)
+                .unwrap_or(Value::Null),
+            Value::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, x)| self.decrypt_json(at, &format!("{key}[{i}]"), x))
+                    .collect(),
+            ),
+            Value::Object(m) => Value::Object(
+                m.into_iter()
+                    .map(|(k, x)| {
+                        let x = self.decrypt_json(at, &format!("{key}.{k}"), x);
+                        (k, x)
+                    })
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+
+    /// True when a problem already names `key` (one message per key).
+    fn named(&self, key: &str) -> bool {
+        self.problems.iter().any(|p| p.key == key)
+    }
+
+    fn warn(&mut self, at: &Node, key: &str, message: &str) {
+        self.warnings.push(Problem {
+            line: line_of(at),
+            key: key.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+
     fn problem(&mut self, at: &Node, key: &str, message: &str) {
         self.problems.push(Problem {
             line: line_of(at),
@@ -393,7 +488,14 @@ impl Reader {
         match node {
             Node::Scalar(s) if s.as_str().trim().is_empty() || s.as_str() == "~" => None,
             Node::Scalar(s) if s.may_coerce() && s.as_str() == "null" => None,
-            Node::Scalar(s) => Some(s.as_str().trim().to_owned()),
+            Node::Scalar(s) => {
+                let v = s.as_str().trim();
+                if enc_inner(v).is_some() {
+                    self.decrypt(node, &format!("{prefix}.{key}"), v)
+                } else {
+                    Some(v.to_owned())
+                }
+            }
             other => {
                 self.problem(
                     other,
@@ -415,6 +517,7 @@ impl Reader {
     ) -> Option<String> {
         let v = self.opt_str(map, prefix, key);
         if v.is_none()
+            && !self.named(&format!("{prefix}.{key}"))
             && !matches!(
                 map.get_node(key),
                 Some(Node::Sequence(_) | Node::Mapping(_))
@@ -466,6 +569,7 @@ impl Reader {
                 "id",
                 "scheduling_interval",
                 "proxy",
+                "relay_key",
             ],
         );
         let url = self
@@ -481,7 +585,7 @@ impl Reader {
                 self.problem(
                     node,
                     &format!("{name}.url"),
-                    "is required: the hub's base URL, e.g. https://cistern.example.com (or set CISTERN_URL)",
+                    "is required: the hub's base URL, e.g. https://cistern.example.com; a file without one (as Harness generates) takes it from the CISTERN_URL environment variable or the --hub URL flag of `cistern satellite run`",
                 );
                 None
             }
@@ -489,7 +593,7 @@ impl Reader {
         let api_key = self
             .opt_str(map, name, "api_key")
             .or_else(|| env("CISTERN_API_KEY").filter(|v| !v.trim().is_empty()));
-        if api_key.is_none() {
+        if api_key.is_none() && !self.named(&format!("{name}.api_key")) {
             self.problem(
                 map.get_node("api_key").unwrap_or(node),
                 &format!("{name}.api_key"),
@@ -525,7 +629,8 @@ impl Reader {
         };
         let relay_key = self
             .opt_str(map, name, "relay_key")
-            .or_else(|| env("CISTERN_SATELLITE_RELAY_KEY").filter(|v| !v.trim().is_empty()));
+            .or_else(|| env("CISTERN_SATELLITE_RELAY_KEY").filter(|v| !v.trim().is_empty()))
+            .or_else(|| self.relay_key_file(node, name, env));
         Some(HubSettings {
             relay_key,
             url: url?,
@@ -535,6 +640,41 @@ impl Reader {
             scheduling_interval: Duration::from_secs(interval?),
             proxy,
         })
+    }
+
+    /// The relay key from the file `CISTERN_SATELLITE_RELAY_KEY_FILE` names (a Docker or
+    /// Kubernetes secret mounted as a file); its first line, trimmed. A missing or empty file is
+    /// a warning: a relay on loopback needs no key, and one beyond it refuses to start anyway.
+    fn relay_key_file(
+        &mut self,
+        node: &Node,
+        name: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<String> {
+        let path = env("CISTERN_SATELLITE_RELAY_KEY_FILE").filter(|v| !v.trim().is_empty())?;
+        match std::fs::read_to_string(path.trim()) {
+            Ok(text) => {
+                let key = text.lines().next().unwrap_or("").trim().to_owned();
+                if key.is_empty() {
+                    self.warn(
+                        node,
+                        &format!("{name}.relay_key"),
+                        &format!("CISTERN_SATELLITE_RELAY_KEY_FILE names {path}, which is empty; put the relay key in it"),
+                    );
+                    None
+                } else {
+                    Some(key)
+                }
+            }
+            Err(e) => {
+                self.warn(
+                    node,
+                    &format!("{name}.relay_key"),
+                    &format!("CISTERN_SATELLITE_RELAY_KEY_FILE names {path}, which cannot be read ({e}); mount the secret there (docker run --mount type=bind,source=relay_key.txt,target={path},readonly or a Docker/Kubernetes secret), or set relay_key in satellite.yml"),
+                );
+                None
+            }
+        }
     }
 
     fn proxy(&mut self, prefix: &str, node: &Node) -> Option<Proxy> {
@@ -635,7 +775,9 @@ impl Reader {
                     "is required for a polled tool (its base URL, e.g. https://jenkins.example.com)",
                 );
             }
-            Some(Application::Gitlab) if api_key.is_none() => {
+            Some(Application::Gitlab)
+                if api_key.is_none() && !self.named(&format!("{prefix}.api_key")) =>
+            {
                 self.problem(
                     map.get_node("api_key").unwrap_or(node),
                     &format!("{prefix}.api_key"),
@@ -646,7 +788,10 @@ impl Reader {
         }
         let metadata = match map.get_node("metadata") {
             None => Value::Object(Default::default()),
-            Some(n @ Node::Mapping(_)) => to_json(n),
+            Some(n @ Node::Mapping(_)) => {
+                let v = to_json(n);
+                self.decrypt_json(n, &format!("{prefix}.metadata"), v)
+            }
             Some(Node::Scalar(s)) if s.as_str().trim().is_empty() || s.as_str() == "null" => {
                 Value::Object(Default::default())
             }
@@ -824,6 +969,69 @@ integrations:
         assert_eq!(c.warnings.len(), 1);
         assert_eq!(c.warnings[0].line, Some(4));
         assert_eq!(c.warnings[0].key, "satellite.ur");
+    }
+
+    #[test]
+    fn enc_values_are_decrypted_one_by_one() {
+        let pw = "correct horse";
+        let text = format!(
+            "levelops:\n  tenant: acme\n  api_key: {}\n  proxy:\n    host: p\n    port: 3128\n    password: {}\nintegrations:\n  - id: '1'\n    application: gitlab\n    url: https://gitlab.local\n    api_key: {}\n    metadata:\n      token: {}\n      projects: [{}]\n",
+            enc_value("cst_secret", pw),
+            enc_value("proxy-pw", pw),
+            enc_value("glpat-x", pw),
+            enc_value("meta-token", pw),
+            enc_value("group/app", pw),
+        );
+        let env = |n: &str| (n == "CISTERN_URL").then(|| "https://hub.env".to_owned());
+        let c = parse_with(&text, &env, Some(pw)).unwrap();
+        assert_eq!(c.hub.api_key, "cst_secret");
+        assert_eq!(c.hub.url, "https://hub.env", "a Harness file has no url");
+        assert_eq!(
+            c.hub.proxy.as_ref().unwrap().password.as_deref(),
+            Some("proxy-pw")
+        );
+        assert_eq!(c.integrations[0].api_key.as_deref(), Some("glpat-x"));
+        assert_eq!(
+            c.integrations[0].metadata,
+            serde_json::json!({"token": "meta-token", "projects": ["group/app"]})
+        );
+
+        // No password, or a wrong one: refused, naming each key and its line, once each.
+        for (password, says) in [
+            (None, "set ENCRYPTION_PASSWORD"),
+            (
+                Some("wrong"),
+                "cannot be decrypted with ENCRYPTION_PASSWORD",
+            ),
+        ] {
+            let problems = parse_with(&text, &env, password).unwrap_err();
+            let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(
+                keys,
+                [
+                    "levelops.api_key",
+                    "levelops.proxy.password",
+                    "integrations[0].api_key",
+                    "integrations[0].metadata.projects[0]",
+                    "integrations[0].metadata.token",
+                ],
+                "{problems:#?}"
+            );
+            assert_eq!(problems[0].line, Some(3));
+            assert!(
+                problems.iter().all(|p| p.message.contains(says)),
+                "{problems:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_harness_file_without_url_names_both_ways_to_give_it() {
+        let problems = parse("levelops:\n  tenant: acme\n  api_key: k\n", &no_env).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "levelops.url");
+        assert!(problems[0].message.contains("CISTERN_URL"), "{problems:?}");
+        assert!(problems[0].message.contains("--hub"), "{problems:?}");
     }
 
     #[test]

@@ -17,20 +17,35 @@ use super::Status;
 /// The hub's heartbeat path.
 pub const PATH: &str = "/api/v1/satellites/heartbeat";
 
-/// The heartbeat body.
+/// An application's name, as the configuration gave it.
+pub fn application_name(a: &Application) -> &str {
+    match a {
+        Application::Jenkins => "jenkins",
+        Application::Gitlab => "gitlab",
+        Application::Other(o) => o.as_str(),
+    }
+}
+
+/// The heartbeat body. `unpolled` lists the integrations no poller reads (an application other
+/// than jenkins and gitlab): their tools must push to the relay, and the hub shows them.
 pub fn body(config: &SatelliteConfig, spool: &Spool, status: &Status) -> Value {
     let usage = spool.usage();
     let report = status.report(&usage);
     let integrations: Vec<Value> = config
         .integrations
         .iter()
+        .map(|i| json!({"id": i.id, "application": application_name(&i.application)}))
+        .collect();
+    let unpolled: Vec<Value> = config
+        .integrations
+        .iter()
+        .filter(|i| matches!(i.application, Application::Other(_)))
         .map(|i| {
-            let app = match &i.application {
-                Application::Jenkins => "jenkins",
-                Application::Gitlab => "gitlab",
-                Application::Other(o) => o.as_str(),
-            };
-            json!({"id": i.id, "application": app})
+            json!({
+                "id": i.id,
+                "application": application_name(&i.application),
+                "message": "no poller for this application (jenkins and gitlab are polled): its tools must push to the relay",
+            })
         })
         .collect();
     json!({
@@ -51,6 +66,7 @@ pub fn body(config: &SatelliteConfig, spool: &Spool, status: &Status) -> Value {
         "rejected": report["rejected"],
         "tenant": config.hub.tenant,
         "integrations": integrations,
+        "unpolled": unpolled,
     })
 }
 

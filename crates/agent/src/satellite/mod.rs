@@ -188,8 +188,36 @@ impl Running {
     }
 }
 
+/// True when every address `listen` names is a loopback one (`127.0.0.1:8090`, `[::1]:0`,
+/// `localhost:8090`): only processes on this machine can reach the relay.
+pub fn listens_on_loopback_only(listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match listen.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
+/// The relay posts to the hub under the satellite's own key: listening beyond loopback with no
+/// `relay_key` would let anyone who reaches it post as the satellite (an open relay).
+pub fn check_relay_exposure(listen: &str, relay_key: Option<&str>) -> Result<(), String> {
+    if relay_key.is_some_and(|k| !k.trim().is_empty()) || listens_on_loopback_only(listen) {
+        return Ok(());
+    }
+    Err(format!(
+        "the relay would listen on {listen}, beyond loopback, with no relay_key: anyone who reaches it could post to the hub under this satellite's key. \
+         Set a relay key senders must present: `relay_key: <a long random value>` under `satellite:` in satellite.yml, \
+         or the environment variable CISTERN_SATELLITE_RELAY_KEY, or CISTERN_SATELLITE_RELAY_KEY_FILE naming a file that holds it \
+         (a Docker or Kubernetes secret); or listen on loopback only (--listen 127.0.0.1:8090)"
+    ))
+}
+
 /// Starts the relay, the forwarder, the pollers and the heartbeats.
 pub async fn start(opts: Options) -> Result<Running, String> {
+    check_relay_exposure(&opts.listen, opts.config.hub.relay_key.as_deref())?;
     let config = Arc::new(opts.config);
     let spool_dir = opts.spool_dir.clone();
     let max = opts.spool_max_bytes;
@@ -245,9 +273,11 @@ pub async fn start(opts: Options) -> Result<Running, String> {
     let state_dir = opts.spool_dir.join(pollers::STATE_DIR);
     for integration in &config.integrations {
         let Some(poller) = pollers::for_integration(integration, &config.hub)? else {
-            tracing::info!(
+            // Said on every heartbeat too (and on the hub's /admin/satellites).
+            tracing::warn!(
                 integration = integration.id,
-                "no poller for this application; its tools push to the relay"
+                application = heartbeat::application_name(&integration.application),
+                "no poller for this application (only jenkins and gitlab are polled); its tools must push to the relay"
             );
             continue;
         };
@@ -322,7 +352,13 @@ pub fn config_path(flag: Option<PathBuf>, get: &dyn Fn(&str) -> Option<String>) 
 fn run(a: cli::RunArgs, flag: Option<PathBuf>) -> Result<(), String> {
     let path = config_path(flag, &env);
     let password = env("ENCRYPTION_PASSWORD");
-    let config = config::load(&path, password.as_deref(), &env).map_err(|e| e.to_string())?;
+    // `--hub` gives the hub's URL to a file without one, before CISTERN_URL.
+    let hub = a.hub.clone().filter(|h| !h.trim().is_empty());
+    let with_hub = |name: &str| match (name, &hub) {
+        ("CISTERN_URL", Some(h)) => Some(h.clone()),
+        _ => env(name),
+    };
+    let config = config::load(&path, password.as_deref(), &with_hub).map_err(|e| e.to_string())?;
     for w in &config.warnings {
         tracing::warn!(config = %path.display(), "{w}");
     }
@@ -398,7 +434,48 @@ fn password(confirm: bool, stdin_is_input: bool) -> Result<String, String> {
     Ok(p)
 }
 
+/// `encrypt --value` / `decrypt --value`: one value, from stdin (asked on a terminal).
+fn crypt_value(a: &cli::CryptArgs, encrypting: bool) -> Result<(), String> {
+    if a.input != "-" {
+        return Err(
+            "--value reads the value from standard input (or asks it), not from an argument: values on a command line land in shell history"
+                .into(),
+        );
+    }
+    // The password first (ENCRYPTION_PASSWORD, the terminal, or stdin's first line), then the
+    // value (the terminal, or stdin's next line).
+    let pw = password(encrypting, false)?;
+    let value = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Value: ").map_err(|e| format!("cannot read the value: {e}"))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    };
+    if value.is_empty() {
+        return Err("no value: type it, or pipe it on standard input".into());
+    }
+    let output = if encrypting {
+        config::enc_value(&value, &pw)
+    } else {
+        let inner = config::enc_inner(&value).unwrap_or(value.trim());
+        crypto::decrypt_text(inner, &pw).map_err(|e| format!("cannot decrypt the value: {e}"))?
+    };
+    match &a.output {
+        Some(path) => write_private(path, format!("{output}\n").as_bytes())
+            .map_err(|e| format!("writing {}: {e}", path.display())),
+        None => std::io::stdout()
+            .write_all(format!("{output}\n").as_bytes())
+            .map_err(|e| format!("writing standard output: {e}")),
+    }
+}
+
 fn crypt(a: cli::CryptArgs, encrypting: bool) -> Result<(), String> {
+    if a.value {
+        return crypt_value(&a, encrypting);
+    }
     let from_stdin = a.input == "-";
     // Read the password first: on a terminal it is asked before the input is read.
     let pw = password(encrypting, from_stdin)?;

@@ -30,6 +30,25 @@ pub async fn instances(State(state): State<AppState>, session: Session) -> Respo
 }
 
 /// `details` of a heartbeat as a list: one level of keys, values as text.
+/// The integrations a satellite's last heartbeat says no poller reads (`unpolled`), as
+/// `application (id)`.
+fn unpolled(details: &Value) -> Vec<String> {
+    details["unpolled"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    format!(
+                        "{} ({})",
+                        i["application"].as_str().unwrap_or("?"),
+                        i["id"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn details_list(details: &Value) -> Markup {
     match details {
         Value::Object(map) if !map.is_empty() => html! {
@@ -367,6 +386,12 @@ async fn build_index(state: &AppState, session: &Session) -> Result<Response, Pa
                 }))
             (card("/admin/events?status=rejected&days=1", "Rejected events", rejected, "in the last day",
                 html! { "Refused requests, with the reasons and the raw payload." }))
+            @if session.is_admin() {
+                li class="card" {
+                    h2 { a href="/admin/keys" { "API keys" } }
+                    p class="muted" { "Create, rotate (with a grace) and revoke this tenant's keys." }
+                }
+            }
         }
     };
     Ok(layout::page("Admin", session, Nav::Admin, body).into_response())
@@ -422,7 +447,17 @@ async fn build_satellites(state: &AppState, session: &Session) -> Result<Respons
                             }
                             td class="num" data-value=(hb.spool_depth) { (hb.spool_depth) }
                             td { (when(hb.last_forward_at, now)) }
-                            td { @match &hb.last_error { Some(e) => span class="error-text" { (e) }, None => span class="muted" { "–" } } }
+                            td {
+                                @match &hb.last_error { Some(e) => span class="error-text" { (e) }, None => span class="muted" { "–" } }
+                                @let unpolled = unpolled(&hb.details);
+                                @if !unpolled.is_empty() {
+                                    br;
+                                    span class="unpolled" {
+                                        "Not polled: " (unpolled.join(", "))
+                                        " — no poller for these applications (jenkins and gitlab are polled); their tools must push to the relay."
+                                    }
+                                }
+                            }
                             td { (details_list(&hb.details)) }
                         }
                     }

@@ -9,6 +9,7 @@ pub mod assets;
 pub mod data;
 pub mod filters;
 pub mod format;
+pub mod keys;
 pub mod layout;
 pub mod overview;
 pub mod pipelines;
@@ -52,6 +53,9 @@ pub fn router() -> Router<AppState> {
         .route("/admin/events", get(admin::events))
         .route("/admin/events/{id}", get(admin::raw_event))
         .route("/admin/triggers", get(triggers::page))
+        .route("/admin/keys", get(keys::page).post(keys::create))
+        .route("/admin/keys/{id}/rotate", post(keys::rotate))
+        .route("/admin/keys/{id}/revoke", post(keys::revoke))
         .route("/login", get(session::login_form).post(session::login))
         .route("/logout", get(session::logout_page).post(session::logout))
         .route(assets::CSS_PATH, get(assets::css))

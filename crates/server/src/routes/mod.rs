@@ -12,6 +12,7 @@ pub mod events;
 pub mod health;
 pub mod hooks;
 pub mod ingest;
+pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
@@ -167,6 +168,7 @@ pub fn api() -> Api {
         .merge(satellites::router())
         .merge(subscriptions::router())
         .merge(triggers::router())
+        .merge(keys::router())
 }
 
 /// The API routes as `(method, path)`, sorted: what the OpenAPI document must describe.

@@ -5,6 +5,7 @@
 //! processes report the same run at the same time. Reads run directly on the pool.
 
 mod admin;
+mod key_rotation;
 mod metrics;
 mod outbound;
 mod read;
@@ -65,6 +66,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         15,
         include_str!("../../migrations/postgres/0015_trigger_auth_token_hash.sql"),
+    ),
+    (
+        16,
+        include_str!("../../migrations/postgres/0016_api_key_rotations.sql"),
     ),
 ];
 
@@ -367,6 +372,32 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(key_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn rotate_api_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        new: &ApiKeyInfo,
+        hash: &str,
+        expires_at: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+    ) -> Result<crate::key_rotation::KeyRotation, StoreError> {
+        key_rotation::rotate(&self.pool, tenant_id, key_id, new, hash, expires_at, now).await
+    }
+
+    async fn api_key_rotation(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<crate::key_rotation::KeyRotation>, StoreError> {
+        key_rotation::get(&self.pool, key_id).await
+    }
+
+    async fn list_api_key_rotations(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<crate::key_rotation::KeyRotation>, StoreError> {
+        key_rotation::list(&self.pool, tenant_id).await
     }
 
     async fn revoke_api_key(

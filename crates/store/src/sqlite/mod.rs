@@ -2,6 +2,7 @@
 //! small pool of read connections used from blocking tasks.
 
 mod admin;
+mod key_rotation;
 mod metrics;
 mod outbound;
 mod read;
@@ -31,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_retention.sql"),
     include_str!("../../migrations/sqlite/0010_event_body_codec.sql"),
     include_str!("../../migrations/sqlite/0015_trigger_auth_token_hash.sql"),
+    include_str!("../../migrations/sqlite/0016_api_key_rotations.sql"),
 ];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).
@@ -530,6 +532,41 @@ impl Store for SqliteStore {
             Ok(rows)
         })
         .await
+    }
+
+    async fn rotate_api_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        new: &ApiKeyInfo,
+        hash: &str,
+        expires_at: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+    ) -> Result<crate::key_rotation::KeyRotation, StoreError> {
+        let (t, k, n, h) = (
+            tenant_id.to_owned(),
+            key_id.to_owned(),
+            new.clone(),
+            hash.to_owned(),
+        );
+        self.in_writer(move |c| key_rotation::rotate(c, &t, &k, &n, &h, expires_at, now))
+            .await
+    }
+
+    async fn api_key_rotation(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<crate::key_rotation::KeyRotation>, StoreError> {
+        let k = key_id.to_owned();
+        self.with_conn(move |c| key_rotation::get(c, &k)).await
+    }
+
+    async fn list_api_key_rotations(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<crate::key_rotation::KeyRotation>, StoreError> {
+        let t = tenant_id.to_owned();
+        self.with_conn(move |c| key_rotation::list(c, &t)).await
     }
 
     async fn revoke_api_key(
