@@ -224,6 +224,22 @@ pub struct RunReport {
     pub partial: bool,
 }
 
+/// A job's configuration changed (the Jenkins Job Reporter's `JenkinsPluginJobConfigChange`):
+/// recorded on the job's pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobConfigChange {
+    /// The instance the job lives on.
+    pub instance: InstanceRef,
+    /// The job's pipeline.
+    pub pipeline: PipelineRef,
+    /// `created`, `changed`, `renamed` or `deleted`, as sent.
+    pub change_type: Option<String>,
+    /// When the configuration changed.
+    pub changed_at: OffsetDateTime,
+    /// Who changed it.
+    pub user: Option<String>,
+}
+
 /// An incident opened or resolved on a service (CDEvents `incident.*`), kept for the change
 /// failure rate and time to restore.
 #[derive(Debug, Clone, PartialEq)]

@@ -328,7 +328,8 @@ pub fn run_from_object(
     })
 }
 
-fn req_alias(
+/// A required text field that may come under one of `aliases` instead.
+pub(crate) fn req_alias(
     obj: &Obj<'_>,
     key: &str,
     aliases: &[&'static str],

@@ -272,6 +272,16 @@ pub enum WriteOp {
         /// Commit times: sha, time, repository.
         commit_times: Vec<(String, OffsetDateTime, Option<String>)>,
     },
+    /// A job's configuration changed: its pipeline (and instance, unless the tenant is strict)
+    /// is created on first sight and records the time.
+    JobConfigChange {
+        /// The event.
+        event: EventRecord,
+        /// The tenant.
+        tenant: Tenant,
+        /// The change.
+        change: cistern_core::JobConfigChange,
+    },
     /// A rejected event (stores nothing else).
     Reject {
         /// The event.
@@ -384,6 +394,9 @@ pub struct PipelineSummary {
     /// Start of the latest run.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_run_at: Option<OffsetDateTime>,
+    /// When the job's configuration last changed, as its CI reported it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub config_changed_at: Option<OffsetDateTime>,
 }
 
 /// A CI/CD instance.
@@ -541,6 +554,7 @@ impl WriteOp {
         match self {
             WriteOp::Runs { event, .. }
             | WriteOp::Heartbeat { event, .. }
+            | WriteOp::JobConfigChange { event, .. }
             | WriteOp::Signals { event, .. }
             | WriteOp::Reject { event }
             | WriteOp::RegisterInstance { event, .. } => event,

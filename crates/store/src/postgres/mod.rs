@@ -61,6 +61,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../../migrations/postgres/0010_event_body_codec.sql"),
     ),
+    (
+        14,
+        include_str!("../../migrations/postgres/0014_pipeline_config_change.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serializes migrators (the bytes of `cistern`).

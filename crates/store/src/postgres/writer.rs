@@ -217,7 +217,8 @@ async fn apply_jobs(
                 let refused_event = match &job.op {
                     WriteOp::Runs { event, .. }
                     | WriteOp::Signals { event, .. }
-                    | WriteOp::Heartbeat { event, .. } => Some(event),
+                    | WriteOp::Heartbeat { event, .. }
+                    | WriteOp::JobConfigChange { event, .. } => Some(event),
                     _ => None,
                 };
                 if let (StoreError::Rejected(errors), Some(event)) = (&e, refused_event) {
@@ -282,6 +283,11 @@ async fn lock_instances(conn: &mut PgConnection, batch: &[Job]) -> Result<(), Fa
                 &tenant.id,
                 &heartbeat.instance_guid,
             ])]),
+            WriteOp::JobConfigChange { tenant, change, .. } => Some(vec![fnv1a(&[
+                "instance",
+                &tenant.id,
+                &change.instance.guid,
+            ])]),
             _ => None,
         })
         .flatten()
@@ -345,6 +351,33 @@ async fn apply(
             tenant,
             heartbeat,
         } => apply_heartbeat(conn, event, tenant, heartbeat, settings).await,
+        WriteOp::JobConfigChange {
+            event,
+            tenant,
+            change,
+        } => {
+            crate::keys::check_guid("payload.jenkins_instance_guid", &change.instance.guid)
+                .map_err(Fail::Store)?;
+            let now = to_millis(event.received_at);
+            let instance = instance_id(conn, tenant, &change.instance, now, "payload.").await?;
+            let pipeline = pipeline_id(conn, &tenant.id, &instance, &change.pipeline, now).await?;
+            // A change reported late never moves the recorded time back.
+            sqlx::query(
+                "UPDATE pipelines SET config_changed_at = GREATEST(config_changed_at, $2) WHERE id = $1",
+            )
+            .bind(&pipeline)
+            .bind(to_millis(change.changed_at))
+            .execute(&mut *conn)
+            .await?;
+            let event_id = new_id();
+            insert_event(conn, &event_id, event, &[], settings).await?;
+            Ok(WriteOutcome {
+                event_id,
+                runs: vec![],
+                instance: None,
+                deliveries: 0,
+            })
+        }
         WriteOp::RegisterInstance {
             event,
             tenant_id,
@@ -578,11 +611,10 @@ async fn insert_event(
 async fn instance_id(
     conn: &mut PgConnection,
     tenant: &Tenant,
-    r: &RunReport,
+    i: &cistern_core::InstanceRef,
     now: i64,
     field_prefix: &str,
 ) -> Result<String, Fail> {
-    let i = &r.instance;
     if tenant.strict {
         // The existence check and the update in one statement: no row, no instance.
         let existing: Option<String> = sqlx::query_scalar(
@@ -634,10 +666,9 @@ async fn pipeline_id(
     conn: &mut PgConnection,
     tenant_id: &str,
     instance_id: &str,
-    r: &RunReport,
+    p: &cistern_core::PipelineRef,
     now: i64,
 ) -> Result<String, Fail> {
-    let p = &r.pipeline;
     let id: String = sqlx::query_scalar(
         "INSERT INTO pipelines (id, tenant_id, instance_id, full_name, name, qualified_name, project, module, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -677,8 +708,8 @@ async fn upsert_run(
     } else {
         String::new()
     };
-    let instance_id = instance_id(conn, tenant, r, now, &prefix).await?;
-    let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, r, now).await?;
+    let instance_id = instance_id(conn, tenant, &r.instance, now, &prefix).await?;
+    let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, &r.pipeline, now).await?;
     // The instance's advisory lock (taken for the batch) serializes writers of this run, so what
     // is read here stays true until commit.
     let existing: Option<crate::merge::StoredState> = sqlx::query_as(

@@ -210,7 +210,8 @@ fn apply_isolated(
             let refused_event = match op {
                 WriteOp::Runs { event, .. }
                 | WriteOp::Signals { event, .. }
-                | WriteOp::Heartbeat { event, .. } => Some(event),
+                | WriteOp::Heartbeat { event, .. }
+                | WriteOp::JobConfigChange { event, .. } => Some(event),
                 _ => None,
             };
             if let (StoreError::Rejected(errors), Some(event)) = (&e, refused_event) {
@@ -271,6 +272,29 @@ fn apply(
             tenant,
             heartbeat,
         } => apply_heartbeat(conn, event, tenant, heartbeat, settings, z),
+        WriteOp::JobConfigChange {
+            event,
+            tenant,
+            change,
+        } => {
+            crate::keys::check_guid("payload.jenkins_instance_guid", &change.instance.guid)?;
+            let now = to_millis(event.received_at);
+            let instance = instance_id(conn, tenant, &change.instance, now, "payload.")?;
+            let pipeline = pipeline_id(conn, &tenant.id, &instance, &change.pipeline, now)?;
+            // A change reported late never moves the recorded time back.
+            conn.prepare_cached(
+                "UPDATE pipelines SET config_changed_at = MAX(COALESCE(config_changed_at, ?2), ?2) WHERE id = ?1",
+            )?
+            .execute(params![pipeline, to_millis(change.changed_at)])?;
+            let event_id = new_id();
+            insert_event(conn, &event_id, event, &[], settings, z)?;
+            Ok(WriteOutcome {
+                event_id,
+                runs: vec![],
+                instance: None,
+                deliveries: 0,
+            })
+        }
         WriteOp::RegisterInstance {
             event,
             tenant_id,
@@ -463,27 +487,27 @@ fn insert_event(
 fn instance_id(
     conn: &Connection,
     tenant: &Tenant,
-    r: &RunReport,
+    instance: &cistern_core::InstanceRef,
     now: i64,
     field_prefix: &str,
 ) -> Result<String, StoreError> {
     let existing: Option<String> = conn
         .prepare_cached("SELECT id FROM instances WHERE tenant_id = ?1 AND guid = ?2")?
-        .query_row(params![tenant.id, r.instance.guid], |row| row.get(0))
+        .query_row(params![tenant.id, instance.guid], |row| row.get(0))
         .optional()?;
     match existing {
         Some(id) => {
             conn.prepare_cached(
                 "UPDATE instances SET name = COALESCE(?2, name), url = COALESCE(?3, url), kind = COALESCE(kind, ?4), last_seen_at = MAX(COALESCE(last_seen_at, ?5), ?5) WHERE id = ?1",
             )?
-            .execute(params![id, r.instance.name, r.instance.url, r.instance.kind, now])?;
+            .execute(params![id, instance.name, instance.url, instance.kind, now])?;
             Ok(id)
         }
         None if tenant.strict => Err(StoreError::Rejected(vec![FieldError::new(
             format!("{field_prefix}instance_guid"),
             format!(
                 "instance {:?} is not registered and tenant {:?} only accepts registered instances; register it first (POST /api/v1/instances or /v1/custom-cicd with integration_id, name, type and optionally its guid)",
-                r.instance.guid, tenant.slug
+                instance.guid, tenant.slug
             ),
         )])),
         None => {
@@ -491,7 +515,7 @@ fn instance_id(
             conn.prepare_cached(
                 "INSERT INTO instances (id, tenant_id, guid, name, url, kind, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
             )?
-            .execute(params![id, tenant.id, r.instance.guid, r.instance.name, r.instance.url, r.instance.kind, now])?;
+            .execute(params![id, tenant.id, instance.guid, instance.name, instance.url, instance.kind, now])?;
             Ok(id)
         }
     }
@@ -501,10 +525,9 @@ fn pipeline_id(
     conn: &Connection,
     tenant_id: &str,
     instance_id: &str,
-    r: &RunReport,
+    p: &cistern_core::PipelineRef,
     now: i64,
 ) -> Result<String, StoreError> {
-    let p = &r.pipeline;
     let existing: Option<String> = conn
         .prepare_cached(
             "SELECT id FROM pipelines WHERE tenant_id = ?1 AND instance_id = ?2 AND full_name = ?3",
@@ -547,8 +570,8 @@ fn upsert_run(
     } else {
         String::new()
     };
-    let instance_id = instance_id(conn, tenant, r, now, &prefix)?;
-    let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, r, now)?;
+    let instance_id = instance_id(conn, tenant, &r.instance, now, &prefix)?;
+    let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, &r.pipeline, now)?;
     let existing: Option<crate::merge::StoredState> = conn
         .prepare_cached(
             "SELECT id, result, source_result, finished_at, duration_ms FROM runs
