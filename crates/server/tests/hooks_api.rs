@@ -77,10 +77,30 @@ async fn jobserv_builds_are_verified_and_stored() {
         assert_eq!(run["result"], "success");
         assert_eq!(run["build_number"], 67);
         assert_eq!(run["stages"].as_array().unwrap().len(), 4, "{run}");
-        assert!(run["stages"][0]["url"]
-            .as_str()
-            .unwrap()
-            .ends_with("console.log"));
+        // Each JobServ run field in a place of its own; the trigger as the trigger.
+        assert_eq!(
+            run["stages"][0]["url"],
+            "https://api.foundries.io/projects/andy-corp/lmp/builds/67/runs/build-amd64-partner/"
+        );
+        let fields = run["custom_fields"].as_array().unwrap();
+        let field = |k: &str| {
+            fields
+                .iter()
+                .find(|f| f["key"] == k)
+                .map(|f| f["value"].clone())
+        };
+        assert_eq!(
+            field("build-amd64-partner.log_url").unwrap(),
+            "https://api.foundries.io/projects/andy-corp/lmp/builds/67/runs/build-amd64-partner/console.log"
+        );
+        assert_eq!(field("build-armhf.host_tag").unwrap(), "armhf");
+        assert!(field("build-aarch64.tests").is_some());
+        assert!(field("build-aarch64.web_url").is_some());
+        assert_eq!(run["triggered_by"], Value::Null, "{run}");
+        assert_eq!(
+            run["trigger_chain"],
+            serde_json::json!([{"id": "containers-devel", "type": "JobServTrigger"}])
+        );
 
         // Refusals that say what to fix; each logged as rejected.
         let (status, r) = send(&app, &hook, &[], &body).await;
