@@ -261,7 +261,11 @@ pub fn run_from_object(
     let cfr_status = obj.opt_bool("cfr_status", errs);
     let themes = obj.opt_str_list("themes", errs);
     let web_url = obj.opt_str("web_url", errs);
-    let environment = obj.opt_str_any(&["environment", "env"], errs);
+    let environment = crate::environment::environment_of(
+        obj.opt_str_any(&["environment", "env"], errs),
+        &params,
+        &[],
+    );
     let job_type = obj.opt_str("job_type", errs);
     let instance_kind = obj.opt_str("instance_type", errs);
     let (stages, log) = match obj.opt_object("job_run", errs) {
