@@ -273,8 +273,10 @@ pub fn run_from_object(
         None => (Vec::new(), None),
     };
 
+    // A run that says neither is neither (it counts in no CI or DORA figure), except for the
+    // Jenkins plugin, whose every report is a CI build.
     let (cd, ci) = match (ci, cd) {
-        (None, None) => (false, true),
+        (None, None) => (false, flavor == Flavor::Propelo),
         (ci, cd) => (cd.unwrap_or(false), ci.unwrap_or(!cd.unwrap_or(false))),
     };
     let run_key = match (&execution_id, build_number, start_ms) {

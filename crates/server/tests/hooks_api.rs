@@ -118,6 +118,21 @@ async fn jobserv_builds_are_verified_and_stored() {
         .await;
         assert_eq!(status, 401);
         assert!(r["detail"].as_str().unwrap().contains("SHA-1"), "{r}");
+        // GitHub's `sha256=<hex>` shape is named as such, not as bare hex.
+        let (status, r) = send(
+            &app,
+            &hook,
+            &[(
+                "X-JobServ-Sig",
+                format!("sha256={}", hmac_hex(secret.as_bytes(), &body)),
+            )],
+            &body,
+        )
+        .await;
+        assert_eq!(status, 401);
+        let detail = r["detail"].as_str().unwrap();
+        assert!(detail.contains("GitHub"), "{r}");
+        assert!(!detail.contains("bare hex"), "{r}");
         let (status, _) = send(
             &app,
             &hook,
@@ -138,7 +153,7 @@ async fn jobserv_builds_are_verified_and_stored() {
             "{r}"
         );
         let (_, ev) = app.get("/api/v1/events?status=rejected").await;
-        assert_eq!(ev["events"].as_array().unwrap().len(), 4);
+        assert_eq!(ev["events"].as_array().unwrap().len(), 5);
         let (status, _) = send(&app, "/v1/hooks/src_doesnotexist", &[], &body).await;
         assert_eq!(status, 404);
     }

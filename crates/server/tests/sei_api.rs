@@ -741,3 +741,48 @@ async fn a_duration_that_looks_like_seconds_is_accepted_with_a_warning() {
         assert!(body.get("warnings").is_none(), "{body}");
     }
 }
+
+/// A run that sends neither `ci` nor `cd` (seed 000's curl example) is neither; one that sends
+/// one of them gets the other as its opposite. The Jenkins plugin's runs are CI builds.
+#[tokio::test]
+async fn a_run_without_ci_or_cd_is_neither() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let text = String::from_utf8(fixture("sei/curly_example.txt")).unwrap();
+        let fixed = text.replacen("{\n{", "{", 1).replace(['“', '”'], "\"");
+        let (status, body) = app.post_raw(SEI, &app.key, fixed).await;
+        assert_eq!(status, 201, "{body}");
+        let (_, run) = app
+            .get(&format!("/api/v1/runs/{}", body["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(
+            (&run["ci"], &run["cd"]),
+            (&json!(false), &json!(false)),
+            "{b:?}"
+        );
+
+        let mut deploy = sei_run(5);
+        deploy["cd"] = json!(true);
+        let (_, body) = app.post(SEI, &deploy).await;
+        let (_, run) = app
+            .get(&format!("/api/v1/runs/{}", body["id"].as_str().unwrap()))
+            .await;
+        assert_eq!((&run["ci"], &run["cd"]), (&json!(false), &json!(true)));
+
+        let plugin = json!({"request_type": "JenkinsPluginJobRunComplete", "payload": {
+            "job_name": "app", "job_full_name": "team/app",
+            "jenkins_instance_guid": "24575de4-0baa-4575-8c94-9975c737008a",
+            "jenkins_instance_name": "Jenkins", "start_time": 1_680_006_843_000i64,
+            "duration": 26000, "result": "SUCCESS", "build_number": 12}});
+        let (status, body) = app.post("/v1/generic-requests", &plugin).await;
+        assert_eq!(status, 200, "{body}");
+        let ids: Value = serde_json::from_str(body["payload"].as_str().unwrap()).unwrap();
+        let (_, run) = app
+            .get(&format!(
+                "/api/v1/runs/{}",
+                ids["run_ids"][0].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!((&run["ci"], &run["cd"]), (&json!(true), &json!(false)));
+    }
+}
