@@ -86,7 +86,7 @@ async fn verify(
                 .filter_map(|t| t.strip_prefix("sha256:"))
                 .collect();
             if hexes.is_empty() {
-                return Err(unauthorized(jobserv_shape_error(&sig)));
+                return Err(unauthorized(jobserv_shape_error(sig)));
             }
             if secrets
                 .iter()
