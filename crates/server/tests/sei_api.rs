@@ -247,6 +247,30 @@ async fn instance_registration_returns_a_guid() {
         assert!(items.iter().any(|i| i["guid"] == guid.as_str()
             && i["kind"] == "jenkins"
             && i["integration_id"] == "4242"));
+
+        // The seed's registration sent again (a script run twice): the same GUID, no second
+        // instance, on either route.
+        let same = json!({"integration_id": "4242", "name": "Custom CI/CD Integration", "type": "jenkins"});
+        let (status, again) = app.post(SEI, &same).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["instance_guid"], guid.as_str(), "{b:?}");
+        let (status, again) = app.post("/api/v1/instances", &same).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["guid"], guid.as_str());
+        // Asking for its own GUID again is the same registration too; another GUID is taken.
+        let mut with_guid = same.clone();
+        with_guid["guid"] = json!(guid);
+        let (status, again) = app.post(SEI, &with_guid).await;
+        assert_eq!(status, 200, "{again}");
+        let (status, _) = app
+            .post(
+                "/api/v1/instances",
+                &json!({"integration_id": "9", "name": "Other", "type": "custom", "guid": guid}),
+            )
+            .await;
+        assert_eq!(status, 409);
+        let (_, list) = app.get("/api/v1/instances").await;
+        assert_eq!(list["instances"].as_array().unwrap().len(), 2);
     }
 }
 

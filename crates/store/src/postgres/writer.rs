@@ -387,6 +387,53 @@ async fn apply(
                 crate::keys::check_guid("guid", guid).map_err(Fail::Store)?;
             }
             let now = to_millis(event.received_at);
+            // The same instance registered again (same integration id, name and type, and the
+            // same GUID when one is asked for) gets the instance it already has. Registrations
+            // of one instance are serialized so that two at once make one.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(fnv1a(&[
+                    "register",
+                    tenant_id,
+                    &instance.integration_id,
+                    &instance.name,
+                    &instance.kind,
+                ]))
+                .execute(&mut *conn)
+                .await?;
+            let known: Option<(String, String, Option<String>, i64)> = sqlx::query_as(
+                "SELECT id, guid, url, created_at FROM instances
+                 WHERE tenant_id = $1 AND integration_id = $2 AND name = $3 AND kind = $4
+                   AND ($5::text IS NULL OR guid = $5)
+                 ORDER BY created_at, id LIMIT 1",
+            )
+            .bind(tenant_id)
+            .bind(&instance.integration_id)
+            .bind(&instance.name)
+            .bind(&instance.kind)
+            .bind(&instance.guid)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some((id, guid, url, created_at)) = known {
+                let event_id = new_id();
+                insert_event(conn, &event_id, event, &[], settings).await?;
+                return Ok(WriteOutcome {
+                    event_id,
+                    runs: vec![],
+                    instance: Some(Instance {
+                        id,
+                        guid,
+                        name: Some(instance.name.clone()),
+                        url,
+                        kind: Some(instance.kind.clone()),
+                        integration_id: Some(instance.integration_id.clone()),
+                        created_at: cistern_core::from_millis(created_at),
+                        last_seen_at: None,
+                        last_heartbeat_at: None,
+                        details: None,
+                    }),
+                    deliveries: 0,
+                });
+            }
             let inst = Instance {
                 id: new_id(),
                 guid: instance

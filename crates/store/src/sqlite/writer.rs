@@ -304,6 +304,48 @@ fn apply(
                 crate::keys::check_guid("guid", guid)?;
             }
             let now = to_millis(event.received_at);
+            // The same instance registered again (same integration id, name and type, and the
+            // same GUID when one is asked for) gets the instance it already has (the single
+            // writer serializes registrations).
+            let known: Option<(String, String, Option<String>, i64)> = conn
+                .prepare_cached(
+                    "SELECT id, guid, url, created_at FROM instances
+                     WHERE tenant_id = ?1 AND integration_id = ?2 AND name = ?3 AND kind = ?4
+                       AND (?5 IS NULL OR guid = ?5)
+                     ORDER BY created_at, id LIMIT 1",
+                )?
+                .query_row(
+                    params![
+                        tenant_id,
+                        instance.integration_id,
+                        instance.name,
+                        instance.kind,
+                        instance.guid
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                )
+                .optional()?;
+            if let Some((id, guid, url, created_at)) = known {
+                let event_id = new_id();
+                insert_event(conn, &event_id, event, &[], settings, z)?;
+                return Ok(WriteOutcome {
+                    event_id,
+                    runs: vec![],
+                    instance: Some(Instance {
+                        id,
+                        guid,
+                        name: Some(instance.name.clone()),
+                        url,
+                        kind: Some(instance.kind.clone()),
+                        integration_id: Some(instance.integration_id.clone()),
+                        created_at: cistern_core::from_millis(created_at),
+                        last_seen_at: None,
+                        last_heartbeat_at: None,
+                        details: None,
+                    }),
+                    deliveries: 0,
+                });
+            }
             let inst = Instance {
                 id: new_id(),
                 guid: instance
