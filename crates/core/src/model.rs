@@ -24,7 +24,9 @@ pub struct InstanceRef {
 pub struct PipelineRef {
     /// The full, unique name within the instance (`job_full_name`).
     pub full_name: String,
-    /// Display name (`pipeline`).
+    /// Display name (`pipeline`). Empty in a partial report whose sender did not name the
+    /// pipeline (a GitHub `workflow_job` without `workflow_name`): the store attaches such a
+    /// report to the run of the same key, instance and source, whatever its pipeline.
     pub name: String,
     /// Qualified name (`qualified_name`).
     pub qualified_name: Option<String>,

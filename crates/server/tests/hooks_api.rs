@@ -403,3 +403,68 @@ async fn cdevents_by_api_key_with_incidents_in_the_metrics() {
         "the deployment before the incident is blamed: {d}"
     );
 }
+
+/// A `workflow_job` without `workflow_name` (older deliveries, many published examples) is
+/// accepted and attached to its run by `run_id`: before its run is known it makes the run
+/// (running) in a placeholder pipeline, which the named `workflow_run` then takes over; after
+/// its run is known it lands on that run.
+#[tokio::test]
+async fn github_jobs_without_workflow_name_attach_to_their_run_by_run_id() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let secret = "It's a Secret to Everybody";
+        let hook = source(&app, "github", "gh", secret).await;
+        let mut job: Value =
+            serde_json::from_slice(&dialect_fixture("github/workflow_job.completed.json")).unwrap();
+        job["workflow_job"]
+            .as_object_mut()
+            .unwrap()
+            .remove("workflow_name");
+        let job = serde_json::to_vec(&job).unwrap();
+        let run = dialect_fixture("github/workflow_run.completed.json");
+        let h = |body: &[u8], event: &str, delivery: &str| {
+            vec![
+                (
+                    "X-Hub-Signature-256",
+                    format!("sha256={}", hmac_hex(secret.as_bytes(), body)),
+                ),
+                ("X-GitHub-Event", event.to_owned()),
+                ("X-GitHub-Delivery", delivery.to_owned()),
+            ]
+        };
+        // The job first: its run does not exist yet.
+        let (s1, r1) = send(&app, &hook, &h(&job, "workflow_job", "d-1"), &job).await;
+        assert_eq!(s1, 202, "{b:?} {r1}");
+        let id = r1["run_ids"][0].as_str().unwrap().to_owned();
+        let (_, got) = app.get(&format!("/api/v1/runs/{id}")).await;
+        assert_eq!(got["result"], "running", "{got}");
+        // Then its run, named: the same run, now in the workflow's pipeline.
+        let (s2, r2) = send(&app, &hook, &h(&run, "workflow_run", "d-2"), &run).await;
+        assert_eq!(s2, 202, "{r2}");
+        assert_eq!(r2["run_ids"][0], id.as_str(), "one run");
+        let (_, got) = app.get(&format!("/api/v1/runs/{id}")).await;
+        assert_eq!(
+            got["pipeline"]["full_name"],
+            "wolfy1339/github-events-schemas/Test"
+        );
+        assert_eq!(got["result"], "failure");
+        assert_eq!(got["stages"].as_array().unwrap().len(), 1, "{got}");
+        let (_, pipelines) = app.get("/api/v1/pipelines").await;
+        let names: Vec<&str> = pipelines["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["full_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["wolfy1339/github-events-schemas/Test"],
+            "no placeholder left"
+        );
+        // The same unnamed job again (a redelivery under a new id): it lands on the named run.
+        let (s3, r3) = send(&app, &hook, &h(&job, "workflow_job", "d-3"), &job).await;
+        assert_eq!(s3, 202, "{r3}");
+        assert_eq!(r3["run_ids"][0], id.as_str());
+        assert_eq!(app.all_runs().await.len(), 1);
+    }
+}

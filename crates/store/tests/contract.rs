@@ -460,7 +460,7 @@ async fn reopening_keeps_data_and_one_default_tenant() {
                 .expect("versions");
         assert_eq!(
             versions,
-            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14],
             "each migration applied once"
         );
         let _ = conn.close().await;
@@ -1651,7 +1651,24 @@ async fn register_instance_returns_a_guid_and_lists_it() {
                 .expect("event");
             assert_eq!(ev.status, EventStatus::Accepted);
 
-            // A second registration is a second instance with another GUID.
+            // The same registration again gets the same instance.
+            let same = s
+                .write(WriteOp::RegisterInstance {
+                    event: event(&t.id, b"{}"),
+                    tenant_id: t.id.clone(),
+                    instance: NewInstance {
+                        guid: None,
+                        integration_id: inst.integration_id.clone().expect("integration id"),
+                        name: inst.name.clone().expect("name"),
+                        kind: inst.kind.clone().expect("kind"),
+                        url: None,
+                    },
+                })
+                .await
+                .expect("register the same again");
+            assert_eq!(same.instance.expect("instance").guid, inst.guid);
+
+            // Another registration is a second instance with another GUID.
             let again = s
                 .write(WriteOp::RegisterInstance {
                     event: event(&t.id, b"{}"),
@@ -1659,7 +1676,7 @@ async fn register_instance_returns_a_guid_and_lists_it() {
                     instance: NewInstance {
                         guid: None,
                         integration_id: "int-9".into(),
-                        name: "Deployer".into(),
+                        name: "Deployer 2".into(),
                         kind: "custom-cd".into(),
                         url: None,
                     },

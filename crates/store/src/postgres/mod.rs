@@ -63,7 +63,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (
         14,
-        include_str!("../../migrations/postgres/0014_pipeline_config_change.sql"),
+        include_str!("../../migrations/postgres/0014_config_change_run_key.sql"),
     ),
 ];
 

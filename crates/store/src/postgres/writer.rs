@@ -740,6 +740,57 @@ async fn pipeline_id(
     Ok(id)
 }
 
+/// The pipeline a run report goes to. A partial report names its run by key within its
+/// instance and source: an unnamed one (empty pipeline name) goes to the pipeline of the run of
+/// that key when there is one, else to its placeholder pipeline; a named one takes over a run of
+/// its key left in an unnamed placeholder (moving it, and dropping the emptied placeholder).
+/// The instance's advisory lock, held for the batch, keeps this consistent between nodes.
+async fn resolve_pipeline(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    instance_id: &str,
+    r: &RunReport,
+    now: i64,
+) -> Result<String, Fail> {
+    if !r.partial {
+        return pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now).await;
+    }
+    let found: Option<(String, String, bool)> = sqlx::query_as(
+        "SELECT r.id, r.pipeline_id, p.name = '' FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE r.tenant_id = $1 AND r.instance_id = $2 AND r.run_key = $3 AND r.source = $4
+         ORDER BY p.name = '', r.id LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(instance_id)
+    .bind(&r.run_key)
+    .bind(&r.source)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if r.pipeline.name.is_empty() {
+        if let Some((_, pipeline, _)) = found {
+            return Ok(pipeline);
+        }
+        return pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now).await;
+    }
+    let target = pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now).await?;
+    if let Some((run, placeholder, true)) = found {
+        if placeholder != target {
+            sqlx::query("UPDATE runs SET pipeline_id = $2 WHERE id = $1")
+                .bind(&run)
+                .bind(&target)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "DELETE FROM pipelines WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM runs WHERE pipeline_id = $1)",
+            )
+            .bind(&placeholder)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(target)
+}
+
 async fn upsert_run(
     conn: &mut PgConnection,
     tenant: &Tenant,
@@ -756,7 +807,7 @@ async fn upsert_run(
         String::new()
     };
     let instance_id = instance_id(conn, tenant, &r.instance, now, &prefix).await?;
-    let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, &r.pipeline, now).await?;
+    let pipeline_id = resolve_pipeline(conn, &tenant.id, &instance_id, r, now).await?;
     // The instance's advisory lock (taken for the batch) serializes writers of this run, so what
     // is read here stays true until commit.
     let existing: Option<crate::merge::StoredState> = sqlx::query_as(

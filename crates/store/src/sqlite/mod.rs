@@ -29,7 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_source_events.sql"),
     include_str!("../../migrations/sqlite/0009_retention.sql"),
     include_str!("../../migrations/sqlite/0010_event_body_codec.sql"),
-    include_str!("../../migrations/sqlite/0014_pipeline_config_change.sql"),
+    include_str!("../../migrations/sqlite/0014_config_change_run_key.sql"),
 ];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).

@@ -597,6 +597,51 @@ fn pipeline_id(
     }
 }
 
+/// The pipeline a run report goes to. A partial report names its run by key within its
+/// instance and source: an unnamed one (empty pipeline name) goes to the pipeline of the run of
+/// that key when there is one, else to its placeholder pipeline; a named one takes over a run of
+/// its key left in an unnamed placeholder (moving it, and dropping the emptied placeholder).
+fn resolve_pipeline(
+    conn: &Connection,
+    tenant_id: &str,
+    instance_id: &str,
+    r: &RunReport,
+    now: i64,
+) -> Result<String, StoreError> {
+    if !r.partial {
+        return pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now);
+    }
+    let mut same_key = conn.prepare_cached(
+        "SELECT r.id, r.pipeline_id, p.name = '' FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE r.tenant_id = ?1 AND r.instance_id = ?2 AND r.run_key = ?3 AND r.source = ?4
+         ORDER BY p.name = '', r.id LIMIT 1",
+    )?;
+    let found: Option<(String, String, bool)> = same_key
+        .query_row(
+            params![tenant_id, instance_id, r.run_key, r.source],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+    if r.pipeline.name.is_empty() {
+        if let Some((_, pipeline, _)) = found {
+            return Ok(pipeline);
+        }
+        return pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now);
+    }
+    let target = pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now)?;
+    if let Some((run, placeholder, true)) = found {
+        if placeholder != target {
+            conn.prepare_cached("UPDATE runs SET pipeline_id = ?2 WHERE id = ?1")?
+                .execute(params![run, target])?;
+            conn.prepare_cached(
+                "DELETE FROM pipelines WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM runs WHERE pipeline_id = ?1)",
+            )?
+            .execute([&placeholder])?;
+        }
+    }
+    Ok(target)
+}
+
 fn upsert_run(
     conn: &Connection,
     tenant: &Tenant,
@@ -613,7 +658,7 @@ fn upsert_run(
         String::new()
     };
     let instance_id = instance_id(conn, tenant, &r.instance, now, &prefix)?;
-    let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, &r.pipeline, now)?;
+    let pipeline_id = resolve_pipeline(conn, &tenant.id, &instance_id, r, now)?;
     let existing: Option<crate::merge::StoredState> = conn
         .prepare_cached(
             "SELECT id, result, source_result, finished_at, duration_ms FROM runs
