@@ -679,6 +679,19 @@ async fn strict_tenants_refuse_unknown_instances() {
         assert!(app.all_runs().await.is_empty());
         let (_, ev) = app.get("/api/v1/events?status=rejected").await;
         assert_eq!(ev["events"][0]["http_status"], 422);
+        // The 422 names the event that keeps the request, like every other refusal.
+        assert_eq!(body["event_id"], ev["events"][0]["id"], "{body}");
+        // The Allstacks route too (its refusal names the service).
+        let (status, body) = app
+            .post(
+                "/webhook/company/default/cicd_job",
+                &serde_json::from_slice::<Value>(&fixture("allstacks/sample_payload_fixed.json"))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(error_fields(&body), vec!["service_id"]);
+        assert!(body["event_id"].is_string(), "{body}");
         // Registered, the instance's runs are accepted.
         let (status, reg) = app
             .post(

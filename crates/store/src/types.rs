@@ -16,6 +16,10 @@ pub enum StoreError {
     /// The write breaks a rule only the store can check (e.g. an unknown instance on a strict tenant).
     #[error("rejected: {0:?}")]
     Rejected(Vec<FieldError>),
+    /// A [`StoreError::Rejected`] write whose request was kept in the events log as rejected:
+    /// the reasons, and the id of that event (the refusal's reply names it).
+    #[error("rejected (event {1}): {0:?}")]
+    RejectedLogged(Vec<FieldError>, String),
     /// The caller gave a bad argument (e.g. an unreadable cursor).
     #[error("invalid: {0}")]
     Invalid(String),
@@ -26,6 +30,16 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Backend(String),
+}
+
+impl StoreError {
+    /// The reasons of a refusal by the store's rules, logged or not.
+    pub fn rejection(&self) -> Option<&[FieldError]> {
+        match self {
+            StoreError::Rejected(e) | StoreError::RejectedLogged(e, _) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -213,7 +213,7 @@ async fn apply_jobs(
             Err(f) if f.retryable() => return Err(f),
             Err(f) => {
                 exec(tx, "ROLLBACK TO SAVEPOINT w").await?;
-                let e = StoreError::from(f);
+                let mut e = StoreError::from(f);
                 let refused_event = match &job.op {
                     WriteOp::Runs { event, .. }
                     | WriteOp::Signals { event, .. }
@@ -227,12 +227,16 @@ async fn apply_jobs(
                     ev.status = EventStatus::Rejected;
                     ev.http_status = 422;
                     ev.errors = errors.clone();
-                    if let Err(e2) = insert_event(tx, &new_id(), &ev, &[], settings).await {
-                        if e2.retryable() {
-                            return Err(e2);
+                    let id = new_id();
+                    match insert_event(tx, &id, &ev, &[], settings).await {
+                        Ok(()) => e = StoreError::RejectedLogged(errors.clone(), id),
+                        Err(e2) => {
+                            if e2.retryable() {
+                                return Err(e2);
+                            }
+                            tracing::error!(error = %StoreError::from(e2), "could not log a rejected event");
+                            exec(tx, "ROLLBACK TO SAVEPOINT w").await?;
                         }
-                        tracing::error!(error = %StoreError::from(e2), "could not log a rejected event");
-                        exec(tx, "ROLLBACK TO SAVEPOINT w").await?;
                     }
                 }
                 exec(tx, "RELEASE SAVEPOINT w").await?;

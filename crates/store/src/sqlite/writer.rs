@@ -220,8 +220,10 @@ fn apply_isolated(
                 ev.status = EventStatus::Rejected;
                 ev.http_status = 422;
                 ev.errors = errors.clone();
-                if let Err(e2) = insert_event(conn, &new_id(), &ev, &[], settings, z) {
-                    tracing::error!(error = %e2, "could not log a rejected event");
+                let id = new_id();
+                match insert_event(conn, &id, &ev, &[], settings, z) {
+                    Ok(()) => return Err(StoreError::RejectedLogged(errors.clone(), id)),
+                    Err(e2) => tracing::error!(error = %e2, "could not log a rejected event"),
                 }
             }
             Err(e)
