@@ -590,7 +590,7 @@ mod tests {
         let Inbound::Run(r) = &items[0] else { panic!() };
         assert_eq!(r.result, RunResult::Success);
         assert_eq!(r.duration_ms, Some(780_000));
-        assert!(r.ci && !r.cd);
+        assert!(!r.ci && !r.cd, "sends neither, is neither");
         assert!(r.run_key.starts_with('t'));
     }
 
