@@ -275,7 +275,7 @@ enum SecretsCmd {
 
 #[derive(Subcommand)]
 enum SourcesCmd {
-    /// Create a source and print its path (`/v1/hooks/<id>`), alone on stdout.
+    /// Create a source and print its URL (`<public_url>/v1/hooks/<id>`), alone on stdout.
     Create {
         /// jobserv, github, gitlab, cdevents or standard.
         #[arg(long)]
@@ -650,7 +650,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Sources(cmd) => {
             init_logging(&config.log_format, "warn");
             let store = open_store(&config).await?;
-            sources(store.as_ref(), cmd).await?;
+            sources(store.as_ref(), &config, cmd).await?;
         }
         Command::Report(_) => unreachable!("`cistern report` returns from main"),
         Command::Dev(DevCmd::Seed {
@@ -1045,7 +1045,19 @@ async fn secrets(
     Ok(())
 }
 
-async fn sources(store: &dyn Store, cmd: SourcesCmd) -> Result<()> {
+/// The hub's base URL as senders reach it: `public_url`, else the listen address.
+fn public_base(config: &Config) -> String {
+    config
+        .public_url
+        .clone()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| format!("http://{}", config.listen))
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+async fn sources(store: &dyn Store, config: &Config, cmd: SourcesCmd) -> Result<()> {
+    let base = public_base(config);
     match cmd {
         SourcesCmd::Create {
             kind,
@@ -1063,14 +1075,14 @@ async fn sources(store: &dyn Store, cmd: SourcesCmd) -> Result<()> {
             )
             .await
             .map_err(api)?;
-            println!("/v1/hooks/{}", s.id);
+            println!("{base}/v1/hooks/{}", s.id);
         }
         SourcesCmd::List { tenant: t } => {
             let tenant = tenant(store, &t.tenant).await?;
-            println!("ID\tKIND\tNAME\tSECRET\tPATH");
+            println!("ID\tKIND\tNAME\tSECRET\tURL");
             for s in store.list_sources(&tenant.id).await? {
                 println!(
-                    "{}\t{}\t{}\t{}\t/v1/hooks/{}",
+                    "{}\t{}\t{}\t{}\t{base}/v1/hooks/{}",
                     s.id,
                     s.kind,
                     s.name,

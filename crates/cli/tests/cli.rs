@@ -433,8 +433,31 @@ fn secrets_and_sources_from_the_shell() {
     );
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 1, "the path alone: {out}");
-    assert!(lines[0].starts_with("/v1/hooks/src_"), "{out}");
+    assert_eq!(lines.len(), 1, "the URL alone: {out}");
+    // The full URL to give the sender, from public_url (else the listen address).
+    assert!(
+        lines[0].starts_with("http://127.0.0.1:8080/v1/hooks/src_"),
+        "{out}"
+    );
+    let out = Command::new(BIN)
+        .args(["sources", "create", "--kind", "jobserv", "--secret"])
+        .args(["webhook-docs-example", "--database", &db])
+        .env_remove("CISTERN_DATABASE_URL")
+        .env("CISTERN_PUBLIC_URL", "https://ci-hub.example.com/")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.trim()
+            .starts_with("https://ci-hub.example.com/v1/hooks/src_"),
+        "{out}"
+    );
+    let (_, list, _) = cistern(&db, &["sources", "list"]);
+    assert!(
+        list.contains("\thttp://127.0.0.1:8080/v1/hooks/src_"),
+        "{list}"
+    );
     let (ok, _, err) = cistern(
         &db,
         &[

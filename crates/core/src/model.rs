@@ -24,7 +24,9 @@ pub struct InstanceRef {
 pub struct PipelineRef {
     /// The full, unique name within the instance (`job_full_name`).
     pub full_name: String,
-    /// Display name (`pipeline`).
+    /// Display name (`pipeline`). Empty in a partial report whose sender did not name the
+    /// pipeline (a GitHub `workflow_job` without `workflow_name`): the store attaches such a
+    /// report to the run of the same key, instance and source, whatever its pipeline.
     pub name: String,
     /// Qualified name (`qualified_name`).
     pub qualified_name: Option<String>,
@@ -222,6 +224,22 @@ pub struct RunReport {
     /// start event): the store merges it into the run it names instead of replacing the run —
     /// stages are matched by name, absent fields keep their stored value.
     pub partial: bool,
+}
+
+/// A job's configuration changed (the Jenkins Job Reporter's `JenkinsPluginJobConfigChange`):
+/// recorded on the job's pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobConfigChange {
+    /// The instance the job lives on.
+    pub instance: InstanceRef,
+    /// The job's pipeline.
+    pub pipeline: PipelineRef,
+    /// `created`, `changed`, `renamed` or `deleted`, as sent.
+    pub change_type: Option<String>,
+    /// When the configuration changed.
+    pub changed_at: OffsetDateTime,
+    /// Who changed it.
+    pub user: Option<String>,
 }
 
 /// An incident opened or resolved on a service (CDEvents `incident.*`), kept for the change

@@ -94,6 +94,8 @@ fn job(map: &Map<String, Value>, opts: &ParseOptions, errs: &mut Errors) -> Opti
         .opt_str("job_type", errs)
         .unwrap_or_else(|| DEFAULT_JOB_TYPE.to_owned());
     let custom_fields = optional_fields(&obj, opts, errs);
+    let environment =
+        crate::environment::environment_of(obj.opt_str("environment", errs), &[], &custom_fields);
 
     let (job_id, service_id, start_s, status) = (job_id?, service_id?, start_s?, status?);
     let duration_s = duration_s?;
@@ -129,7 +131,7 @@ fn job(map: &Map<String, Value>, opts: &ParseOptions, errs: &mut Errors) -> Opti
         }],
         ci: false,
         cd: true,
-        environment: None,
+        environment,
         cfr_status: None,
         params: Vec::new(),
         artifacts: Vec::new(),

@@ -7,7 +7,9 @@
 //!   Server host);
 //! - pipeline full name: `<repository.full_name>/<workflow name>`. A `workflow_job` payload names
 //!   the workflow (`workflow_name`) but not its file, so the name is what both events share; a
-//!   `workflow_run` whose `name` is empty falls back to `workflow.name`, then to the file path;
+//!   `workflow_run` whose `name` is empty falls back to `workflow.name`, then to the file path.
+//!   A `workflow_job` without `workflow_name` (older deliveries) leaves its pipeline unnamed and
+//!   is attached to its run by the run key (run id and attempt);
 //! - run key: `<run id>-<run_attempt>`: a re-run attempt is a run of its own.
 //!
 //! `workflow_run` carries the run's own fields (status or conclusion, times, branch, head commit,
@@ -280,15 +282,9 @@ fn workflow_job(root: &Obj<'_>, opts: &ParseOptions, errs: &mut Errors) -> Optio
     };
     let run_id = job.req_int("run_id", "the workflow run id", errs);
     let attempt = attempt(&job, errs);
-    let mark = errs.0.len();
+    // Older deliveries and many published examples have no `workflow_name`: such a job names
+    // no pipeline, and the store attaches it to its run by the run's key (see below).
     let workflow_name = job.opt_str("workflow_name", errs);
-    if workflow_name.is_none() && errs.0.len() == mark {
-        errs.push(
-            job.path("workflow_name"),
-            "is required: the job is attached to its run through the workflow's name \
-             (GitHub has sent it since 2022; a payload without it cannot be matched to its run)",
-        );
-    }
     let mark = errs.0.len();
     let stage = job_stage(&job, opts, errs);
     let created = opt_time(&job, "created_at", opts, errs);
@@ -304,7 +300,6 @@ fn workflow_job(root: &Obj<'_>, opts: &ParseOptions, errs: &mut Errors) -> Optio
 
     let repo = repo?;
     let run_id = run_id?;
-    let workflow_name = workflow_name?;
     let stage = stage?;
     // What a job says of its run: it is queued while the job is, and running otherwise.
     let (result, source_result) = if stage.result == Some(RunResult::Queued) {
@@ -312,7 +307,14 @@ fn workflow_job(root: &Obj<'_>, opts: &ParseOptions, errs: &mut Errors) -> Optio
     } else {
         (RunResult::Running, "in_progress")
     };
-    let id = identity(&repo, &workflow_name, run_id, attempt?);
+    // Without the workflow's name the pipeline is left unnamed (an empty name): the store puts
+    // the job on the run of the same key if it knows one, else on a run of its own in a
+    // placeholder pipeline, which the run's named report later replaces.
+    let (id_name, workflow_name) = match workflow_name {
+        Some(n) => (n.clone(), n),
+        None => (format!("workflow run {run_id}"), String::new()),
+    };
+    let id = identity(&repo, &id_name, run_id, attempt?);
     let web_url = repo
         .html_url
         .as_deref()

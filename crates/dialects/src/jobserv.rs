@@ -7,12 +7,19 @@
 //! that URL's host. The report is complete (`partial = false`): JobServ sends the whole build.
 //!
 //! Where things go: `trigger_name` (the JobServ trigger that started the build, e.g.
-//! `containers-devel`) is the run's `triggered_by` and is also kept verbatim as the `trigger_name`
-//! param; the build's API `url` is kept as the `api_url` param. For each stage, `log_url` is the
-//! stage link (`url`), and the description keeps the `host_tag`, the `tests` URL and the stage's
-//! `web_url` page. The signature (`X-JobServ-Sig`) is checked before this parser runs.
+//! `containers-devel`) is the run's trigger, `{"id": <trigger_name>, "type": "JobServTrigger"}`
+//! in its `trigger_chain` (JobServ names no user), and is also kept verbatim as the
+//! `trigger_name` param; the build's API `url` is kept as the `api_url` param. For each stage
+//! (JobServ run), its API `url` is the stage link (`url`); its `log_url`, `web_url`, `host_tag`
+//! and `tests` link are custom fields of the run named `<run name>.<field>` (string), so each
+//! keeps its own place and the JobServ format sends them back as they came; `tests` given as a
+//! list of tests with their results become the stage's steps. The signature (`X-JobServ-Sig`)
+//! is checked before this parser runs.
 
-use cistern_core::{FieldError, InstanceRef, Param, PipelineRef, RunReport, RunResult, Stage};
+use cistern_core::{
+    CustomField, CustomFieldType, FieldError, InstanceRef, Param, PipelineRef, RunReport,
+    RunResult, Stage,
+};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -25,6 +32,10 @@ pub const INSTANCE_KIND: &str = "jobserv";
 pub const DEFAULT_INSTANCE: &str = "jobserv";
 /// The dialect name recorded on runs (`RunReport::source`).
 pub const SOURCE: &str = "jobserv";
+/// The `type` of the trigger-chain entry naming the build's JobServ trigger.
+pub const TRIGGER_TYPE: &str = "JobServTrigger";
+/// The fields of a JobServ run kept as the build's custom fields `<run name>.<field>`.
+pub const RUN_FIELDS: [&str; 4] = ["log_url", "web_url", "host_tag", "tests"];
 
 /// JobServ's status words (builds and runs) and the results they stand for. `*_WITH_FAILURES`
 /// states are still running: the failure shows once the build ends.
@@ -114,11 +125,26 @@ fn build(obj: &Obj<'_>, opts: &ParseOptions, errs: &mut Errors) -> Option<RunRep
         );
     }
 
+    let mut custom_fields: Vec<CustomField> = Vec::new();
     let stages = match obj.opt_array("runs", errs) {
         Some(items) => items
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| stage(v, &format!("runs[{i}]"), opts, errs))
+            .filter_map(|(i, v)| {
+                let (stage, fields) = stage(v, &format!("runs[{i}]"), opts, errs)?;
+                for (key, value) in fields {
+                    let key = format!("{}.{key}", stage.name);
+                    // Two runs of one name: the first keeps its fields.
+                    if !custom_fields.iter().any(|f| f.key == key) {
+                        custom_fields.push(CustomField {
+                            key,
+                            kind: CustomFieldType::String,
+                            value: Value::String(value),
+                        });
+                    }
+                }
+                Some(stage)
+            })
             .collect::<Vec<_>>(),
         None => Vec::new(),
     };
@@ -172,7 +198,8 @@ fn build(obj: &Obj<'_>, opts: &ParseOptions, errs: &mut Errors) -> Option<RunRep
         started_at: started_at?,
         finished_at: completed,
         duration_ms,
-        triggered_by: trigger_name.clone(),
+        // The trigger is not a person: it goes in the trigger chain, not `triggered_by`.
+        triggered_by: None,
         branch: None,
         repo_url: None,
         repo: None,
@@ -183,11 +210,13 @@ fn build(obj: &Obj<'_>, opts: &ParseOptions, errs: &mut Errors) -> Option<RunRep
         cfr_status: None,
         params,
         artifacts: Vec::new(),
-        trigger_chain: Vec::new(),
+        trigger_chain: trigger_name
+            .map(|t| vec![serde_json::json!({"id": t, "type": TRIGGER_TYPE})])
+            .unwrap_or_default(),
         themes: Vec::new(),
         web_url: web_url.or(api_url),
         job_type: None,
-        custom_fields: Vec::new(),
+        custom_fields,
         stages,
         log: None,
         source: SOURCE.to_owned(),
@@ -217,8 +246,13 @@ fn build_id(obj: &Obj<'_>, errs: &mut Errors) -> Option<i64> {
     Some(id)
 }
 
-/// One JobServ run as a stage.
-fn stage(v: &Value, path: &str, opts: &ParseOptions, errs: &mut Errors) -> Option<Stage> {
+/// One JobServ run as a stage, with the fields kept as the build's custom fields.
+fn stage(
+    v: &Value,
+    path: &str,
+    opts: &ParseOptions,
+    errs: &mut Errors,
+) -> Option<(Stage, Vec<(&'static str, String)>)> {
     let Value::Object(m) = v else {
         errs.push(
             path,
@@ -229,37 +263,37 @@ fn stage(v: &Value, path: &str, opts: &ParseOptions, errs: &mut Errors) -> Optio
     let o = Obj::new(m, path);
     let name = o.req_str("name", errs);
     let status = o.opt_str("status", errs);
-    let result = status.as_deref().and_then(|w| {
-        let r = status_result(w);
-        if r.is_none() {
-            errs.push(o.path("status"), unknown_status(w));
-        }
-        r
-    });
+    let result = status_of(&o, status.as_deref(), errs);
     let created = opt_time(&o, "created", opts, errs);
     let completed = opt_time(&o, "completed", opts, errs);
     let duration_ms = match (created, completed) {
         (Some(s), Some(c)) => between(&o.path("completed"), &o.path("created"), s, c, errs),
         _ => None,
     };
-    let log_url = o.opt_str("log_url", errs);
-    let web_url = o.opt_str("web_url", errs);
     let api_url = o.opt_str("url", errs);
-    let host_tag = o.opt_str("host_tag", errs);
-    let tests = o.opt_str("tests", errs);
-    let mut notes = Vec::new();
-    if let Some(h) = &host_tag {
-        notes.push(format!("host: {h}"));
+    let mut fields = Vec::new();
+    let mut steps = Vec::new();
+    for key in RUN_FIELDS {
+        match o.get(key) {
+            // A list of tests with their results: the stage's steps.
+            Some(Value::Array(tests)) if key == "tests" => {
+                for (j, t) in tests.iter().enumerate() {
+                    if let Some(step) = test_step(t, &format!("{}[{j}]", o.path(key)), opts, errs) {
+                        steps.push(step);
+                    }
+                }
+            }
+            _ => {
+                if let Some(v) = o.opt_str(key, errs) {
+                    fields.push((key, v));
+                }
+            }
+        }
     }
-    if let Some(t) = &tests {
-        notes.push(format!("tests: {t}"));
-    }
-    if let Some(w) = &web_url {
-        notes.push(format!("page: {w}"));
-    }
-    Some(Stage {
+    let web_url = fields.iter().find(|(k, _)| *k == "web_url").map(|(_, v)| v);
+    let stage = Stage {
         name: name?,
-        description: (!notes.is_empty()).then(|| notes.join("; ")),
+        description: None,
         result,
         source_result: status.clone(),
         state: status,
@@ -267,8 +301,50 @@ fn stage(v: &Value, path: &str, opts: &ParseOptions, errs: &mut Errors) -> Optio
         duration_ms,
         log: None,
         log_truncated: false,
-        url: log_url.or(web_url).or(api_url),
-        steps: Vec::new(),
+        url: api_url.or_else(|| web_url.cloned()),
+        steps,
+    };
+    Some((stage, fields))
+}
+
+/// One test of a JobServ run (`{"name", "status", "created", "completed", "url"}`) as a step.
+fn test_step(v: &Value, path: &str, opts: &ParseOptions, errs: &mut Errors) -> Option<Stage> {
+    let Value::Object(m) = v else {
+        errs.push(
+            path,
+            format!("must be an object (a JobServ test), got {}", type_name(v)),
+        );
+        return None;
+    };
+    let o = Obj::new(m, path);
+    let name = o.req_str("name", errs);
+    let status = o.opt_str("status", errs);
+    let result = status_of(&o, status.as_deref(), errs);
+    let created = opt_time(&o, "created", opts, errs);
+    let completed = opt_time(&o, "completed", opts, errs);
+    let duration_ms = match (created, completed) {
+        (Some(s), Some(c)) => between(&o.path("completed"), &o.path("created"), s, c, errs),
+        _ => None,
+    };
+    Some(Stage {
+        name: name?,
+        result,
+        source_result: status.clone(),
+        state: status,
+        started_at: created,
+        duration_ms,
+        url: o.opt_str("url", errs),
+        ..Stage::default()
+    })
+}
+
+fn status_of(o: &Obj<'_>, status: Option<&str>, errs: &mut Errors) -> Option<RunResult> {
+    status.and_then(|w| {
+        let r = status_result(w);
+        if r.is_none() {
+            errs.push(o.path("status"), unknown_status(w));
+        }
+        r
     })
 }
 

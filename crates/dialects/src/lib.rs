@@ -4,6 +4,7 @@
 
 pub mod allstacks;
 pub mod cdevents;
+pub mod environment;
 pub mod fields;
 pub mod github;
 pub mod gitlab;

@@ -1,8 +1,11 @@
 //! The Propelo `generic-requests` envelope spoken by the Jenkins Job Reporter plugin (seed 001):
 //! `{"request_type": …, "payload": "<JSON string>"}` with request types
-//! `JenkinsPluginJobRunComplete`, `JenkinsHeartbeat` and `pluginErrorReport`.
+//! `JenkinsPluginJobRunComplete`, `JenkinsPluginJobConfigChange`, `JenkinsHeartbeat` and
+//! `pluginErrorReport`.
 
-use cistern_core::{FieldError, RunReport, RunResult, Stage};
+use cistern_core::{
+    FieldError, InstanceRef, JobConfigChange, PipelineRef, RunReport, RunResult, Stage,
+};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
@@ -11,8 +14,9 @@ use crate::sei::{self, Flavor};
 use crate::{json, times, ParseOptions, Rejection};
 
 /// The request types this endpoint answers.
-pub const REQUEST_TYPES: [&str; 3] = [
+pub const REQUEST_TYPES: [&str; 4] = [
     "JenkinsPluginJobRunComplete",
+    "JenkinsPluginJobConfigChange",
     "JenkinsHeartbeat",
     "pluginErrorReport",
 ];
@@ -37,6 +41,8 @@ pub struct Heartbeat {
 pub enum PropeloItem {
     /// A finished job run.
     JobRun(Box<RunReport>),
+    /// A job's configuration changed.
+    JobConfigChange(Box<JobConfigChange>),
     /// A heartbeat.
     Heartbeat(Heartbeat),
     /// An error the plugin reports about itself, kept for the user to see.
@@ -108,6 +114,9 @@ pub fn parse(body: &[u8], opts: &ParseOptions) -> Result<PropeloRequest, Rejecti
     let item = match request_type.as_str() {
         "JenkinsPluginJobRunComplete" => {
             PropeloItem::JobRun(Box::new(job_run(payload_object(payload)?, opts)?))
+        }
+        "JenkinsPluginJobConfigChange" => {
+            PropeloItem::JobConfigChange(Box::new(config_change(payload_object(payload)?, opts)?))
         }
         "JenkinsHeartbeat" => PropeloItem::Heartbeat(heartbeat(payload_object(payload)?, opts)?),
         "pluginErrorReport" => PropeloItem::PluginErrorReport(payload),
@@ -201,6 +210,66 @@ fn child_runs(obj: &Obj<'_>, opts: &ParseOptions, errs: &mut Errors) -> Vec<Stag
         out.push(stage);
     }
     out
+}
+
+/// The plugin's JobConfigChangeRequest: the job named as in its job runs (so the change lands
+/// on the same pipeline), the instance, `change_type` and `change_time` (epoch milliseconds).
+fn config_change(
+    payload: Map<String, Value>,
+    opts: &ParseOptions,
+) -> Result<JobConfigChange, Rejection> {
+    let obj = Obj::new(&payload, "payload");
+    let mut errs = Errors::default();
+    let full_name = sei::req_alias(
+        &obj,
+        "job_full_name",
+        &["job_normalized_full_name"],
+        &mut errs,
+    );
+    let name = obj
+        .opt_str_any(&["pipeline", "job_name"], &mut errs)
+        .or_else(|| full_name.clone());
+    let qualified_name = obj
+        .opt_str_any(&["qualified_name", "job_normalized_full_name"], &mut errs)
+        .or_else(|| full_name.clone());
+    let guid = sei::req_alias(&obj, "jenkins_instance_guid", &["instance_guid"], &mut errs);
+    let instance_name = obj.opt_str_any(&["jenkins_instance_name", "instance_name"], &mut errs);
+    let instance_url = obj.opt_str_any(&["jenkins_instance_url", "instance_url"], &mut errs);
+    let module = obj.opt_str("module_name", &mut errs);
+    let change_type = obj.opt_str("change_type", &mut errs);
+    let user = obj.opt_str_any(&["user_id", "users_name"], &mut errs);
+    let changed_at = obj
+        .req_int("change_time", "epoch milliseconds", &mut errs)
+        .and_then(|ms| match times::check_epoch_ms(ms, opts.now) {
+            Ok(t) => Some(t),
+            Err(m) => {
+                errs.push(obj.path("change_time"), m);
+                None
+            }
+        });
+    match (full_name, name, guid, changed_at) {
+        (Some(full_name), Some(name), Some(guid), Some(changed_at)) if errs.is_empty() => {
+            Ok(JobConfigChange {
+                instance: InstanceRef {
+                    guid,
+                    name: instance_name,
+                    url: instance_url,
+                    kind: Some("jenkins".into()),
+                },
+                pipeline: PipelineRef {
+                    full_name,
+                    name,
+                    qualified_name,
+                    project: None,
+                    module,
+                },
+                change_type,
+                changed_at,
+                user,
+            })
+        }
+        _ => Err(Rejection::Invalid(errs.0)),
+    }
 }
 
 fn heartbeat(payload: Map<String, Value>, opts: &ParseOptions) -> Result<Heartbeat, Rejection> {

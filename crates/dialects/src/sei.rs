@@ -261,7 +261,11 @@ pub fn run_from_object(
     let cfr_status = obj.opt_bool("cfr_status", errs);
     let themes = obj.opt_str_list("themes", errs);
     let web_url = obj.opt_str("web_url", errs);
-    let environment = obj.opt_str_any(&["environment", "env"], errs);
+    let environment = crate::environment::environment_of(
+        obj.opt_str_any(&["environment", "env"], errs),
+        &params,
+        &[],
+    );
     let job_type = obj.opt_str("job_type", errs);
     let instance_kind = obj.opt_str("instance_type", errs);
     let (stages, log) = match obj.opt_object("job_run", errs) {
@@ -269,8 +273,10 @@ pub fn run_from_object(
         None => (Vec::new(), None),
     };
 
+    // A run that says neither is neither (it counts in no CI or DORA figure), except for the
+    // Jenkins plugin, whose every report is a CI build.
     let (cd, ci) = match (ci, cd) {
-        (None, None) => (false, true),
+        (None, None) => (false, flavor == Flavor::Propelo),
         (ci, cd) => (cd.unwrap_or(false), ci.unwrap_or(!cd.unwrap_or(false))),
     };
     let run_key = match (&execution_id, build_number, start_ms) {
@@ -328,7 +334,8 @@ pub fn run_from_object(
     })
 }
 
-fn req_alias(
+/// A required text field that may come under one of `aliases` instead.
+pub(crate) fn req_alias(
     obj: &Obj<'_>,
     key: &str,
     aliases: &[&'static str],
@@ -583,7 +590,7 @@ mod tests {
         let Inbound::Run(r) = &items[0] else { panic!() };
         assert_eq!(r.result, RunResult::Success);
         assert_eq!(r.duration_ms, Some(780_000));
-        assert!(r.ci && !r.cd);
+        assert!(!r.ci && !r.cd, "sends neither, is neither");
         assert!(r.run_key.starts_with('t'));
     }
 

@@ -287,7 +287,8 @@ fn malformed_payloads_name_their_fields() {
     let err = parse("workflow_run", v.to_string().as_bytes()).unwrap_err();
     assert_eq!(fields(&err), ["workflow_run.conclusion"]);
 
-    // A job payload from before `workflow_name` existed cannot be matched to its run.
+    // A job payload from before `workflow_name` existed is read (its pipeline left unnamed);
+    // its own bad fields are still named.
     let mut v = fixture_json("github", "workflow_job.completed.json");
     v["workflow_job"]
         .as_object_mut()
@@ -295,13 +296,7 @@ fn malformed_payloads_name_their_fields() {
         .remove("workflow_name");
     v["workflow_job"]["steps"][2]["conclusion"] = "meh".into();
     let err = parse("workflow_job", v.to_string().as_bytes()).unwrap_err();
-    assert_eq!(
-        fields(&err),
-        [
-            "workflow_job.workflow_name",
-            "workflow_job.steps[2].conclusion"
-        ]
-    );
+    assert_eq!(fields(&err), ["workflow_job.steps[2].conclusion"]);
 
     let err = parse("workflow_run", br#"{"action": "completed"}"#).unwrap_err();
     assert_eq!(fields(&err), ["repository", "workflow_run"]);
@@ -309,4 +304,19 @@ fn malformed_payloads_name_their_fields() {
         parse("workflow_job", b"not json"),
         Err(Rejection::Malformed(_))
     ));
+}
+
+#[test]
+fn a_job_without_workflow_name_names_no_pipeline_but_its_run() {
+    let mut v = fixture_json("github", "workflow_job.completed.json");
+    v["workflow_job"]
+        .as_object_mut()
+        .unwrap()
+        .remove("workflow_name");
+    let named = run_of("workflow_job", "workflow_job.completed.json");
+    let r = one_run(parse("workflow_job", v.to_string().as_bytes()).unwrap());
+    assert_eq!(r.pipeline.name, "", "unnamed");
+    assert_eq!(r.run_key, named.run_key, "the same run key as its run's");
+    assert!(r.partial);
+    assert_eq!(r.stages.len(), 1);
 }

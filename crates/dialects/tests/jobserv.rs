@@ -30,7 +30,12 @@ fn the_seed_build_is_one_complete_run_with_a_stage_per_jobserv_run() {
     assert_eq!(r.started_at, t("2021-07-26T18:10:33+00:00"));
     assert_eq!(r.finished_at, Some(t("2021-07-26T18:19:24+00:00")));
     assert_eq!(r.duration_ms, Some(531_000));
-    assert_eq!(r.triggered_by.as_deref(), Some("containers-devel"));
+    // The trigger is the trigger, not a user.
+    assert_eq!(r.triggered_by, None);
+    assert_eq!(
+        r.trigger_chain,
+        vec![serde_json::json!({"id": "containers-devel", "type": "JobServTrigger"})]
+    );
     assert_eq!(
         r.web_url.as_deref(),
         Some("https://ci.foundries.io/projects/andy-corp/lmp/builds/67")
@@ -69,25 +74,46 @@ fn the_seed_build_is_one_complete_run_with_a_stage_per_jobserv_run() {
     assert_eq!(s.source_result.as_deref(), Some("PASSED"));
     assert_eq!(s.started_at, Some(t("2021-07-26T18:10:37+00:00")));
     assert_eq!(s.duration_ms, Some(65_000));
+    // Each JobServ run field keeps a place of its own: the API url is the stage's link, the
+    // others are custom fields `<run>.<field>`.
     assert_eq!(
         s.url.as_deref(),
-        Some("https://api.foundries.io/projects/andy-corp/lmp/builds/67/runs/build-amd64-partner/console.log")
+        Some("https://api.foundries.io/projects/andy-corp/lmp/builds/67/runs/build-amd64-partner/")
     );
-    let d = s.description.as_deref().unwrap();
-    assert!(d.contains("host: amd64-partner"), "{d}");
-    assert!(
-        d.contains("tests: https://api.foundries.io/projects/andy-corp/lmp/builds/67/runs/build-amd64-partner/tests/"),
-        "{d}"
+    assert_eq!(s.description, None, "no free text");
+    let field = |k: &str| {
+        r.custom_fields
+            .iter()
+            .find(|f| f.key == k)
+            .map(|f| (f.kind, f.value.as_str().unwrap().to_owned()))
+    };
+    use cistern_core::CustomFieldType::String as Text;
+    assert_eq!(
+        field("build-amd64-partner.log_url"),
+        Some((Text, "https://api.foundries.io/projects/andy-corp/lmp/builds/67/runs/build-amd64-partner/console.log".into()))
     );
-    assert!(
-        d.contains(
-            "page: https://ci.foundries.io/projects/andy-corp/lmp/builds/67/build-amd64-partner/"
-        ),
-        "{d}"
+    assert_eq!(
+        field("build-amd64-partner.web_url"),
+        Some((
+            Text,
+            "https://ci.foundries.io/projects/andy-corp/lmp/builds/67/build-amd64-partner/".into()
+        ))
+    );
+    assert_eq!(
+        field("build-amd64-partner.host_tag"),
+        Some((Text, "amd64-partner".into()))
+    );
+    assert_eq!(
+        field("build-amd64-partner.tests"),
+        Some((Text, "https://api.foundries.io/projects/andy-corp/lmp/builds/67/runs/build-amd64-partner/tests/".into()))
     );
     // The last run has no tests link.
-    let last = r.stages[3].description.as_deref().unwrap();
-    assert!(!last.contains("tests:"), "{last}");
+    assert_eq!(field("publish-compose-apps.tests"), None);
+    assert_eq!(
+        field("publish-compose-apps.host_tag"),
+        Some((Text, "amd64-partner".into()))
+    );
+    assert_eq!(r.custom_fields.len(), 15);
     assert_eq!(r.stages[3].duration_ms, Some(455_000));
 }
 
@@ -96,7 +122,7 @@ fn a_failed_build_keeps_each_runs_status() {
     let r = one_run(parse(&fixture("jobserv", "build_failed.json")).unwrap());
     assert_eq!(r.run_key, "68");
     assert_eq!(r.result, RunResult::Failure);
-    assert_eq!(r.triggered_by.as_deref(), Some("platform-devel"));
+    assert_eq!(r.trigger_chain[0]["id"], "platform-devel");
     assert_eq!(r.stages[0].result, Some(RunResult::Failure));
     assert_eq!(r.stages[1].result, Some(RunResult::Aborted));
     assert_eq!(r.stages[1].state.as_deref(), Some("CANCELLING"));
@@ -177,4 +203,31 @@ fn a_body_that_is_not_one_build_is_refused() {
     assert!(err.summary().contains("JSON object"), "{}", err.summary());
     let err = parse(br#"{"build_id": "sixty", "status": "PASSED"}"#).unwrap_err();
     assert!(fields(&err).contains(&"build_id".to_owned()));
+}
+
+#[test]
+fn tests_given_with_their_results_become_the_runs_steps() {
+    let mut v = fixture_json("jobserv", "build_passed.json");
+    v["runs"][0]["tests"] = serde_json::json!([
+        {"name": "unit", "status": "PASSED", "created": "2021-07-26T18:10:40+00:00", "completed": "2021-07-26T18:10:50+00:00"},
+        {"name": "smoke", "status": "FAILED", "url": "https://api.foundries.io/projects/andy-corp/lmp/builds/67/runs/build-amd64-partner/tests/smoke/"}
+    ]);
+    let r = one_run(parse(v.to_string().as_bytes()).unwrap());
+    let steps = &r.stages[0].steps;
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0].name, "unit");
+    assert_eq!(steps[0].result, Some(RunResult::Success));
+    assert_eq!(steps[0].duration_ms, Some(10_000));
+    assert_eq!(steps[1].result, Some(RunResult::Failure));
+    assert!(steps[1].url.as_deref().unwrap().ends_with("/tests/smoke/"));
+    assert!(!r
+        .custom_fields
+        .iter()
+        .any(|f| f.key == "build-amd64-partner.tests"));
+    // A test with an unknown status is named by its path.
+    v["runs"][0]["tests"][1]["status"] = "MAYBE".into();
+    let Err(Rejection::Invalid(errs)) = parse(v.to_string().as_bytes()) else {
+        panic!("refused")
+    };
+    assert_eq!(errs[0].field, "runs[0].tests[1].status");
 }

@@ -164,6 +164,10 @@ impl From<StoreError> for ApiError {
                 e.title = "The request was refused".into();
                 e
             }
+            // Kept in the events log: the reply names the event, like every other refusal.
+            StoreError::RejectedLogged(errors, event_id) => {
+                ApiError::from(StoreError::Rejected(errors)).with_event(Some(event_id))
+            }
             StoreError::Invalid(msg) => ApiError::field("cursor", msg),
             StoreError::Duplicate(first) => ApiError::new(
                 StatusCode::CONFLICT,

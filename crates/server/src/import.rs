@@ -277,7 +277,9 @@ async fn import_line(
             updated: out.runs.iter().filter(|r| !r.created).count() as u64,
         }),
         Ok(_) => Ok(LineOutcome::Other),
-        Err(StoreError::Rejected(errs)) => Ok(LineOutcome::Refused(errs)),
+        Err(StoreError::Rejected(errs) | StoreError::RejectedLogged(errs, _)) => {
+            Ok(LineOutcome::Refused(errs))
+        }
         Err(e) => Err(e),
     }
 }

@@ -535,12 +535,21 @@ async fn strict_tenants_take_jobs_of_registered_services() {
         let (status, body) = post_job(&app, &sample()).await;
         assert_eq!(status, 422, "{body}");
         assert_eq!(error_fields(&body), vec!["service_id"]);
+        assert!(
+            body["event_id"].is_string(),
+            "the refusal names its event: {body}"
+        );
         // Register the CD service under its Allstacks id, then its jobs are accepted.
         let reg = json!({"integration_id": "allstacks", "name": "Custom CD", "type": "custom-cd", "guid": "2"});
         let (status, body) = app.post("/api/v1/instances", &reg).await;
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["guid"], "2");
+        // The same registration again is the same instance; another one cannot take the guid.
         let (status, body) = app.post("/api/v1/instances", &reg).await;
+        assert_eq!(status, 200, "the same instance: {body}");
+        assert_eq!(body["guid"], "2");
+        let other = json!({"integration_id": "allstacks", "name": "Other CD", "type": "custom-cd", "guid": "2"});
+        let (status, body) = app.post("/api/v1/instances", &other).await;
         assert_eq!(status, 409, "the guid is taken: {body}");
         let (status, body) = post_job(&app, &sample()).await;
         assert_eq!(status, 201, "{body}");

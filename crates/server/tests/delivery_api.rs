@@ -1407,3 +1407,94 @@ async fn subscriptions_api_validates_and_keeps_tenants_apart() {
         assert_eq!(status, 404);
     }
 }
+
+/// Seed 004's build, received from JobServ, goes out again in the JobServ format as it came:
+/// each run's `url`, `log_url`, `web_url`, `host_tag` and `tests`, the trigger, the build id —
+/// and no nulls. Then an SEI run without a build number: an integer build id, no nulls.
+#[tokio::test]
+async fn a_jobserv_build_goes_out_in_the_jobserv_format_as_it_came() {
+    for backend in backends() {
+        let app = TestApp::spawn_with(&backend, fast).await;
+        let admin = Admin::new(&app).await;
+        let rx = Receiver::start().await;
+        admin.set_secret(&app, "out", "UseSomethingGoodHere").await;
+        admin
+            .subscribe(&app, json!({"url": rx.url("/out"), "secret": "out"}))
+            .await;
+        admin
+            .set_secret(&app, "webhook-docs-example", "in-secret")
+            .await;
+        let (status, src) = admin
+            .post(
+                &app,
+                "/api/v1/sources",
+                json!({"kind": "jobserv", "secret": "webhook-docs-example"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{src}");
+        let seed = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../dialects/tests/fixtures/jobserv/build_passed.json"
+        ))
+        .unwrap();
+        let sig = format!("sha256:{}", hex::encode(hmac(b"in-secret", &[&seed])));
+        let resp = reqwest::Client::new()
+            .post(app.url(src["path"].as_str().unwrap()))
+            .header("content-type", "application/json")
+            .header("X-JobServ-Sig", sig)
+            .body(seed.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        wait_for("the build's delivery", Duration::from_secs(10), || async {
+            rx.ok_on("/out").len() == 1
+        })
+        .await;
+        let sent: Value = serde_json::from_slice(&rx.ok_on("/out")[0].body).unwrap();
+        let seed: Value = serde_json::from_slice(&seed).unwrap();
+        for key in [
+            "build_id",
+            "status",
+            "web_url",
+            "trigger_name",
+            "created",
+            "completed",
+        ] {
+            assert_eq!(sent[key], seed[key], "{key} ({backend:?})");
+        }
+        let runs = sent["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 4);
+        for (got, want) in runs.iter().zip(seed["runs"].as_array().unwrap()) {
+            assert_eq!(got, want, "each run as JobServ sent it");
+        }
+        no_nulls(&sent, "");
+
+        // A run without a build number.
+        let mut r = run(70, "SUCCESS", "team/build", "main");
+        r.as_object_mut().unwrap().remove("build_number");
+        r["execution_id"] = json!("UNIQUE_EXECUTION_ID");
+        post_run(&app, &r).await;
+        wait_for("the run's delivery", Duration::from_secs(10), || async {
+            rx.ok_on("/out").len() == 2
+        })
+        .await;
+        let sent: Value = serde_json::from_slice(&rx.ok_on("/out")[1].body).unwrap();
+        assert!(sent["build_id"].is_i64(), "{sent}");
+        no_nulls(&sent, "");
+    }
+}
+
+fn no_nulls(v: &Value, at: &str) {
+    match v {
+        Value::Null => panic!("null at {at}"),
+        Value::Object(m) => m
+            .iter()
+            .for_each(|(k, v)| no_nulls(v, &format!("{at}.{k}"))),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| no_nulls(v, &format!("{at}[{i}]"))),
+        _ => {}
+    }
+}

@@ -77,10 +77,30 @@ async fn jobserv_builds_are_verified_and_stored() {
         assert_eq!(run["result"], "success");
         assert_eq!(run["build_number"], 67);
         assert_eq!(run["stages"].as_array().unwrap().len(), 4, "{run}");
-        assert!(run["stages"][0]["url"]
-            .as_str()
-            .unwrap()
-            .ends_with("console.log"));
+        // Each JobServ run field in a place of its own; the trigger as the trigger.
+        assert_eq!(
+            run["stages"][0]["url"],
+            "https://api.foundries.io/projects/andy-corp/lmp/builds/67/runs/build-amd64-partner/"
+        );
+        let fields = run["custom_fields"].as_array().unwrap();
+        let field = |k: &str| {
+            fields
+                .iter()
+                .find(|f| f["key"] == k)
+                .map(|f| f["value"].clone())
+        };
+        assert_eq!(
+            field("build-amd64-partner.log_url").unwrap(),
+            "https://api.foundries.io/projects/andy-corp/lmp/builds/67/runs/build-amd64-partner/console.log"
+        );
+        assert_eq!(field("build-armhf.host_tag").unwrap(), "armhf");
+        assert!(field("build-aarch64.tests").is_some());
+        assert!(field("build-aarch64.web_url").is_some());
+        assert_eq!(run["triggered_by"], Value::Null, "{run}");
+        assert_eq!(
+            run["trigger_chain"],
+            serde_json::json!([{"id": "containers-devel", "type": "JobServTrigger"}])
+        );
 
         // Refusals that say what to fix; each logged as rejected.
         let (status, r) = send(&app, &hook, &[], &body).await;
@@ -98,6 +118,21 @@ async fn jobserv_builds_are_verified_and_stored() {
         .await;
         assert_eq!(status, 401);
         assert!(r["detail"].as_str().unwrap().contains("SHA-1"), "{r}");
+        // GitHub's `sha256=<hex>` shape is named as such, not as bare hex.
+        let (status, r) = send(
+            &app,
+            &hook,
+            &[(
+                "X-JobServ-Sig",
+                format!("sha256={}", hmac_hex(secret.as_bytes(), &body)),
+            )],
+            &body,
+        )
+        .await;
+        assert_eq!(status, 401);
+        let detail = r["detail"].as_str().unwrap();
+        assert!(detail.contains("GitHub"), "{r}");
+        assert!(!detail.contains("bare hex"), "{r}");
         let (status, _) = send(
             &app,
             &hook,
@@ -118,7 +153,7 @@ async fn jobserv_builds_are_verified_and_stored() {
             "{r}"
         );
         let (_, ev) = app.get("/api/v1/events?status=rejected").await;
-        assert_eq!(ev["events"].as_array().unwrap().len(), 4);
+        assert_eq!(ev["events"].as_array().unwrap().len(), 5);
         let (status, _) = send(&app, "/v1/hooks/src_doesnotexist", &[], &body).await;
         assert_eq!(status, 404);
     }
@@ -441,5 +476,70 @@ async fn unsigned_floods_store_a_small_record_not_the_body() {
         );
         assert!(errors.contains("X-Hub-Signature-256"), "{one}");
         assert_eq!(one["dialect"], "github", "{one}");
+    }
+}
+
+/// A `workflow_job` without `workflow_name` (older deliveries, many published examples) is
+/// accepted and attached to its run by `run_id`: before its run is known it makes the run
+/// (running) in a placeholder pipeline, which the named `workflow_run` then takes over; after
+/// its run is known it lands on that run.
+#[tokio::test]
+async fn github_jobs_without_workflow_name_attach_to_their_run_by_run_id() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let secret = "It's a Secret to Everybody";
+        let hook = source(&app, "github", "gh", secret).await;
+        let mut job: Value =
+            serde_json::from_slice(&dialect_fixture("github/workflow_job.completed.json")).unwrap();
+        job["workflow_job"]
+            .as_object_mut()
+            .unwrap()
+            .remove("workflow_name");
+        let job = serde_json::to_vec(&job).unwrap();
+        let run = dialect_fixture("github/workflow_run.completed.json");
+        let h = |body: &[u8], event: &str, delivery: &str| {
+            vec![
+                (
+                    "X-Hub-Signature-256",
+                    format!("sha256={}", hmac_hex(secret.as_bytes(), body)),
+                ),
+                ("X-GitHub-Event", event.to_owned()),
+                ("X-GitHub-Delivery", delivery.to_owned()),
+            ]
+        };
+        // The job first: its run does not exist yet.
+        let (s1, r1) = send(&app, &hook, &h(&job, "workflow_job", "d-1"), &job).await;
+        assert_eq!(s1, 202, "{b:?} {r1}");
+        let id = r1["run_ids"][0].as_str().unwrap().to_owned();
+        let (_, got) = app.get(&format!("/api/v1/runs/{id}")).await;
+        assert_eq!(got["result"], "running", "{got}");
+        // Then its run, named: the same run, now in the workflow's pipeline.
+        let (s2, r2) = send(&app, &hook, &h(&run, "workflow_run", "d-2"), &run).await;
+        assert_eq!(s2, 202, "{r2}");
+        assert_eq!(r2["run_ids"][0], id.as_str(), "one run");
+        let (_, got) = app.get(&format!("/api/v1/runs/{id}")).await;
+        assert_eq!(
+            got["pipeline"]["full_name"],
+            "wolfy1339/github-events-schemas/Test"
+        );
+        assert_eq!(got["result"], "failure");
+        assert_eq!(got["stages"].as_array().unwrap().len(), 1, "{got}");
+        let (_, pipelines) = app.get("/api/v1/pipelines").await;
+        let names: Vec<&str> = pipelines["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["full_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["wolfy1339/github-events-schemas/Test"],
+            "no placeholder left"
+        );
+        // The same unnamed job again (a redelivery under a new id): it lands on the named run.
+        let (s3, r3) = send(&app, &hook, &h(&job, "workflow_job", "d-3"), &job).await;
+        assert_eq!(s3, 202, "{r3}");
+        assert_eq!(r3["run_ids"][0], id.as_str());
+        assert_eq!(app.all_runs().await.len(), 1);
     }
 }

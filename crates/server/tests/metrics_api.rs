@@ -327,3 +327,59 @@ async fn csv_exports_never_start_a_cell_with_a_formula() {
         assert_eq!(pipelines, want, "{text}");
     }
 }
+
+/// SEI and Allstacks deployments name their environment in their own ways (a job run
+/// parameter, an Allstacks optional field); DORA filters by it.
+#[tokio::test]
+async fn sei_and_allstacks_deployments_carry_their_environment_into_dora() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        // Seed 000's data example as a deployment, its environment a job run parameter.
+        let mut sei: Value = serde_json::from_slice(&fixture("sei/data_example.json")).unwrap();
+        sei["ci"] = json!(false);
+        sei["cd"] = json!(true);
+        sei["job_run_params"].as_array_mut().unwrap().push(
+            json!({"type": "StringParameterValue", "name": "deploy_env", "value": "staging"}),
+        );
+        let (status, body) = app.post(SEI, &sei).await;
+        assert_eq!(status, 201, "{body}");
+        let (_, run) = app
+            .get(&format!("/api/v1/runs/{}", body["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(run["environment"], "staging");
+
+        // Seed 003's sample, its environment an optional field; then one with the field itself.
+        let mut allstacks: Value =
+            serde_json::from_slice(&fixture("allstacks/sample_payload_fixed.json")).unwrap();
+        allstacks["optional"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"key": "environment", "value": "production", "type": "string"}));
+        let (status, body) = app
+            .post("/webhook/company/default/cicd_job", &allstacks)
+            .await;
+        assert_eq!(status, 201, "{body}");
+        allstacks["job_id"] = json!("2");
+        allstacks["environment"] = json!("production-eu");
+        let (status, _) = app
+            .post("/webhook/company/default/cicd_job", &allstacks)
+            .await;
+        assert_eq!(status, 201);
+
+        let count = |q: &'static str| {
+            let app = &app;
+            async move {
+                let (_, d) = app
+                    .get(&format!(
+                        "/api/v1/metrics/dora?since=2023-01-01&until=2024-02-01{q}"
+                    ))
+                    .await;
+                d["deployment_frequency"]["deployments"].as_u64().unwrap()
+            }
+        };
+        assert_eq!(count("").await, 3, "{b:?}");
+        assert_eq!(count("&environment=staging").await, 1);
+        assert_eq!(count("&environment=production").await, 1);
+        assert_eq!(count("&environment=production-eu").await, 1);
+    }
+}

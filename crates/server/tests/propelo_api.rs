@@ -397,7 +397,7 @@ async fn plugin_error_reports_and_unknown_types() {
     assert_eq!(body["response_type"], "JenkinsConfig");
     assert!(
         error_text(&body)
-            .contains("JenkinsPluginJobRunComplete, JenkinsHeartbeat, pluginErrorReport"),
+            .contains("JenkinsPluginJobRunComplete, JenkinsPluginJobConfigChange, JenkinsHeartbeat, pluginErrorReport"),
         "{body}"
     );
     let (status, body) = app.post(GENERIC, &json!({"payload": "{}"})).await;
@@ -461,5 +461,78 @@ async fn a_duration_in_seconds_is_accepted_with_a_warning_in_the_envelope() {
             ))
             .await;
         assert_eq!(stored["duration_ms"], 95);
+    }
+}
+
+/// The plugin's `JenkinsPluginJobConfigChange` (its JobConfigChangeRequest, sent on every job
+/// configuration change): 200 in its envelope, kept in the events log, and the time recorded on
+/// the job's pipeline, the same pipeline its runs land on.
+#[tokio::test]
+async fn a_job_config_change_is_accepted_and_recorded_on_its_pipeline() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let (status, body) = app
+            .post(
+                GENERIC,
+                &envelope("JenkinsPluginJobRunComplete", &plugin_run(1)),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let change: Value =
+            serde_json::from_slice(&fixture("propelo/job_config_change.json")).unwrap();
+        let (status, body) = app.post(GENERIC, &change).await;
+        assert_eq!(status, 200, "{b:?} {body}");
+        assert_eq!(body["response_type"], "JenkinsPluginJobConfigChange");
+        let reply = inner(&body);
+        assert_eq!(reply["run_ids"], json!([]), "the plugin reads run_ids");
+
+        let (_, pipelines) = app.get("/api/v1/pipelines").await;
+        let list = pipelines["pipelines"].as_array().expect("pipelines");
+        assert_eq!(
+            list.len(),
+            1,
+            "the change lands on the runs' pipeline: {pipelines}"
+        );
+        assert_eq!(list[0]["full_name"], "app/jobs/app-pipeline/branches/main");
+        assert_eq!(list[0]["runs"], 1);
+        assert_eq!(list[0]["config_changed_at"], "2023-11-14T22:23:20Z");
+
+        let (_, ev) = app
+            .get(&format!(
+                "/api/v1/events/{}",
+                reply["event_id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(ev["status"], "accepted");
+        assert_eq!(ev["request_type"], "JenkinsPluginJobConfigChange");
+
+        // A change reported late does not move the time back; one for a new job makes its
+        // pipeline.
+        let mut payload: Value = serde_json::from_str(change["payload"].as_str().unwrap()).unwrap();
+        payload["change_time"] = json!(1_699_000_000_000i64);
+        let (status, _) = app
+            .post(GENERIC, &envelope("JenkinsPluginJobConfigChange", &payload))
+            .await;
+        assert_eq!(status, 200);
+        payload["job_full_name"] = json!("app/jobs/new-job");
+        payload["change_type"] = json!("created");
+        let (status, _) = app
+            .post(GENERIC, &envelope("JenkinsPluginJobConfigChange", &payload))
+            .await;
+        assert_eq!(status, 200);
+        let (_, pipelines) = app.get("/api/v1/pipelines").await;
+        let list = pipelines["pipelines"].as_array().unwrap();
+        assert_eq!(list.len(), 2, "{pipelines}");
+        assert_eq!(list[0]["config_changed_at"], "2023-11-14T22:23:20Z");
+        assert_eq!(list[1]["full_name"], "app/jobs/new-job");
+        assert_eq!(list[1]["runs"], 0);
+
+        // Without its time, the field is named.
+        payload.as_object_mut().unwrap().remove("change_time");
+        let (status, body) = app
+            .post(GENERIC, &envelope("JenkinsPluginJobConfigChange", &payload))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(error_fields(&body), vec!["payload.change_time"]);
     }
 }

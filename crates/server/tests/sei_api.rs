@@ -247,6 +247,30 @@ async fn instance_registration_returns_a_guid() {
         assert!(items.iter().any(|i| i["guid"] == guid.as_str()
             && i["kind"] == "jenkins"
             && i["integration_id"] == "4242"));
+
+        // The seed's registration sent again (a script run twice): the same GUID, no second
+        // instance, on either route.
+        let same = json!({"integration_id": "4242", "name": "Custom CI/CD Integration", "type": "jenkins"});
+        let (status, again) = app.post(SEI, &same).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["instance_guid"], guid.as_str(), "{b:?}");
+        let (status, again) = app.post("/api/v1/instances", &same).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["guid"], guid.as_str());
+        // Asking for its own GUID again is the same registration too; another GUID is taken.
+        let mut with_guid = same.clone();
+        with_guid["guid"] = json!(guid);
+        let (status, again) = app.post(SEI, &with_guid).await;
+        assert_eq!(status, 200, "{again}");
+        let (status, _) = app
+            .post(
+                "/api/v1/instances",
+                &json!({"integration_id": "9", "name": "Other", "type": "custom", "guid": guid}),
+            )
+            .await;
+        assert_eq!(status, 409);
+        let (_, list) = app.get("/api/v1/instances").await;
+        assert_eq!(list["instances"].as_array().unwrap().len(), 2);
     }
 }
 
@@ -655,6 +679,19 @@ async fn strict_tenants_refuse_unknown_instances() {
         assert!(app.all_runs().await.is_empty());
         let (_, ev) = app.get("/api/v1/events?status=rejected").await;
         assert_eq!(ev["events"][0]["http_status"], 422);
+        // The 422 names the event that keeps the request, like every other refusal.
+        assert_eq!(body["event_id"], ev["events"][0]["id"], "{body}");
+        // The Allstacks route too (its refusal names the service).
+        let (status, body) = app
+            .post(
+                "/webhook/company/default/cicd_job",
+                &serde_json::from_slice::<Value>(&fixture("allstacks/sample_payload_fixed.json"))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(error_fields(&body), vec!["service_id"]);
+        assert!(body["event_id"].is_string(), "{body}");
         // Registered, the instance's runs are accepted.
         let (status, reg) = app
             .post(
@@ -739,5 +776,50 @@ async fn a_duration_that_looks_like_seconds_is_accepted_with_a_warning() {
         let (status, body) = app.post(SEI, &run).await;
         assert_eq!(status, 201, "{body}");
         assert!(body.get("warnings").is_none(), "{body}");
+    }
+}
+
+/// A run that sends neither `ci` nor `cd` (seed 000's curl example) is neither; one that sends
+/// one of them gets the other as its opposite. The Jenkins plugin's runs are CI builds.
+#[tokio::test]
+async fn a_run_without_ci_or_cd_is_neither() {
+    for b in backends() {
+        let app = TestApp::spawn(&b).await;
+        let text = String::from_utf8(fixture("sei/curly_example.txt")).unwrap();
+        let fixed = text.replacen("{\n{", "{", 1).replace(['“', '”'], "\"");
+        let (status, body) = app.post_raw(SEI, &app.key, fixed).await;
+        assert_eq!(status, 201, "{body}");
+        let (_, run) = app
+            .get(&format!("/api/v1/runs/{}", body["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(
+            (&run["ci"], &run["cd"]),
+            (&json!(false), &json!(false)),
+            "{b:?}"
+        );
+
+        let mut deploy = sei_run(5);
+        deploy["cd"] = json!(true);
+        let (_, body) = app.post(SEI, &deploy).await;
+        let (_, run) = app
+            .get(&format!("/api/v1/runs/{}", body["id"].as_str().unwrap()))
+            .await;
+        assert_eq!((&run["ci"], &run["cd"]), (&json!(false), &json!(true)));
+
+        let plugin = json!({"request_type": "JenkinsPluginJobRunComplete", "payload": {
+            "job_name": "app", "job_full_name": "team/app",
+            "jenkins_instance_guid": "24575de4-0baa-4575-8c94-9975c737008a",
+            "jenkins_instance_name": "Jenkins", "start_time": 1_680_006_843_000i64,
+            "duration": 26000, "result": "SUCCESS", "build_number": 12}});
+        let (status, body) = app.post("/v1/generic-requests", &plugin).await;
+        assert_eq!(status, 200, "{body}");
+        let ids: Value = serde_json::from_str(body["payload"].as_str().unwrap()).unwrap();
+        let (_, run) = app
+            .get(&format!(
+                "/api/v1/runs/{}",
+                ids["run_ids"][0].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!((&run["ci"], &run["cd"]), (&json!(true), &json!(false)));
     }
 }

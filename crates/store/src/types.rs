@@ -16,6 +16,10 @@ pub enum StoreError {
     /// The write breaks a rule only the store can check (e.g. an unknown instance on a strict tenant).
     #[error("rejected: {0:?}")]
     Rejected(Vec<FieldError>),
+    /// A [`StoreError::Rejected`] write whose request was kept in the events log as rejected:
+    /// the reasons, and the id of that event (the refusal's reply names it).
+    #[error("rejected (event {1}): {0:?}")]
+    RejectedLogged(Vec<FieldError>, String),
     /// The caller gave a bad argument (e.g. an unreadable cursor).
     #[error("invalid: {0}")]
     Invalid(String),
@@ -26,6 +30,16 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Backend(String),
+}
+
+impl StoreError {
+    /// The reasons of a refusal by the store's rules, logged or not.
+    pub fn rejection(&self) -> Option<&[FieldError]> {
+        match self {
+            StoreError::Rejected(e) | StoreError::RejectedLogged(e, _) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -272,6 +286,16 @@ pub enum WriteOp {
         /// Commit times: sha, time, repository.
         commit_times: Vec<(String, OffsetDateTime, Option<String>)>,
     },
+    /// A job's configuration changed: its pipeline (and instance, unless the tenant is strict)
+    /// is created on first sight and records the time.
+    JobConfigChange {
+        /// The event.
+        event: EventRecord,
+        /// The tenant.
+        tenant: Tenant,
+        /// The change.
+        change: cistern_core::JobConfigChange,
+    },
     /// A rejected event (stores nothing else).
     Reject {
         /// The event.
@@ -384,6 +408,9 @@ pub struct PipelineSummary {
     /// Start of the latest run.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_run_at: Option<OffsetDateTime>,
+    /// When the job's configuration last changed, as its CI reported it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub config_changed_at: Option<OffsetDateTime>,
 }
 
 /// A CI/CD instance.
@@ -541,6 +568,7 @@ impl WriteOp {
         match self {
             WriteOp::Runs { event, .. }
             | WriteOp::Heartbeat { event, .. }
+            | WriteOp::JobConfigChange { event, .. }
             | WriteOp::Signals { event, .. }
             | WriteOp::Reject { event }
             | WriteOp::RegisterInstance { event, .. } => event,

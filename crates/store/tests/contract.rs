@@ -460,7 +460,7 @@ async fn reopening_keeps_data_and_one_default_tenant() {
                 .expect("versions");
         assert_eq!(
             versions,
-            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14],
             "each migration applied once"
         );
         let _ = conn.close().await;
@@ -1221,13 +1221,21 @@ async fn strict_tenant_rejects_unknown_instances_and_logs_the_event() {
                 })
                 .await
                 .expect_err("an unknown instance is refused");
-            match err {
-                StoreError::Rejected(errors) => {
+            match &err {
+                StoreError::RejectedLogged(errors, event_id) => {
                     assert_eq!(errors.len(), 1);
                     assert_eq!(errors[0].field, "instance_guid");
                     assert!(errors[0].message.contains("unknown-guid"));
+                    // The refusal names the event that keeps the request.
+                    let ev = s
+                        .get_event(&t.id, event_id)
+                        .await
+                        .expect("q")
+                        .expect("event");
+                    assert_eq!(ev.status, EventStatus::Rejected);
+                    assert_eq!(ev.http_status, 422);
                 }
-                other => panic!("expected Rejected, got {other:?}"),
+                other => panic!("expected RejectedLogged, got {other:?}"),
             }
             assert!(all_runs(&s, &t.id, RunFilter::default()).await.is_empty());
             assert!(s.list_instances(&t.id).await.expect("i").is_empty());
@@ -1303,7 +1311,7 @@ async fn strict_tenant_rejects_unknown_instances_and_logs_the_event() {
                 .await
                 .expect_err("refused");
             match err {
-                StoreError::Rejected(errors) => {
+                StoreError::RejectedLogged(errors, _) => {
                     assert_eq!(errors[0].field, "runs[1].instance_guid")
                 }
                 other => panic!("expected Rejected, got {other:?}"),
@@ -1365,7 +1373,7 @@ async fn a_refused_write_does_not_sink_its_batch() {
                 if i % 2 == 0 {
                     assert!(r.expect("accepted").runs[0].created);
                 } else {
-                    assert!(matches!(r, Err(StoreError::Rejected(_))), "{r:?}");
+                    assert!(matches!(r, Err(StoreError::RejectedLogged(..))), "{r:?}");
                 }
             }
             assert_eq!(all_runs(&s, &t.id, RunFilter::default()).await.len(), 20);
@@ -1736,7 +1744,24 @@ async fn register_instance_returns_a_guid_and_lists_it() {
                 .expect("event");
             assert_eq!(ev.status, EventStatus::Accepted);
 
-            // A second registration is a second instance with another GUID.
+            // The same registration again gets the same instance.
+            let same = s
+                .write(WriteOp::RegisterInstance {
+                    event: event(&t.id, b"{}"),
+                    tenant_id: t.id.clone(),
+                    instance: NewInstance {
+                        guid: None,
+                        integration_id: inst.integration_id.clone().expect("integration id"),
+                        name: inst.name.clone().expect("name"),
+                        kind: inst.kind.clone().expect("kind"),
+                        url: None,
+                    },
+                })
+                .await
+                .expect("register the same again");
+            assert_eq!(same.instance.expect("instance").guid, inst.guid);
+
+            // Another registration is a second instance with another GUID.
             let again = s
                 .write(WriteOp::RegisterInstance {
                     event: event(&t.id, b"{}"),
@@ -1744,7 +1769,7 @@ async fn register_instance_returns_a_guid_and_lists_it() {
                     instance: NewInstance {
                         guid: None,
                         integration_id: "int-9".into(),
-                        name: "Deployer".into(),
+                        name: "Deployer 2".into(),
                         kind: "custom-cd".into(),
                         url: None,
                     },
@@ -2179,7 +2204,7 @@ async fn a_refused_write_leaves_no_outbox_rows() {
                 })
                 .await
                 .expect_err("refused");
-            assert!(matches!(err, StoreError::Rejected(_)));
+            assert!(matches!(err, StoreError::RejectedLogged(..)));
             assert!(deliveries_of(&s, &t.id, "sub_strict").await.is_empty());
             // A disabled subscription gets nothing either.
             let d = default_tenant(&s).await;
@@ -3578,9 +3603,9 @@ async fn over_long_keys_are_refused_on_both_backends() {
                     })
                     .await
                     .expect_err("refused");
-                match err {
-                    StoreError::Rejected(errors) => assert_eq!(errors[0].field, field),
-                    other => panic!("{field}: {other:?}"),
+                match err.rejection() {
+                    Some(errors) => assert_eq!(errors[0].field, field),
+                    None => panic!("{field}: {err:?}"),
                 }
             }
             assert!(all_runs(&s, &t.id, RunFilter::default()).await.is_empty());

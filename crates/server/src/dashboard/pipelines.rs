@@ -363,6 +363,9 @@ async fn build_one(
             dt { "Instance" } dd { (p.instance_name.as_deref().unwrap_or("–")) " " span class="mono muted" { (p.instance_guid) } }
             dt { "Latest result" } dd { (opt_badge(p.last_result)) }
             dt { "Runs ever" } dd { (p.runs) }
+            @if let Some(t) = p.config_changed_at {
+                dt { "Configuration changed" } dd { (format::datetime_s(t)) " (" (format::ago(t, now)) ")" }
+            }
         }
         form method="get" action={ "/pipelines/" (p.id) } class="filters" aria-label="Window" {
             div class="field" {
@@ -459,6 +462,7 @@ mod tests {
             runs: 1,
             last_result: last,
             last_run_at: at.map(cistern_core::from_millis),
+            config_changed_at: None,
         }
     }
 

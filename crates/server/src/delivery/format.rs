@@ -86,12 +86,39 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 /// JobServ writes times as `2021-07-26T18:10:37+00:00`.
-fn jobserv_time(t: Option<OffsetDateTime>) -> Value {
+fn jobserv_time(t: OffsetDateTime) -> String {
     let fmt =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+00:00");
-    t.and_then(|t| t.to_offset(time::UtcOffset::UTC).format(&fmt).ok())
-        .map(Value::String)
-        .unwrap_or(Value::Null)
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&fmt)
+        .unwrap_or_default()
+}
+
+/// The JobServ `build_id` of a run: its build number, else a stable number derived from its run
+/// key (the key itself when it is a number; else the first 48 bits of its SHA-256, which stays
+/// within the integers every JSON reader holds exactly). Receivers get an integer, never null.
+pub fn jobserv_build_id(run: &Run) -> i64 {
+    use sha2::{Digest, Sha256};
+    if let Some(n) = run.build_number {
+        return n;
+    }
+    if let Ok(n) = run.run_key.trim().parse::<i64>() {
+        if n >= 0 {
+            return n;
+        }
+    }
+    let d = Sha256::digest(run.run_key.as_bytes());
+    let mut b = [0u8; 8];
+    b[2..].copy_from_slice(&d[..6]);
+    i64::from_be_bytes(b)
+}
+
+/// Sets `key` only when there is a value: JobServ receivers read strings and integers, so an
+/// unknown field is left out rather than sent as null.
+fn put(m: &mut Map<String, Value>, key: &str, v: Option<impl Into<Value>>) {
+    if let Some(v) = v {
+        m.insert(key.to_owned(), v.into());
+    }
 }
 
 /// JobServ's status words.
@@ -110,17 +137,24 @@ pub fn jobserv_status(r: RunResult) -> &'static str {
 fn jobserv(run: &Run, base: &str) -> Value {
     let api_url = format!("{base}/api/v1/runs/{}", run.id);
     let status = jobserv_status(run.result);
+    // A JobServ run's fields kept as custom fields `<run name>.<field>` by the JobServ dialect.
+    let field = |stage: &str, key: &str| {
+        let key = format!("{stage}.{key}");
+        run.custom_fields
+            .iter()
+            .find(|f| f.key == key)
+            .and_then(|f| f.value.as_str())
+            .map(str::to_owned)
+    };
     let runs: Vec<Value> = if run.stages.is_empty() {
-        vec![json!({
-            "name": run.pipeline.name,
-            "url": api_url,
-            "status": status,
-            "log_url": Value::Null,
-            "web_url": run.web_url,
-            "created": jobserv_time(Some(run.started_at)),
-            "completed": jobserv_time(run.finished_at),
-            "host_tag": Value::Null,
-        })]
+        let mut m = Map::new();
+        m.insert("name".into(), json!(run.pipeline.name));
+        m.insert("url".into(), json!(api_url));
+        m.insert("status".into(), json!(status));
+        put(&mut m, "web_url", run.web_url.clone());
+        m.insert("created".into(), json!(jobserv_time(run.started_at)));
+        put(&mut m, "completed", run.finished_at.map(jobserv_time));
+        vec![Value::Object(m)]
     } else {
         run.stages
             .iter()
@@ -129,29 +163,51 @@ fn jobserv(run: &Run, base: &str) -> Value {
                     (Some(start), Some(ms)) => Some(start + time::Duration::milliseconds(ms)),
                     _ => None,
                 };
-                json!({
-                    "name": s.name,
-                    "url": s.url,
-                    "status": s.result.map(jobserv_status).unwrap_or(status),
-                    "log_url": Value::Null,
-                    "web_url": s.url.as_ref().or(run.web_url.as_ref()),
-                    "created": jobserv_time(s.started_at),
-                    "completed": jobserv_time(end),
-                    "host_tag": Value::Null,
-                })
+                let mut m = Map::new();
+                m.insert("name".into(), json!(s.name));
+                m.insert(
+                    "url".into(),
+                    json!(s.url.clone().unwrap_or_else(|| api_url.clone())),
+                );
+                m.insert(
+                    "status".into(),
+                    json!(s.result.map(jobserv_status).unwrap_or(status)),
+                );
+                put(&mut m, "log_url", field(&s.name, "log_url"));
+                put(
+                    &mut m,
+                    "web_url",
+                    field(&s.name, "web_url")
+                        .or_else(|| s.url.clone())
+                        .or_else(|| run.web_url.clone()),
+                );
+                put(&mut m, "created", s.started_at.map(jobserv_time));
+                put(&mut m, "completed", end.map(jobserv_time));
+                put(&mut m, "host_tag", field(&s.name, "host_tag"));
+                put(&mut m, "tests", field(&s.name, "tests"));
+                Value::Object(m)
             })
             .collect()
     };
-    json!({
-        "build_id": run.build_number,
-        "url": api_url,
-        "status": status,
-        "runs": runs,
-        "web_url": run.web_url,
-        "trigger_name": run.pipeline.full_name,
-        "created": jobserv_time(Some(run.started_at)),
-        "completed": jobserv_time(run.finished_at),
-    })
+    // The JobServ trigger the build came with, else the pipeline that ran.
+    let trigger = run
+        .trigger_chain
+        .iter()
+        .find(|c| {
+            c.get("type").and_then(Value::as_str) == Some(cistern_dialects::jobserv::TRIGGER_TYPE)
+        })
+        .and_then(|c| c.get("id").and_then(Value::as_str))
+        .unwrap_or(&run.pipeline.full_name);
+    let mut m = Map::new();
+    m.insert("build_id".into(), json!(jobserv_build_id(run)));
+    m.insert("url".into(), json!(api_url));
+    m.insert("status".into(), json!(status));
+    m.insert("runs".into(), Value::Array(runs));
+    put(&mut m, "web_url", run.web_url.clone());
+    m.insert("trigger_name".into(), json!(trigger));
+    m.insert("created".into(), json!(jobserv_time(run.started_at)));
+    put(&mut m, "completed", run.finished_at.map(jobserv_time));
+    Value::Object(m)
 }
 
 /// CDEvents' outcome words.
@@ -327,9 +383,9 @@ mod tests {
                 "url": "https://hub.example/api/v1/runs/run-1",
                 "status": "PASSED",
                 "runs": [{
-                    "name": "build", "url": "https://hub.example/api/v1/runs/run-1", "status": "PASSED", "log_url": null,
+                    "name": "build", "url": "https://hub.example/api/v1/runs/run-1", "status": "PASSED",
                     "web_url": "https://ci.example/builds/67", "created": "2021-07-26T18:10:33+00:00",
-                    "completed": "2021-07-26T18:19:24+00:00", "host_tag": null
+                    "completed": "2021-07-26T18:19:24+00:00"
                 }],
                 "web_url": "https://ci.example/builds/67",
                 "trigger_name": "team/build",
@@ -350,6 +406,53 @@ mod tests {
             ""
         )
         .is_err());
+    }
+
+    /// Nothing is null where JobServ shows an integer or a string: a run without a build
+    /// number gets a stable build id from its key; unknown fields are left out.
+    #[test]
+    fn jobserv_body_has_no_nulls_and_a_stable_build_id() {
+        let mut snap: Value = serde_json::from_str(&run_json("running")).unwrap();
+        snap["build_number"] = Value::Null;
+        snap["run_key"] = json!("UNIQUE_EXECUTION_ID");
+        snap["finished_at"] = Value::Null;
+        snap["web_url"] = Value::Null;
+        snap["stages"] = json!([{"name": "Build", "description": null, "result": null, "state": null,
+            "started_at": null, "duration_ms": null, "log": null, "log_truncated": false, "steps": []}]);
+        let snap = snap.to_string();
+        let body = |s: &str| -> Value {
+            let out = render(
+                DeliveryFormat::Jobserv,
+                &msg(EventType::RunStarted, s),
+                "https://hub.example",
+            )
+            .unwrap();
+            serde_json::from_slice(&out.body).unwrap()
+        };
+        let v = body(&snap);
+        fn no_nulls(v: &Value, at: &str) {
+            match v {
+                Value::Null => panic!("null at {at}"),
+                Value::Object(m) => m
+                    .iter()
+                    .for_each(|(k, v)| no_nulls(v, &format!("{at}.{k}"))),
+                Value::Array(a) => a
+                    .iter()
+                    .enumerate()
+                    .for_each(|(i, v)| no_nulls(v, &format!("{at}[{i}]"))),
+                _ => {}
+            }
+        }
+        no_nulls(&v, "");
+        let id = v["build_id"].as_i64().expect("an integer build id");
+        assert!((0..1i64 << 53).contains(&id), "{id}");
+        assert_eq!(body(&snap)["build_id"], id, "stable");
+        assert_eq!(v["runs"][0]["url"], "https://hub.example/api/v1/runs/run-1");
+        assert_eq!(v["runs"][0]["status"], "RUNNING");
+        assert!(v.get("completed").is_none());
+        // A numeric run key is the build id itself.
+        let numeric = snap.replace("UNIQUE_EXECUTION_ID", "4242");
+        assert_eq!(body(&numeric)["build_id"], 4242);
     }
 
     #[test]

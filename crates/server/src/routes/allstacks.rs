@@ -101,14 +101,19 @@ pub(crate) async fn cicd_job(
     );
     match write_runs(&state, event, tenant, runs).await {
         Ok(reply) => reply,
-        Err(cistern_store::StoreError::Rejected(mut errors)) => {
+        Err(mut e @ cistern_store::StoreError::Rejected(_))
+        | Err(mut e @ cistern_store::StoreError::RejectedLogged(..)) => {
             // The instance of an Allstacks job is its CD service.
-            for e in &mut errors {
-                if e.field == "instance_guid" {
-                    e.field = "service_id".into();
+            if let cistern_store::StoreError::Rejected(errors)
+            | cistern_store::StoreError::RejectedLogged(errors, _) = &mut e
+            {
+                for f in errors.iter_mut() {
+                    if f.field == "instance_guid" {
+                        f.field = "service_id".into();
+                    }
                 }
             }
-            ApiError::from(cistern_store::StoreError::Rejected(errors)).into_response()
+            ApiError::from(e).into_response()
         }
         Err(e) => ApiError::from(e).into_response(),
     }

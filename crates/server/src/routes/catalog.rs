@@ -97,6 +97,7 @@ pub(crate) async fn register(
         Ok(r) => r,
         Err(rej) => return rejection_error(rej).into_response(),
     };
+    let received_at = time::OffsetDateTime::now_utc();
     let event = EventRecord {
         tenant_id: Some(caller.tenant.id.clone()),
         endpoint: "/api/v1/instances".into(),
@@ -104,7 +105,7 @@ pub(crate) async fn register(
         request_type: None,
         content_type: None,
         body: Arc::from(bytes.as_ref()),
-        received_at: time::OffsetDateTime::now_utc(),
+        received_at,
         status: EventStatus::Accepted,
         http_status: 201,
         errors: Vec::new(),
@@ -132,9 +133,23 @@ pub(crate) async fn register(
             if let Some(m) = v.as_object_mut() {
                 m.insert("instance_guid".into(), json!(inst.guid));
             }
-            json_reply(StatusCode::CREATED, v)
+            json_reply(registration_status(&inst, received_at), v)
         }
         Ok(_) => ApiError::internal("a registration returned no instance").into_response(),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// 201 for an instance this registration created, 200 for the one a registration of the same
+/// instance (same integration id, name and type) made before: a new instance is created at the
+/// registration's own time.
+pub(crate) fn registration_status(
+    inst: &cistern_store::Instance,
+    received_at: time::OffsetDateTime,
+) -> StatusCode {
+    if cistern_core::to_millis(inst.created_at) < cistern_core::to_millis(received_at) {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
     }
 }

@@ -86,9 +86,7 @@ async fn verify(
                 .filter_map(|t| t.strip_prefix("sha256:"))
                 .collect();
             if hexes.is_empty() {
-                return Err(unauthorized(
-                    "X-JobServ-Sig must be `sha256:<hex HMAC-SHA256 of the body>`; a bare hex value is JobServ's internal SHA-1 request signature, not a webhook signature",
-                ));
+                return Err(unauthorized(jobserv_shape_error(sig)));
             }
             if secrets
                 .iter()
@@ -398,5 +396,18 @@ async fn handle(
             json!({"status": "duplicate", "event_id": first, "run_ids": []}),
         ),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Why an `X-JobServ-Sig` without a `sha256:` value is refused, naming what was sent.
+fn jobserv_shape_error(sig: &str) -> String {
+    let want = "X-JobServ-Sig must be `sha256:<hex HMAC-SHA256 of the body>`";
+    let t = sig.trim();
+    if t.starts_with("sha256=") {
+        format!("{want}; `sha256=<hex>` is GitHub's X-Hub-Signature-256 style: JobServ separates with a colon")
+    } else if !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit()) {
+        format!("{want}; a bare hex value is JobServ's internal SHA-1 request signature, not a webhook signature")
+    } else {
+        format!("{want}; got a value of another shape")
     }
 }

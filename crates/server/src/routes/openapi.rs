@@ -118,7 +118,8 @@ pub struct SeiRun {
 /// The Jenkins Job Reporter's envelope.
 #[derive(Serialize, ToSchema)]
 pub struct PluginEnvelope {
-    /// `JenkinsPluginJobRunComplete`, `JenkinsHeartbeat` or `pluginErrorReport`.
+    /// `JenkinsPluginJobRunComplete`, `JenkinsPluginJobConfigChange`, `JenkinsHeartbeat` or
+    /// `pluginErrorReport`.
     pub request_type: String,
     /// The job run (or heartbeat) as a JSON string, or as an object.
     #[schema(value_type = Object)]

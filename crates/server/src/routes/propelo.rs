@@ -253,6 +253,29 @@ async fn handle(state: AppState, headers: HeaderMap, body: Body, multipart: bool
                 Err(e) => refusal(ApiError::from(e), &req.request_type),
             }
         }
+        PropeloItem::JobConfigChange(change) => {
+            // The plugin reads the reply as a job-run reply: `run_ids`, none here.
+            match state
+                .store
+                .write(WriteOp::JobConfigChange {
+                    event,
+                    tenant,
+                    change: *change,
+                })
+                .await
+            {
+                Ok(out) => crate::ops::limits::IngestNote {
+                    dialect: None,
+                    outcome: Some("config_change"),
+                }
+                .attach(envelope(
+                    StatusCode::OK,
+                    &req.request_type,
+                    json!({"run_ids": [], "event_id": out.event_id}),
+                )),
+                Err(e) => refusal(ApiError::from(e), &req.request_type),
+            }
+        }
         PropeloItem::PluginErrorReport(_) => {
             // Kept in the events log (the body is the report) for the user to read.
             match state

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use cistern_dialects::{sei, Inbound as Parsed, ParseOptions};
 use cistern_store::{EventStatus, NewInstance, Scope, WriteOp, WriteOutcome};
@@ -120,7 +120,7 @@ pub(crate) async fn custom_cicd(
                 outcome: Some("registered"),
             }
             .attach(json_reply(
-                StatusCode::CREATED,
+                super::catalog::registration_status(&inst, inbound.received_at),
                 json!({
                     "id": inst.guid,
                     "instance_guid": inst.guid,

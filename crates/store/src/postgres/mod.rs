@@ -64,6 +64,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0010_event_body_codec.sql"),
     ),
     (
+        14,
+        include_str!("../../migrations/postgres/0014_config_change_run_key.sql"),
+    ),
+    (
         15,
         include_str!("../../migrations/postgres/0015_trigger_auth_token_hash.sql"),
     ),

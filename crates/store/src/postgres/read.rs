@@ -178,7 +178,7 @@ pub(super) async fn list_pipelines(
 ) -> Result<Vec<PipelineSummary>, StoreError> {
     let rows = sqlx::query(
         "SELECT p.id, p.full_name, p.name, p.qualified_name, p.project, p.module, i.guid, i.name,
-            s.n, l.result, s.last
+            s.n, l.result, s.last, p.config_changed_at
          FROM pipelines p JOIN instances i ON i.id = p.instance_id
          CROSS JOIN LATERAL (SELECT COUNT(*) AS n, MAX(r.started_at) AS last FROM runs r WHERE r.pipeline_id = p.id) s
          LEFT JOIN LATERAL (SELECT r.result FROM runs r WHERE r.pipeline_id = p.id ORDER BY r.started_at DESC, r.id DESC LIMIT 1) l ON TRUE
@@ -203,6 +203,7 @@ pub(super) async fn list_pipelines(
                 runs: row.try_get(8)?,
                 last_result: last.as_deref().and_then(RunResult::from_normalized),
                 last_run_at: row.try_get::<Option<i64>, _>(10)?.map(from_millis),
+                config_changed_at: row.try_get::<Option<i64>, _>(11)?.map(from_millis),
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;

@@ -213,11 +213,12 @@ async fn apply_jobs(
             Err(f) if f.retryable() => return Err(f),
             Err(f) => {
                 exec(tx, "ROLLBACK TO SAVEPOINT w").await?;
-                let e = StoreError::from(f);
+                let mut e = StoreError::from(f);
                 let refused_event = match &job.op {
                     WriteOp::Runs { event, .. }
                     | WriteOp::Signals { event, .. }
-                    | WriteOp::Heartbeat { event, .. } => Some(event),
+                    | WriteOp::Heartbeat { event, .. }
+                    | WriteOp::JobConfigChange { event, .. } => Some(event),
                     _ => None,
                 };
                 if let (StoreError::Rejected(errors), Some(event)) = (&e, refused_event) {
@@ -226,12 +227,16 @@ async fn apply_jobs(
                     ev.status = EventStatus::Rejected;
                     ev.http_status = 422;
                     ev.errors = errors.clone();
-                    if let Err(e2) = insert_event(tx, &new_id(), &ev, &[], settings).await {
-                        if e2.retryable() {
-                            return Err(e2);
+                    let id = new_id();
+                    match insert_event(tx, &id, &ev, &[], settings).await {
+                        Ok(()) => e = StoreError::RejectedLogged(errors.clone(), id),
+                        Err(e2) => {
+                            if e2.retryable() {
+                                return Err(e2);
+                            }
+                            tracing::error!(error = %StoreError::from(e2), "could not log a rejected event");
+                            exec(tx, "ROLLBACK TO SAVEPOINT w").await?;
                         }
-                        tracing::error!(error = %StoreError::from(e2), "could not log a rejected event");
-                        exec(tx, "ROLLBACK TO SAVEPOINT w").await?;
                     }
                 }
                 exec(tx, "RELEASE SAVEPOINT w").await?;
@@ -281,6 +286,11 @@ async fn lock_instances(conn: &mut PgConnection, batch: &[Job]) -> Result<(), Fa
                 "instance",
                 &tenant.id,
                 &heartbeat.instance_guid,
+            ])]),
+            WriteOp::JobConfigChange { tenant, change, .. } => Some(vec![fnv1a(&[
+                "instance",
+                &tenant.id,
+                &change.instance.guid,
             ])]),
             _ => None,
         })
@@ -345,6 +355,33 @@ async fn apply(
             tenant,
             heartbeat,
         } => apply_heartbeat(conn, event, tenant, heartbeat, settings).await,
+        WriteOp::JobConfigChange {
+            event,
+            tenant,
+            change,
+        } => {
+            crate::keys::check_guid("payload.jenkins_instance_guid", &change.instance.guid)
+                .map_err(Fail::Store)?;
+            let now = to_millis(event.received_at);
+            let instance = instance_id(conn, tenant, &change.instance, now, "payload.").await?;
+            let pipeline = pipeline_id(conn, &tenant.id, &instance, &change.pipeline, now).await?;
+            // A change reported late never moves the recorded time back.
+            sqlx::query(
+                "UPDATE pipelines SET config_changed_at = GREATEST(config_changed_at, $2) WHERE id = $1",
+            )
+            .bind(&pipeline)
+            .bind(to_millis(change.changed_at))
+            .execute(&mut *conn)
+            .await?;
+            let event_id = new_id();
+            insert_event(conn, &event_id, event, &[], settings).await?;
+            Ok(WriteOutcome {
+                event_id,
+                runs: vec![],
+                instance: None,
+                deliveries: 0,
+            })
+        }
         WriteOp::RegisterInstance {
             event,
             tenant_id,
@@ -354,6 +391,53 @@ async fn apply(
                 crate::keys::check_guid("guid", guid).map_err(Fail::Store)?;
             }
             let now = to_millis(event.received_at);
+            // The same instance registered again (same integration id, name and type, and the
+            // same GUID when one is asked for) gets the instance it already has. Registrations
+            // of one instance are serialized so that two at once make one.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(fnv1a(&[
+                    "register",
+                    tenant_id,
+                    &instance.integration_id,
+                    &instance.name,
+                    &instance.kind,
+                ]))
+                .execute(&mut *conn)
+                .await?;
+            let known: Option<(String, String, Option<String>, i64)> = sqlx::query_as(
+                "SELECT id, guid, url, created_at FROM instances
+                 WHERE tenant_id = $1 AND integration_id = $2 AND name = $3 AND kind = $4
+                   AND ($5::text IS NULL OR guid = $5)
+                 ORDER BY created_at, id LIMIT 1",
+            )
+            .bind(tenant_id)
+            .bind(&instance.integration_id)
+            .bind(&instance.name)
+            .bind(&instance.kind)
+            .bind(&instance.guid)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some((id, guid, url, created_at)) = known {
+                let event_id = new_id();
+                insert_event(conn, &event_id, event, &[], settings).await?;
+                return Ok(WriteOutcome {
+                    event_id,
+                    runs: vec![],
+                    instance: Some(Instance {
+                        id,
+                        guid,
+                        name: Some(instance.name.clone()),
+                        url,
+                        kind: Some(instance.kind.clone()),
+                        integration_id: Some(instance.integration_id.clone()),
+                        created_at: cistern_core::from_millis(created_at),
+                        last_seen_at: None,
+                        last_heartbeat_at: None,
+                        details: None,
+                    }),
+                    deliveries: 0,
+                });
+            }
             let inst = Instance {
                 id: new_id(),
                 guid: instance
@@ -578,11 +662,10 @@ async fn insert_event(
 async fn instance_id(
     conn: &mut PgConnection,
     tenant: &Tenant,
-    r: &RunReport,
+    i: &cistern_core::InstanceRef,
     now: i64,
     field_prefix: &str,
 ) -> Result<String, Fail> {
-    let i = &r.instance;
     if tenant.strict {
         // The existence check and the update in one statement: no row, no instance.
         let existing: Option<String> = sqlx::query_scalar(
@@ -634,10 +717,9 @@ async fn pipeline_id(
     conn: &mut PgConnection,
     tenant_id: &str,
     instance_id: &str,
-    r: &RunReport,
+    p: &cistern_core::PipelineRef,
     now: i64,
 ) -> Result<String, Fail> {
-    let p = &r.pipeline;
     let id: String = sqlx::query_scalar(
         "INSERT INTO pipelines (id, tenant_id, instance_id, full_name, name, qualified_name, project, module, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -662,6 +744,57 @@ async fn pipeline_id(
     Ok(id)
 }
 
+/// The pipeline a run report goes to. A partial report names its run by key within its
+/// instance and source: an unnamed one (empty pipeline name) goes to the pipeline of the run of
+/// that key when there is one, else to its placeholder pipeline; a named one takes over a run of
+/// its key left in an unnamed placeholder (moving it, and dropping the emptied placeholder).
+/// The instance's advisory lock, held for the batch, keeps this consistent between nodes.
+async fn resolve_pipeline(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    instance_id: &str,
+    r: &RunReport,
+    now: i64,
+) -> Result<String, Fail> {
+    if !r.partial {
+        return pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now).await;
+    }
+    let found: Option<(String, String, bool)> = sqlx::query_as(
+        "SELECT r.id, r.pipeline_id, p.name = '' FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE r.tenant_id = $1 AND r.instance_id = $2 AND r.run_key = $3 AND r.source = $4
+         ORDER BY p.name = '', r.id LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(instance_id)
+    .bind(&r.run_key)
+    .bind(&r.source)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if r.pipeline.name.is_empty() {
+        if let Some((_, pipeline, _)) = found {
+            return Ok(pipeline);
+        }
+        return pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now).await;
+    }
+    let target = pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now).await?;
+    if let Some((run, placeholder, true)) = found {
+        if placeholder != target {
+            sqlx::query("UPDATE runs SET pipeline_id = $2 WHERE id = $1")
+                .bind(&run)
+                .bind(&target)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "DELETE FROM pipelines WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM runs WHERE pipeline_id = $1)",
+            )
+            .bind(&placeholder)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(target)
+}
+
 async fn upsert_run(
     conn: &mut PgConnection,
     tenant: &Tenant,
@@ -677,8 +810,8 @@ async fn upsert_run(
     } else {
         String::new()
     };
-    let instance_id = instance_id(conn, tenant, r, now, &prefix).await?;
-    let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, r, now).await?;
+    let instance_id = instance_id(conn, tenant, &r.instance, now, &prefix).await?;
+    let pipeline_id = resolve_pipeline(conn, &tenant.id, &instance_id, r, now).await?;
     // The instance's advisory lock (taken for the batch) serializes writers of this run, so what
     // is read here stays true until commit.
     let existing: Option<crate::merge::StoredState> = sqlx::query_as(

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_source_events.sql"),
     include_str!("../../migrations/sqlite/0009_retention.sql"),
     include_str!("../../migrations/sqlite/0010_event_body_codec.sql"),
+    include_str!("../../migrations/sqlite/0014_config_change_run_key.sql"),
     include_str!("../../migrations/sqlite/0015_trigger_auth_token_hash.sql"),
     include_str!("../../migrations/sqlite/0016_api_key_rotations.sql"),
 ];

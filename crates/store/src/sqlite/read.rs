@@ -175,7 +175,7 @@ pub(super) fn list_pipelines(
         "SELECT p.id, p.full_name, p.name, p.qualified_name, p.project, p.module, i.guid, i.name,
             (SELECT COUNT(*) FROM runs r WHERE r.pipeline_id = p.id),
             (SELECT r.result FROM runs r WHERE r.pipeline_id = p.id ORDER BY r.started_at DESC, r.id DESC LIMIT 1),
-            (SELECT MAX(r.started_at) FROM runs r WHERE r.pipeline_id = p.id)
+            (SELECT MAX(r.started_at) FROM runs r WHERE r.pipeline_id = p.id), p.config_changed_at
          FROM pipelines p JOIN instances i ON i.id = p.instance_id
          WHERE p.tenant_id = ?1 ORDER BY p.full_name, p.id",
     )?;
@@ -194,6 +194,7 @@ pub(super) fn list_pipelines(
                 runs: row.get(8)?,
                 last_result: last.as_deref().and_then(RunResult::from_normalized),
                 last_run_at: row.get::<_, Option<i64>>(10)?.map(from_millis),
+                config_changed_at: row.get::<_, Option<i64>>(11)?.map(from_millis),
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

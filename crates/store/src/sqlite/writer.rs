@@ -210,7 +210,8 @@ fn apply_isolated(
             let refused_event = match op {
                 WriteOp::Runs { event, .. }
                 | WriteOp::Signals { event, .. }
-                | WriteOp::Heartbeat { event, .. } => Some(event),
+                | WriteOp::Heartbeat { event, .. }
+                | WriteOp::JobConfigChange { event, .. } => Some(event),
                 _ => None,
             };
             if let (StoreError::Rejected(errors), Some(event)) = (&e, refused_event) {
@@ -219,8 +220,10 @@ fn apply_isolated(
                 ev.status = EventStatus::Rejected;
                 ev.http_status = 422;
                 ev.errors = errors.clone();
-                if let Err(e2) = insert_event(conn, &new_id(), &ev, &[], settings, z) {
-                    tracing::error!(error = %e2, "could not log a rejected event");
+                let id = new_id();
+                match insert_event(conn, &id, &ev, &[], settings, z) {
+                    Ok(()) => return Err(StoreError::RejectedLogged(errors.clone(), id)),
+                    Err(e2) => tracing::error!(error = %e2, "could not log a rejected event"),
                 }
             }
             Err(e)
@@ -271,6 +274,29 @@ fn apply(
             tenant,
             heartbeat,
         } => apply_heartbeat(conn, event, tenant, heartbeat, settings, z),
+        WriteOp::JobConfigChange {
+            event,
+            tenant,
+            change,
+        } => {
+            crate::keys::check_guid("payload.jenkins_instance_guid", &change.instance.guid)?;
+            let now = to_millis(event.received_at);
+            let instance = instance_id(conn, tenant, &change.instance, now, "payload.")?;
+            let pipeline = pipeline_id(conn, &tenant.id, &instance, &change.pipeline, now)?;
+            // A change reported late never moves the recorded time back.
+            conn.prepare_cached(
+                "UPDATE pipelines SET config_changed_at = MAX(COALESCE(config_changed_at, ?2), ?2) WHERE id = ?1",
+            )?
+            .execute(params![pipeline, to_millis(change.changed_at)])?;
+            let event_id = new_id();
+            insert_event(conn, &event_id, event, &[], settings, z)?;
+            Ok(WriteOutcome {
+                event_id,
+                runs: vec![],
+                instance: None,
+                deliveries: 0,
+            })
+        }
         WriteOp::RegisterInstance {
             event,
             tenant_id,
@@ -280,6 +306,48 @@ fn apply(
                 crate::keys::check_guid("guid", guid)?;
             }
             let now = to_millis(event.received_at);
+            // The same instance registered again (same integration id, name and type, and the
+            // same GUID when one is asked for) gets the instance it already has (the single
+            // writer serializes registrations).
+            let known: Option<(String, String, Option<String>, i64)> = conn
+                .prepare_cached(
+                    "SELECT id, guid, url, created_at FROM instances
+                     WHERE tenant_id = ?1 AND integration_id = ?2 AND name = ?3 AND kind = ?4
+                       AND (?5 IS NULL OR guid = ?5)
+                     ORDER BY created_at, id LIMIT 1",
+                )?
+                .query_row(
+                    params![
+                        tenant_id,
+                        instance.integration_id,
+                        instance.name,
+                        instance.kind,
+                        instance.guid
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                )
+                .optional()?;
+            if let Some((id, guid, url, created_at)) = known {
+                let event_id = new_id();
+                insert_event(conn, &event_id, event, &[], settings, z)?;
+                return Ok(WriteOutcome {
+                    event_id,
+                    runs: vec![],
+                    instance: Some(Instance {
+                        id,
+                        guid,
+                        name: Some(instance.name.clone()),
+                        url,
+                        kind: Some(instance.kind.clone()),
+                        integration_id: Some(instance.integration_id.clone()),
+                        created_at: cistern_core::from_millis(created_at),
+                        last_seen_at: None,
+                        last_heartbeat_at: None,
+                        details: None,
+                    }),
+                    deliveries: 0,
+                });
+            }
             let inst = Instance {
                 id: new_id(),
                 guid: instance
@@ -463,27 +531,27 @@ fn insert_event(
 fn instance_id(
     conn: &Connection,
     tenant: &Tenant,
-    r: &RunReport,
+    instance: &cistern_core::InstanceRef,
     now: i64,
     field_prefix: &str,
 ) -> Result<String, StoreError> {
     let existing: Option<String> = conn
         .prepare_cached("SELECT id FROM instances WHERE tenant_id = ?1 AND guid = ?2")?
-        .query_row(params![tenant.id, r.instance.guid], |row| row.get(0))
+        .query_row(params![tenant.id, instance.guid], |row| row.get(0))
         .optional()?;
     match existing {
         Some(id) => {
             conn.prepare_cached(
                 "UPDATE instances SET name = COALESCE(?2, name), url = COALESCE(?3, url), kind = COALESCE(kind, ?4), last_seen_at = MAX(COALESCE(last_seen_at, ?5), ?5) WHERE id = ?1",
             )?
-            .execute(params![id, r.instance.name, r.instance.url, r.instance.kind, now])?;
+            .execute(params![id, instance.name, instance.url, instance.kind, now])?;
             Ok(id)
         }
         None if tenant.strict => Err(StoreError::Rejected(vec![FieldError::new(
             format!("{field_prefix}instance_guid"),
             format!(
                 "instance {:?} is not registered and tenant {:?} only accepts registered instances; register it first (POST /api/v1/instances or /v1/custom-cicd with integration_id, name, type and optionally its guid)",
-                r.instance.guid, tenant.slug
+                instance.guid, tenant.slug
             ),
         )])),
         None => {
@@ -491,7 +559,7 @@ fn instance_id(
             conn.prepare_cached(
                 "INSERT INTO instances (id, tenant_id, guid, name, url, kind, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
             )?
-            .execute(params![id, tenant.id, r.instance.guid, r.instance.name, r.instance.url, r.instance.kind, now])?;
+            .execute(params![id, tenant.id, instance.guid, instance.name, instance.url, instance.kind, now])?;
             Ok(id)
         }
     }
@@ -501,10 +569,9 @@ fn pipeline_id(
     conn: &Connection,
     tenant_id: &str,
     instance_id: &str,
-    r: &RunReport,
+    p: &cistern_core::PipelineRef,
     now: i64,
 ) -> Result<String, StoreError> {
-    let p = &r.pipeline;
     let existing: Option<String> = conn
         .prepare_cached(
             "SELECT id FROM pipelines WHERE tenant_id = ?1 AND instance_id = ?2 AND full_name = ?3",
@@ -532,6 +599,51 @@ fn pipeline_id(
     }
 }
 
+/// The pipeline a run report goes to. A partial report names its run by key within its
+/// instance and source: an unnamed one (empty pipeline name) goes to the pipeline of the run of
+/// that key when there is one, else to its placeholder pipeline; a named one takes over a run of
+/// its key left in an unnamed placeholder (moving it, and dropping the emptied placeholder).
+fn resolve_pipeline(
+    conn: &Connection,
+    tenant_id: &str,
+    instance_id: &str,
+    r: &RunReport,
+    now: i64,
+) -> Result<String, StoreError> {
+    if !r.partial {
+        return pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now);
+    }
+    let mut same_key = conn.prepare_cached(
+        "SELECT r.id, r.pipeline_id, p.name = '' FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE r.tenant_id = ?1 AND r.instance_id = ?2 AND r.run_key = ?3 AND r.source = ?4
+         ORDER BY p.name = '', r.id LIMIT 1",
+    )?;
+    let found: Option<(String, String, bool)> = same_key
+        .query_row(
+            params![tenant_id, instance_id, r.run_key, r.source],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+    if r.pipeline.name.is_empty() {
+        if let Some((_, pipeline, _)) = found {
+            return Ok(pipeline);
+        }
+        return pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now);
+    }
+    let target = pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now)?;
+    if let Some((run, placeholder, true)) = found {
+        if placeholder != target {
+            conn.prepare_cached("UPDATE runs SET pipeline_id = ?2 WHERE id = ?1")?
+                .execute(params![run, target])?;
+            conn.prepare_cached(
+                "DELETE FROM pipelines WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM runs WHERE pipeline_id = ?1)",
+            )?
+            .execute([&placeholder])?;
+        }
+    }
+    Ok(target)
+}
+
 fn upsert_run(
     conn: &Connection,
     tenant: &Tenant,
@@ -547,8 +659,8 @@ fn upsert_run(
     } else {
         String::new()
     };
-    let instance_id = instance_id(conn, tenant, r, now, &prefix)?;
-    let pipeline_id = pipeline_id(conn, &tenant.id, &instance_id, r, now)?;
+    let instance_id = instance_id(conn, tenant, &r.instance, now, &prefix)?;
+    let pipeline_id = resolve_pipeline(conn, &tenant.id, &instance_id, r, now)?;
     let existing: Option<crate::merge::StoredState> = conn
         .prepare_cached(
             "SELECT id, result, source_result, finished_at, duration_ms FROM runs
