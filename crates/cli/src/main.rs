@@ -1101,6 +1101,7 @@ async fn subscriptions(store: &dyn Store, config: &Config, cmd: SubscriptionsCmd
                 pipeline,
                 branch,
                 project,
+                headers: Vec::new(),
             };
             let sub = build_subscription(store, &tenant.id, input, &targets(config)?, None)
                 .await

@@ -1947,6 +1947,7 @@ fn subscription(tenant_id: &str, id: &str, events: &[EventType]) -> Subscription
         url: "https://receiver.example/hook".into(),
         secret_name: "s".into(),
         format: DeliveryFormat::Native,
+        headers: Vec::new(),
         events: events.to_vec(),
         only_failures: false,
         pipeline: None,

@@ -65,6 +65,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("../../migrations/postgres/0015_trigger_auth_token_hash.sql"),
     ),
+    (
+        17,
+        include_str!("../../migrations/postgres/0017_subscription_headers.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serializes migrators (the bytes of `cistern`).

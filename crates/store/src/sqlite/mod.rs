@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_retention.sql"),
     include_str!("../../migrations/sqlite/0010_event_body_codec.sql"),
     include_str!("../../migrations/sqlite/0015_trigger_auth_token_hash.sql"),
+    include_str!("../../migrations/sqlite/0017_subscription_headers.sql"),
 ];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).
