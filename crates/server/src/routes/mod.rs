@@ -8,6 +8,7 @@ pub mod admin;
 pub mod allstacks;
 pub mod catalog;
 pub mod events;
+pub mod exporters;
 pub mod health;
 pub mod hooks;
 pub mod ingest;
@@ -164,6 +165,7 @@ pub fn api() -> Api {
         .merge(events::router())
         .merge(satellites::router())
         .merge(subscriptions::router())
+        .merge(exporters::router())
         .merge(triggers::router())
 }
 

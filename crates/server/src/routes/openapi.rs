@@ -333,6 +333,7 @@ impl Modify for Extras {
         (name = "events", description = "The raw inbound log, refusals included"),
         (name = "admin", description = "Secrets and signed sources"),
         (name = "subscriptions", description = "Outbound notifications and their deliveries"),
+        (name = "exporters", description = "Finished runs as OpenTelemetry traces (OTLP/HTTP)"),
         (name = "satellites", description = "On-premise relays"),
         (name = "triggers", description = "Start pipelines by webhook and follow them by correlation id"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
@@ -388,6 +389,9 @@ impl Modify for Extras {
         super::subscriptions::replay,
         super::subscriptions::delivery,
         super::subscriptions::redeliver,
+        super::exporters::list,
+        super::exporters::create,
+        super::exporters::remove,
     )
 )]
 struct Doc;
