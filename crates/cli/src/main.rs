@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_deliver;
+mod exporters;
 mod healthcheck;
 mod migrate_data;
 mod verify;
@@ -72,6 +73,9 @@ enum Command {
     /// Manage outbound webhook subscriptions (notifications of runs, deployments, incidents).
     #[command(subcommand)]
     Subscriptions(SubscriptionsCmd),
+    /// Manage trace exporters: each finished run sent as an OpenTelemetry trace (OTLP/HTTP).
+    #[command(subcommand)]
+    Exporters(exporters::ExportersCmd),
     /// Manage triggers: custom webhooks that start pipelines on Jenkins, GitHub, GitLab or any URL.
     #[command(subcommand)]
     Triggers(TriggersCmd),
@@ -585,6 +589,11 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(&config.log_format, "warn");
             let store = open_store(&config).await?;
             subscriptions(store.as_ref(), &config, cmd).await?;
+        }
+        Command::Exporters(cmd) => {
+            init_logging(&config.log_format, "warn");
+            let store = open_store(&config).await?;
+            exporters::run(store.as_ref(), &config, cmd).await?;
         }
         Command::Triggers(cmd) => {
             init_logging(&config.log_format, "warn");
