@@ -232,7 +232,7 @@ pub fn trace(tenant: &str, run: &Run, base: &str) -> ExportTraceServiceRequest {
     )];
     resource.push(text("cistern.instance.guid", run.instance.guid.clone()));
     if let Some(k) = &run.instance.kind {
-        resource.push(text("cicd.system.component", k.clone()));
+        resource.push(text("cistern.instance.kind", k.clone()));
     }
     if let Some(u) = &run.instance.url {
         resource.push(text("cistern.instance.url", u.clone()));
