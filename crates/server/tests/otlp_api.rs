@@ -497,3 +497,32 @@ async fn exporters_api_validates_lists_and_deletes() {
         assert_eq!(list["exporters"], json!([]));
     }
 }
+
+#[tokio::test]
+async fn exporters_are_ssrf_guarded_like_subscriptions() {
+    for backend in backends() {
+        // Default settings: private targets are refused.
+        let app = TestApp::spawn(&backend).await;
+        let admin = app.key_for("default", &[cistern_store::Scope::Admin]).await;
+        for url in [
+            "http://127.0.0.1:4318/v1/traces",
+            "http://[::ffff:127.0.0.1]:4318/v1/traces",
+            "http://169.254.169.254/v1/traces",
+        ] {
+            let (status, body) = admin_call(
+                &app,
+                &admin,
+                reqwest::Method::POST,
+                "/api/v1/exporters",
+                Some(json!({"kind": "otlp", "url": url})),
+            )
+            .await;
+            assert_eq!(status, 400, "{url}: {body}");
+            assert_eq!(common::error_fields(&body), ["url"], "{url}");
+            assert!(
+                common::error_text(&body).contains("allow_private_targets"),
+                "{body}"
+            );
+        }
+    }
+}
