@@ -526,3 +526,70 @@ async fn exporters_are_ssrf_guarded_like_subscriptions() {
         }
     }
 }
+
+#[tokio::test]
+async fn subscriptions_take_headers_too() {
+    for backend in backends() {
+        let app = TestApp::spawn_with(&backend, fast).await;
+        let admin = app.key_for("default", &[cistern_store::Scope::Admin]).await;
+        for (name, value) in [("hook", "x"), ("api-key", "k")] {
+            let (status, body) = admin_call(
+                &app,
+                &admin,
+                reqwest::Method::PUT,
+                &format!("/api/v1/secrets/{name}"),
+                Some(json!({ "value": value })),
+            )
+            .await;
+            assert!(status == 200 || status == 201, "{body}");
+        }
+        let (status, sub) = admin_call(
+            &app,
+            &admin,
+            reqwest::Method::POST,
+            "/api/v1/subscriptions",
+            Some(
+                json!({"url": "http://127.0.0.1:9/hook", "secret": "hook", "format": "native",
+                        "headers": {"X-Api-Key": "{{secret.api-key}}"}}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 201, "{sub}");
+        assert_eq!(
+            sub["headers"],
+            json!([{"name": "X-Api-Key", "value": "{{secret.api-key}}"}])
+        );
+        let path = format!("/api/v1/subscriptions/{}", sub["id"].as_str().unwrap());
+        // A PATCH without headers keeps them; a bad one names the header.
+        let (status, body) = admin_call(
+            &app,
+            &admin,
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"only_failures": true})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["headers"], sub["headers"]);
+        let (status, body) = admin_call(
+            &app,
+            &admin,
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"headers": ["X-Api-Key: {{secret.nope}}"]})),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(common::error_fields(&body), ["headers[0]"]);
+        let (status, body) = admin_call(
+            &app,
+            &admin,
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"headers": []})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["headers"], json!([]));
+    }
+}

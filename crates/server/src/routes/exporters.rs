@@ -90,7 +90,7 @@ pub fn exporter_json(s: &Subscription) -> Value {
 }
 
 /// Reads `headers`: an object of name → value, or a list of `"Name: value"` lines.
-fn headers_field(m: &Map<String, Value>) -> Result<Vec<TargetHeader>, ApiError> {
+pub(super) fn headers_field(m: &Map<String, Value>) -> Result<Vec<TargetHeader>, ApiError> {
     let bad = || {
         ApiError::field(
             "headers",

@@ -214,8 +214,12 @@ pub struct SubscriptionFields {
     pub url: Option<String>,
     /// The named secret that signs each delivery.
     pub secret: Option<String>,
-    /// `jobserv` (default), `cdevents` or `native`.
+    /// `jobserv` (default), `cdevents`, `native` or `otlp` (run.completed only; the secret is
+    /// optional).
     pub format: Option<String>,
+    /// Headers added to every request: `{"Name": "value"}` or a list of `"Name: value"`; a value
+    /// may name a secret, `{{secret.NAME}}`.
+    pub headers: Option<serde_json::Value>,
     /// `run.completed` (default), `run.started`, `deployment.completed`, `incident.opened`.
     pub events: Option<Vec<String>>,
     /// Only failed runs, and incidents.

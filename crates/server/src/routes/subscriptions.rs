@@ -280,8 +280,9 @@ fn events_field(m: &Map<String, Value>) -> Result<Option<Vec<String>>, ApiError>
     }
 }
 
-const KNOWN_FIELDS: [&str; 9] = [
+const KNOWN_FIELDS: [&str; 10] = [
     "url",
+    "headers",
     "secret",
     "format",
     "events",
@@ -336,7 +337,7 @@ pub(crate) async fn create(
         pipeline: text_field(&m, "pipeline")?,
         branch: text_field(&m, "branch")?,
         project: text_field(&m, "project")?,
-        headers: Vec::new(),
+        headers: super::exporters::headers_field(&m)?,
     };
     let sub = build_subscription(
         state.store.as_ref(),
@@ -421,7 +422,11 @@ pub(crate) async fn update(
         pipeline: keep("pipeline", &current.pipeline)?,
         branch: keep("branch", &current.branch)?,
         project: keep("project", &current.project)?,
-        headers: current.headers.clone(),
+        headers: if m.contains_key("headers") {
+            super::exporters::headers_field(&m)?
+        } else {
+            current.headers.clone()
+        },
     };
     let enabled = bool_field(&m, "enabled")?;
     let mut next = build_subscription(
