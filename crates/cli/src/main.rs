@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_deliver;
+mod exporters;
 mod healthcheck;
 mod migrate_data;
 mod verify;
@@ -80,6 +81,9 @@ enum Command {
     /// Manage outbound webhook subscriptions (notifications of runs, deployments, incidents).
     #[command(subcommand)]
     Subscriptions(SubscriptionsCmd),
+    /// Manage trace exporters: each finished run sent as an OpenTelemetry trace (OTLP/HTTP).
+    #[command(subcommand)]
+    Exporters(exporters::ExportersCmd),
     /// Manage triggers: custom webhooks that start pipelines on Jenkins, GitHub, GitLab or any URL.
     #[command(subcommand)]
     Triggers(TriggersCmd),
@@ -632,6 +636,11 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(&config.log_format, "warn");
             let store = open_store(&config).await?;
             subscriptions(store.as_ref(), &config, cmd).await?;
+        }
+        Command::Exporters(cmd) => {
+            init_logging(&config.log_format, "warn");
+            let store = open_store(&config).await?;
+            exporters::run(store.as_ref(), &config, cmd).await?;
         }
         Command::Triggers(cmd) => {
             init_logging(&config.log_format, "warn");
@@ -1216,6 +1225,7 @@ async fn subscriptions(store: &dyn Store, config: &Config, cmd: SubscriptionsCmd
                 pipeline,
                 branch,
                 project,
+                headers: Vec::new(),
             };
             let sub = build_subscription(store, &tenant.id, input, &targets(config)?, None)
                 .await

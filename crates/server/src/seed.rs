@@ -1394,6 +1394,7 @@ async fn subscriptions(
                     url: spec.url.into(),
                     secret_name: spec.secret.into(),
                     format: spec.format,
+                    headers: Vec::new(),
                     events: spec.events.to_vec(),
                     only_failures: spec.only_failures,
                     pipeline: spec.pipeline.map(str::to_owned),

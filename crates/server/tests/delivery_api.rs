@@ -1067,6 +1067,7 @@ async fn private_targets_are_refused_unless_allowed() {
         url: rx.url("/x").replace("127.0.0.1", "localhost"),
         secret_name: "s".into(),
         format: cistern_store::DeliveryFormat::Native,
+        headers: Vec::new(),
         events: vec![cistern_store::EventType::RunCompleted],
         only_failures: false,
         pipeline: None,

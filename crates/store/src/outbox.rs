@@ -155,6 +155,16 @@ pub fn fair_order<T>(v: &mut [T]) {
     }
 }
 
+/// A subscription's headers as the text of their column (a JSON list of `{name, value}`).
+pub fn headers_text(headers: &[crate::TargetHeader]) -> String {
+    serde_json::to_string(headers).unwrap_or_else(|_| "[]".into())
+}
+
+/// Reads a column of headers (unreadable text reads as none).
+pub fn headers_from_text(s: &str) -> Vec<crate::TargetHeader> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
 /// Joins event types for a column.
 pub fn events_text(events: &[EventType]) -> String {
     events
@@ -195,6 +205,7 @@ mod tests {
             url: "http://x".into(),
             secret_name: "k".into(),
             format: DeliveryFormat::Native,
+            headers: Vec::new(),
             events: crate::ALL_EVENT_TYPES.to_vec(),
             only_failures: false,
             pipeline: None,

@@ -797,6 +797,8 @@ pub enum DeliveryFormat {
     Cdevents,
     /// The run (or incident) as the API shows it, with the event type.
     Native,
+    /// An OpenTelemetry trace of a finished run (OTLP/HTTP protobuf), for `run.completed`.
+    Otlp,
 }
 
 impl DeliveryFormat {
@@ -806,6 +808,7 @@ impl DeliveryFormat {
             DeliveryFormat::Jobserv => "jobserv",
             DeliveryFormat::Cdevents => "cdevents",
             DeliveryFormat::Native => "native",
+            DeliveryFormat::Otlp => "otlp",
         }
     }
     /// Parses the word.
@@ -814,6 +817,7 @@ impl DeliveryFormat {
             "jobserv" => Some(DeliveryFormat::Jobserv),
             "cdevents" => Some(DeliveryFormat::Cdevents),
             "native" => Some(DeliveryFormat::Native),
+            "otlp" => Some(DeliveryFormat::Otlp),
             _ => None,
         }
     }
@@ -829,10 +833,14 @@ pub struct Subscription {
     pub tenant_id: String,
     /// Target URL (http or https).
     pub url: String,
-    /// The named secret that signs the deliveries.
+    /// The named secret that signs the deliveries; empty for an unsigned `otlp` exporter (OTLP
+    /// receivers authenticate by header).
     pub secret_name: String,
     /// Body format.
     pub format: DeliveryFormat,
+    /// Headers added to every request; values may name a secret (`{{secret.NAME}}`), revealed
+    /// only when a request is sent.
+    pub headers: Vec<TargetHeader>,
     /// Events delivered.
     pub events: Vec<EventType>,
     /// Only failed runs (and incidents).

@@ -2057,6 +2057,7 @@ fn subscription(tenant_id: &str, id: &str, events: &[EventType]) -> Subscription
         url: "https://receiver.example/hook".into(),
         secret_name: "s".into(),
         format: DeliveryFormat::Native,
+        headers: Vec::new(),
         events: events.to_vec(),
         only_failures: false,
         pipeline: None,
@@ -2080,6 +2081,54 @@ fn claim_req(now: time::OffsetDateTime, limit: usize, per_subscription: usize) -
         limit,
         per_subscription,
     }
+}
+
+#[tokio::test]
+async fn an_otlp_subscription_keeps_its_headers_and_may_be_unsigned() {
+    for_each_backend(|s| {
+        async move {
+            let t = default_tenant(&s).await;
+            let mut sub = subscription(&t.id, "exp_1", &[EventType::RunCompleted]);
+            sub.format = DeliveryFormat::Otlp;
+            sub.secret_name = String::new();
+            sub.headers = vec![
+                cistern_store::TargetHeader {
+                    name: "Authorization".into(),
+                    value: "Bearer {{secret.otlp-token}}".into(),
+                },
+                cistern_store::TargetHeader {
+                    name: "X-Scope-OrgID".into(),
+                    value: "team-a".into(),
+                },
+            ];
+            s.create_subscription(&sub).await.expect("create");
+            let got = s.get_subscription(&t.id, "exp_1").await.unwrap().unwrap();
+            assert_eq!(got.format, DeliveryFormat::Otlp);
+            assert_eq!(got.secret_name, "");
+            assert_eq!(got.headers, sub.headers);
+            assert_eq!(
+                s.list_subscriptions(&t.id).await.unwrap()[0].headers,
+                sub.headers
+            );
+            sub.headers.pop();
+            assert!(s.update_subscription(&sub).await.unwrap());
+            let got = s.get_subscription(&t.id, "exp_1").await.unwrap().unwrap();
+            assert_eq!(got.headers.len(), 1);
+            // A claimed delivery carries them to the worker.
+            let mut r = small_report("g1", "team/build", "1", T0);
+            r.finished_at = Some(ms(T0 + 1000));
+            assert_eq!(write_runs(&s, &t, vec![r]).await.deliveries, 1);
+            let claimed = s
+                .claim_deliveries(&claim_req(time::OffsetDateTime::now_utc(), 10, 10))
+                .await
+                .unwrap();
+            assert_eq!(claimed.len(), 1);
+            assert_eq!(claimed[0].subscription.headers, sub.headers);
+            assert_eq!(claimed[0].subscription.format, DeliveryFormat::Otlp);
+        }
+        .boxed()
+    })
+    .await;
 }
 
 fn attempt_record(d: &ClaimedDelivery, next: NextStep, code: Option<u16>) -> AttemptRecord {

@@ -31,6 +31,8 @@ pub struct Rendered {
 
 /// What a message is about.
 pub struct Message<'a> {
+    /// The tenant it belongs to (part of the identity of an OTLP trace).
+    pub tenant: &'a str,
     /// Message id (one per event; also the CloudEvent id).
     pub id: &'a str,
     /// Event type.
@@ -61,6 +63,8 @@ pub fn render(
             jobserv(&run, base)
         }
         DeliveryFormat::Cdevents => cdevents(msg, data, base)?,
+        // Protobuf, not JSON: its own renderer.
+        DeliveryFormat::Otlp => return super::otlp::render(msg, base),
     };
     let content_type = match format {
         DeliveryFormat::Cdevents => "application/cloudevents+json",
@@ -359,6 +363,7 @@ mod tests {
 
     fn msg<'a>(event: EventType, snapshot: &'a str) -> Message<'a> {
         Message {
+            tenant: "t",
             id: "m1",
             event,
             at: time::macros::datetime!(2021-07-26 18:19:25 UTC),

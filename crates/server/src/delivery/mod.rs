@@ -9,6 +9,8 @@
 
 pub mod dispatch;
 pub mod format;
+pub mod headers;
+pub mod otlp;
 pub mod redact;
 pub mod schedule;
 pub mod sign;
@@ -589,24 +591,32 @@ struct Answer {
 async fn send(ctx: &Ctx, d: &ClaimedDelivery) -> Result<Answer, String> {
     let sub = &d.subscription;
     let s = &ctx.settings;
-    let keys = match crate::secrets::reveal(
-        ctx.store.as_ref(),
-        &ctx.master,
-        &d.tenant_id,
-        &sub.secret_name,
-    )
-    .await
-    {
-        Ok(Some((current, previous))) => SigningKeys { current, previous },
-        Ok(None) => {
-            return Err(format!(
-            "the subscription's secret {:?} does not exist; set it (`cistern secrets set {}=…`)",
-            sub.secret_name, sub.secret_name
-        ))
+    // An `otlp` exporter may have no signing secret (receivers authenticate by header).
+    let keys = if sub.secret_name.is_empty() {
+        None
+    } else {
+        match crate::secrets::reveal(
+            ctx.store.as_ref(),
+            &ctx.master,
+            &d.tenant_id,
+            &sub.secret_name,
+        )
+        .await
+        {
+            Ok(Some((current, previous))) => Some(SigningKeys { current, previous }),
+            Ok(None) => {
+                return Err(format!(
+                "the subscription's secret {:?} does not exist; set it (`cistern secrets set {}=…`)",
+                sub.secret_name, sub.secret_name
+            ))
+            }
+            Err(e) => return Err(format!("cannot read the secret {:?}: {e}", sub.secret_name)),
         }
-        Err(e) => return Err(format!("cannot read the secret {:?}: {e}", sub.secret_name)),
     };
+    let extra =
+        headers::render(ctx.store.as_ref(), &ctx.master, &d.tenant_id, &sub.headers).await?;
     let msg = format::Message {
+        tenant: &d.tenant_id,
         id: &d.message_id,
         event: d.event_type,
         at: d.created_at,
@@ -621,16 +631,19 @@ async fn send(ctx: &Ctx, d: &ClaimedDelivery) -> Result<Answer, String> {
         .header("content-type", rendered.content_type)
         .header("webhook-id", &d.id)
         .header("webhook-timestamp", timestamp.to_string())
-        .header(
-            "webhook-signature",
-            sign::webhook_signature(&keys, &d.id, timestamp, &rendered.body),
-        )
-        .header("x-cistern-event", d.event_type.as_str());
-    if sub.format == DeliveryFormat::Jobserv {
+        .header("x-cistern-event", d.event_type.as_str())
+        .headers(extra);
+    if let Some(keys) = &keys {
         req = req.header(
-            "x-jobserv-sig",
-            sign::jobserv_signature(&keys, &rendered.body),
+            "webhook-signature",
+            sign::webhook_signature(keys, &d.id, timestamp, &rendered.body),
         );
+        if sub.format == DeliveryFormat::Jobserv {
+            req = req.header(
+                "x-jobserv-sig",
+                sign::jobserv_signature(keys, &rendered.body),
+            );
+        }
     }
     let exchange = async {
         let mut resp = req.body(rendered.body).send().await.map_err(|e| {

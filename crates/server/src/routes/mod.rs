@@ -9,6 +9,7 @@ pub mod allstacks;
 pub mod catalog;
 pub mod delivery_metrics;
 pub mod events;
+pub mod exporters;
 pub mod health;
 pub mod hooks;
 pub mod ingest;
@@ -167,6 +168,7 @@ pub fn api() -> Api {
         .merge(events::router())
         .merge(satellites::router())
         .merge(subscriptions::router())
+        .merge(exporters::router())
         .merge(triggers::router())
         .merge(keys::router())
 }

@@ -215,8 +215,12 @@ pub struct SubscriptionFields {
     pub url: Option<String>,
     /// The named secret that signs each delivery.
     pub secret: Option<String>,
-    /// `jobserv` (default), `cdevents` or `native`.
+    /// `jobserv` (default), `cdevents`, `native` or `otlp` (run.completed only; the secret is
+    /// optional).
     pub format: Option<String>,
+    /// Headers added to every request: `{"Name": "value"}` or a list of `"Name: value"`; a value
+    /// may name a secret, `{{secret.NAME}}`.
+    pub headers: Option<serde_json::Value>,
     /// `run.completed` (default), `run.started`, `deployment.completed`, `incident.opened`.
     pub events: Option<Vec<String>>,
     /// Only failed runs, and incidents.
@@ -334,6 +338,7 @@ impl Modify for Extras {
         (name = "events", description = "The raw inbound log, refusals included"),
         (name = "admin", description = "Secrets and signed sources"),
         (name = "subscriptions", description = "Outbound notifications and their deliveries"),
+        (name = "exporters", description = "Finished runs as OpenTelemetry traces (OTLP/HTTP)"),
         (name = "satellites", description = "On-premise relays"),
         (name = "triggers", description = "Start pipelines by webhook and follow them by correlation id"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
@@ -394,6 +399,9 @@ impl Modify for Extras {
         super::subscriptions::replay,
         super::subscriptions::delivery,
         super::subscriptions::redeliver,
+        super::exporters::list,
+        super::exporters::create,
+        super::exporters::remove,
     )
 )]
 struct Doc;

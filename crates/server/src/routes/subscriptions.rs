@@ -14,7 +14,7 @@ use cistern_core::glob::Glob;
 use cistern_core::FieldError;
 use cistern_store::{
     Delivery, DeliveryFilter, DeliveryFormat, DeliveryStatus, EventType, Store, Subscription,
-    ALL_EVENT_TYPES,
+    TargetHeader, ALL_EVENT_TYPES,
 };
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
@@ -59,6 +59,8 @@ pub struct SubscriptionInput {
     pub branch: Option<String>,
     /// Project.
     pub project: Option<String>,
+    /// Headers added to every request (values may name a secret: `{{secret.NAME}}`).
+    pub headers: Vec<TargetHeader>,
 }
 
 fn blank_to_none(v: Option<String>) -> Option<String> {
@@ -83,18 +85,6 @@ pub async fn build_subscription(
         }
         Err(e) => errors.push(FieldError::new("url", e)),
     }
-    let secret = input.secret.trim().to_owned();
-    if secret.is_empty() {
-        errors.push(FieldError::new(
-            "secret",
-            "is required: the name of the secret that signs the deliveries",
-        ));
-    } else if store.get_secret(tenant_id, &secret).await?.is_none() {
-        errors.push(FieldError::new(
-            "secret",
-            format!("no secret named {secret:?}; set it first (`cistern secrets set {secret}=…` or PUT /api/v1/secrets/{secret})"),
-        ));
-    }
     let format = match input
         .format
         .as_deref()
@@ -105,11 +95,36 @@ pub async fn build_subscription(
         Some(f) => DeliveryFormat::parse(f).unwrap_or_else(|| {
             errors.push(FieldError::new(
                 "format",
-                format!("unknown format {f:?}; formats: jobserv, cdevents, native"),
+                format!("unknown format {f:?}; formats: jobserv, cdevents, native, otlp"),
             ));
             DeliveryFormat::Jobserv
         }),
     };
+    let secret = input.secret.trim().to_owned();
+    if secret.is_empty() {
+        // OTLP receivers authenticate by header: signing is optional there.
+        if format != DeliveryFormat::Otlp {
+            errors.push(FieldError::new(
+                "secret",
+                "is required: the name of the secret that signs the deliveries",
+            ));
+        }
+    } else if store.get_secret(tenant_id, &secret).await?.is_none() {
+        errors.push(FieldError::new(
+            "secret",
+            format!("no secret named {secret:?}; set it first (`cistern secrets set {secret}=…` or PUT /api/v1/secrets/{secret})"),
+        ));
+    }
+    let (header_errors, header_secrets) = crate::delivery::headers::check(&input.headers);
+    errors.extend(header_errors);
+    for (field, name) in header_secrets {
+        if store.get_secret(tenant_id, &name).await?.is_none() {
+            errors.push(FieldError::new(
+                field,
+                format!("no secret named {name:?}; set it first (`cistern secrets set {name}=…` or PUT /api/v1/secrets/{name})"),
+            ));
+        }
+    }
     let mut events = Vec::new();
     for word in input.events.unwrap_or_default() {
         let word = word.trim();
@@ -130,6 +145,12 @@ pub async fn build_subscription(
     }
     if events.is_empty() {
         events.push(EventType::RunCompleted);
+    }
+    if format == DeliveryFormat::Otlp && events != [EventType::RunCompleted] {
+        errors.push(FieldError::new(
+            "events",
+            "the otlp format sends each finished run as a trace: its only event is run.completed",
+        ));
     }
     if format == DeliveryFormat::Jobserv && events.contains(&EventType::IncidentOpened) {
         errors.push(FieldError::new(
@@ -156,6 +177,14 @@ pub async fn build_subscription(
         url: input.url.trim().to_owned(),
         secret_name: secret,
         format,
+        headers: input
+            .headers
+            .into_iter()
+            .map(|h| TargetHeader {
+                name: h.name.trim().to_owned(),
+                value: h.value.trim().to_owned(),
+            })
+            .collect(),
         events,
         only_failures: input.only_failures,
         pipeline,
@@ -251,8 +280,9 @@ fn events_field(m: &Map<String, Value>) -> Result<Option<Vec<String>>, ApiError>
     }
 }
 
-const KNOWN_FIELDS: [&str; 9] = [
+const KNOWN_FIELDS: [&str; 10] = [
     "url",
+    "headers",
     "secret",
     "format",
     "events",
@@ -307,6 +337,7 @@ pub(crate) async fn create(
         pipeline: text_field(&m, "pipeline")?,
         branch: text_field(&m, "branch")?,
         project: text_field(&m, "project")?,
+        headers: super::exporters::headers_field(&m)?,
     };
     let sub = build_subscription(
         state.store.as_ref(),
@@ -391,6 +422,11 @@ pub(crate) async fn update(
         pipeline: keep("pipeline", &current.pipeline)?,
         branch: keep("branch", &current.branch)?,
         project: keep("project", &current.project)?,
+        headers: if m.contains_key("headers") {
+            super::exporters::headers_field(&m)?
+        } else {
+            current.headers.clone()
+        },
     };
     let enabled = bool_field(&m, "enabled")?;
     let mut next = build_subscription(

@@ -75,6 +75,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         16,
         include_str!("../../migrations/postgres/0016_api_key_rotations.sql"),
     ),
+    (
+        17,
+        include_str!("../../migrations/postgres/0017_subscription_headers.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serializes migrators (the bytes of `cistern`).

@@ -17,7 +17,7 @@ use crate::*;
 const CLAIM_LOCK: i64 = 0x6f75_7462_6f78;
 
 const SUB_COLS: &str = "id, tenant_id, url, secret_name, format, events, only_failures, pipeline_glob, branch_glob, project,
-    enabled, disabled_reason, disabled_at, failing_since, created_at, updated_at";
+    enabled, disabled_reason, disabled_at, failing_since, created_at, updated_at, headers";
 
 fn sub_row_at(r: &PgRow, at: usize) -> Result<Subscription, sqlx::Error> {
     let format: String = r.try_get(at + 4)?;
@@ -39,6 +39,7 @@ fn sub_row_at(r: &PgRow, at: usize) -> Result<Subscription, sqlx::Error> {
         failing_since: r.try_get::<Option<i64>, _>(at + 13)?.map(from_millis),
         created_at: from_millis(r.try_get(at + 14)?),
         updated_at: from_millis(r.try_get(at + 15)?),
+        headers: outbox::headers_from_text(&r.try_get::<String, _>(at + 16)?),
     })
 }
 
@@ -244,7 +245,7 @@ async fn enqueue(
 
 pub(super) async fn create_subscription(pool: &PgPool, s: &Subscription) -> Result<(), StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO subscriptions ({SUB_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        "INSERT INTO subscriptions ({SUB_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     ))
     .bind(&s.id)
     .bind(&s.tenant_id)
@@ -262,6 +263,7 @@ pub(super) async fn create_subscription(pool: &PgPool, s: &Subscription) -> Resu
     .bind(s.failing_since.map(to_millis))
     .bind(to_millis(s.created_at))
     .bind(to_millis(s.updated_at))
+    .bind(outbox::headers_text(&s.headers))
     .execute(pool)
     .await?;
     Ok(())
@@ -301,7 +303,7 @@ pub(super) async fn update_subscription(
 ) -> Result<bool, StoreError> {
     let r = sqlx::query(
         "UPDATE subscriptions SET url = $3, secret_name = $4, format = $5, events = $6, only_failures = $7,
-           pipeline_glob = $8, branch_glob = $9, project = $10, updated_at = $11
+           pipeline_glob = $8, branch_glob = $9, project = $10, updated_at = $11, headers = $12
          WHERE tenant_id = $1 AND id = $2",
     )
     .bind(&s.tenant_id)
@@ -315,6 +317,7 @@ pub(super) async fn update_subscription(
     .bind(&s.branch)
     .bind(&s.project)
     .bind(to_millis(s.updated_at))
+    .bind(outbox::headers_text(&s.headers))
     .execute(pool)
     .await?;
     Ok(r.rows_affected() > 0)

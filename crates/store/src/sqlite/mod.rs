@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0014_config_change_run_key.sql"),
     include_str!("../../migrations/sqlite/0015_trigger_auth_token_hash.sql"),
     include_str!("../../migrations/sqlite/0016_api_key_rotations.sql"),
+    include_str!("../../migrations/sqlite/0017_subscription_headers.sql"),
 ];
 
 /// The path of a SQLite database URL (`sqlite://cistern.db`, `sqlite:cistern.db`, `cistern.db`).

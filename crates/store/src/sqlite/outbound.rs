@@ -6,11 +6,11 @@ use cistern_core::{from_millis, to_millis, IncidentReport};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
-use crate::outbox::{self, RunFacts};
+use crate::outbox::{self, headers_from_text, RunFacts};
 use crate::*;
 
 const SUB_COLS: &str = "id, tenant_id, url, secret_name, format, events, only_failures, pipeline_glob, branch_glob, project,
-    enabled, disabled_reason, disabled_at, failing_since, created_at, updated_at";
+    enabled, disabled_reason, disabled_at, failing_since, created_at, updated_at, headers";
 
 fn sub_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
     let format: String = r.get(4)?;
@@ -32,6 +32,7 @@ fn sub_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
         failing_since: r.get::<_, Option<i64>>(13)?.map(from_millis),
         created_at: from_millis(r.get(14)?),
         updated_at: from_millis(r.get(15)?),
+        headers: headers_from_text(&r.get::<_, String>(16)?),
     })
 }
 
@@ -190,7 +191,7 @@ fn enqueue(
 
 pub(super) fn create_subscription(c: &Connection, s: &Subscription) -> Result<(), StoreError> {
     c.execute(
-        &format!("INSERT INTO subscriptions ({SUB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+        &format!("INSERT INTO subscriptions ({SUB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
         params![
             s.id,
             s.tenant_id,
@@ -207,7 +208,8 @@ pub(super) fn create_subscription(c: &Connection, s: &Subscription) -> Result<()
             s.disabled_at.map(to_millis),
             s.failing_since.map(to_millis),
             to_millis(s.created_at),
-            to_millis(s.updated_at)
+            to_millis(s.updated_at),
+            outbox::headers_text(&s.headers)
         ],
     )?;
     Ok(())
@@ -241,7 +243,7 @@ pub(super) fn get_subscription(
 pub(super) fn update_subscription(c: &Connection, s: &Subscription) -> Result<bool, StoreError> {
     Ok(c.execute(
         "UPDATE subscriptions SET url = ?3, secret_name = ?4, format = ?5, events = ?6, only_failures = ?7,
-           pipeline_glob = ?8, branch_glob = ?9, project = ?10, updated_at = ?11
+           pipeline_glob = ?8, branch_glob = ?9, project = ?10, updated_at = ?11, headers = ?12
          WHERE tenant_id = ?1 AND id = ?2",
         params![
             s.tenant_id,
@@ -254,7 +256,8 @@ pub(super) fn update_subscription(c: &Connection, s: &Subscription) -> Result<bo
             s.pipeline,
             s.branch,
             s.project,
-            to_millis(s.updated_at)
+            to_millis(s.updated_at),
+            outbox::headers_text(&s.headers)
         ],
     )? > 0)
 }
@@ -531,6 +534,7 @@ fn sub_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<Subscription> {
         failing_since: r.get::<_, Option<i64>>(at + 13)?.map(from_millis),
         created_at: from_millis(r.get(at + 14)?),
         updated_at: from_millis(r.get(at + 15)?),
+        headers: headers_from_text(&r.get::<_, String>(at + 16)?),
     })
 }
 
