@@ -447,7 +447,12 @@ fn the_helm_chart_names_real_settings_probes_and_ports() {
 
 #[test]
 fn the_satellite_files_name_real_settings() {
-    let accepted = accepted_env(&[&["satellite", "run"]]);
+    let mut accepted = accepted_env(&[&["satellite", "run"]]);
+    accepted.extend(
+        cistern_agent::satellite::config::ENV_VARS
+            .iter()
+            .map(|v| (*v).to_owned()),
+    );
     let text = read("deploy/satellite/Dockerfile");
     for (k, _) in dockerfile_env(&text) {
         assert!(

@@ -184,6 +184,16 @@ pub struct SatelliteConfig {
     pub warnings: Vec<Problem>,
 }
 
+/// The environment variables the satellite's configuration reads besides its command-line
+/// flags (which `cistern satellite run --help` lists): deployment files may set only these.
+pub const ENV_VARS: &[&str] = &[
+    "ENCRYPTION_PASSWORD",
+    "CISTERN_URL",
+    "CISTERN_API_KEY",
+    "CISTERN_SATELLITE_RELAY_KEY",
+    "CISTERN_SATELLITE_RELAY_KEY_FILE",
+];
+
 /// Reads `path`, decrypting it when it is encrypted (`password` from `ENCRYPTION_PASSWORD`).
 /// `env` gives `CISTERN_URL` and `CISTERN_API_KEY`, used when the file leaves them out (so the
 /// key can come from a Kubernetes secret rather than a ConfigMap).
@@ -905,6 +915,23 @@ integrations:
         assert_eq!(c.hub.tenant.as_deref(), Some("acme"));
         assert_eq!(c.hub.scheduling_interval, Duration::from_secs(60));
         assert!(c.integrations.is_empty());
+    }
+
+    #[test]
+    fn env_vars_lists_what_parsing_asks_for() {
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let env = |n: &str| {
+            asked.borrow_mut().insert(n.to_owned());
+            None
+        };
+        let _ = parse("levelops:\n  tenant: acme\n", &env);
+        for name in asked.borrow().iter() {
+            assert!(
+                ENV_VARS.contains(&name.as_str()),
+                "{name} is read but not listed"
+            );
+        }
+        assert!(asked.borrow().contains("CISTERN_URL"));
     }
 
     #[test]

@@ -203,13 +203,21 @@ fn private_files(path: &Path) -> Result<(), StoreError> {
     let fail = |what: &str, p: &Path, e: std::io::Error| {
         StoreError::Backend(format!("cannot {what} {}: {e}", p.display()))
     };
-    std::fs::OpenOptions::new()
+    // Only a file that does not exist yet is opened here (created 0600, then closed): closing a
+    // descriptor of a database file drops every POSIX lock this process holds on it, so opening
+    // an existing database (another store of this process may have it open) would cancel that
+    // store's SQLite locks and let its readers see a stale WAL index. Existing files are only
+    // stat'ed and chmod'ed by path below, which takes no descriptor.
+    match std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(false)
+        .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| fail("create", path, e))?;
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail("create", path, e)),
+    }
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
