@@ -105,6 +105,21 @@ pub struct Config {
     /// yet sent by then is not sent (`CISTERN_TRIGGER_EXPIRE_AFTER`).
     #[serde(deserialize_with = "duration_text::one")]
     pub trigger_expire_after: String,
+    /// Time a connection has to send a request's line and headers (`CISTERN_HEADER_READ_TIMEOUT`);
+    /// it also bounds how long a kept-alive connection may wait idle for its next request.
+    /// Past it the connection is closed.
+    #[serde(deserialize_with = "duration_text::one")]
+    pub header_read_timeout: String,
+    /// Time a request's whole body has to arrive, counted from its headers
+    /// (`CISTERN_REQUEST_BODY_TIMEOUT`); past it the answer is 408 and the connection is closed.
+    #[serde(deserialize_with = "duration_text::one")]
+    pub request_body_timeout: String,
+    /// Failed authentications (401: unknown key, bad signature, bad sign-in) each client address
+    /// may make per minute once its burst is spent; past it, 429 with `Retry-After` before any
+    /// database read (`CISTERN_AUTH_FAILURES_PER_MINUTE`); `0` turns the limit off.
+    pub auth_failures_per_minute: f64,
+    /// Failed authentications a client address may make at once (`CISTERN_AUTH_FAILURE_BURST`).
+    pub auth_failure_burst: u32,
 }
 
 /// Duration settings are text (`15s`, `500ms`, `5m`, `2h`, `5d`); a bare number is seconds.
@@ -224,6 +239,10 @@ const ENV_KEYS: &[&str] = &[
     "retention_interval",
     "trigger_schedule",
     "trigger_expire_after",
+    "header_read_timeout",
+    "request_body_timeout",
+    "auth_failures_per_minute",
+    "auth_failure_burst",
 ];
 
 impl Default for Config {
@@ -260,6 +279,10 @@ impl Default for Config {
             retention_interval: "1h".into(),
             trigger_schedule: "0s,5s,30s,2m,10m".into(),
             trigger_expire_after: "24h".into(),
+            header_read_timeout: "10s".into(),
+            request_body_timeout: "30s".into(),
+            auth_failures_per_minute: 30.0,
+            auth_failure_burst: 20,
         }
     }
 }

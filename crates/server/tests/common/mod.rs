@@ -120,6 +120,9 @@ impl TestApp {
             listen: "127.0.0.1:0".into(),
             database_url: database_url.clone(),
             master_key_file: Some(master_key_file.clone()),
+            // Tests send refusals by the hundred from one loopback address (the tenant walls,
+            // the hostile corpus); the failed-authentication limit has its own test.
+            auth_failures_per_minute: 0.0,
             ..Config::default()
         };
         tune(&mut config);
