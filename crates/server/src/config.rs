@@ -19,6 +19,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Cap of each stored log (stage, step or run), in bytes; the tail is kept (`CISTERN_MAX_LOG_BYTES`).
     pub max_log_bytes: usize,
+    /// Most bytes the logs of one report's zip may inflate to, all entries read counted
+    /// (`CISTERN_MAX_ZIP_INFLATED_BYTES`); past it the report is refused as a zip bomb.
+    pub max_zip_inflated_bytes: u64,
     /// Most raw-body bytes kept per inbound event (`CISTERN_MAX_EVENT_BODY_BYTES`).
     pub max_event_body_bytes: usize,
     /// Most writes per group-commit transaction (`CISTERN_MAX_BATCH`).
@@ -212,6 +215,7 @@ const ENV_KEYS: &[&str] = &[
     "database_url",
     "max_body_bytes",
     "max_log_bytes",
+    "max_zip_inflated_bytes",
     "max_event_body_bytes",
     "max_batch",
     "pool_size",
@@ -252,6 +256,7 @@ impl Default for Config {
             database_url: "sqlite://cistern.db".into(),
             max_body_bytes: 5 * 1024 * 1024,
             max_log_bytes: 1024 * 1024,
+            max_zip_inflated_bytes: 64 * 1024 * 1024,
             max_event_body_bytes: 1024 * 1024,
             max_batch: 256,
             pool_size: 8,
