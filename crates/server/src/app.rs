@@ -34,6 +34,8 @@ pub struct AppState {
     pub limits: Arc<crate::ops::limits::Limits>,
     /// How long clients may take to send a request.
     pub timeouts: Timeouts,
+    /// How long dashboard sessions last.
+    pub sessions: crate::dashboard::session::SessionSettings,
 }
 
 /// How long clients may take to send a request (slow clients are held off).
@@ -172,6 +174,8 @@ impl Application {
         .with_auth_failures(config.auth_failures_per_minute, config.auth_failure_burst)
         .map_err(anyhow::Error::msg)?;
         let timeouts = Timeouts::from_config(&config).map_err(anyhow::Error::msg)?;
+        let sessions = crate::dashboard::session::SessionSettings::from_config(&config)
+            .map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -214,6 +218,7 @@ impl Application {
             delivery: Arc::new(delivery),
             limits: Arc::new(limits),
             timeouts,
+            sessions,
         };
         Ok(Self {
             listener,

@@ -130,7 +130,22 @@ pub async fn authenticate(
             None,
         ));
     };
-    let hash = hash_key(&secret);
+    authenticate_hash(state, hash_key(&secret), scope).await
+}
+
+/// Authenticates the key whose stored hash is `hash` (a dashboard session holds it) and checks
+/// `scope`: the same checks as a key sent with the request — known, not revoked, within its
+/// rate, holding the scope.
+pub async fn authenticate_hash(
+    state: &AppState,
+    hash: String,
+    scope: Scope,
+) -> Result<Caller, AuthFailure> {
+    let fail = |error, tenant, key_id| AuthFailure {
+        error,
+        tenant,
+        key_id,
+    };
     let (key, tenant) = match state.keys.get(&hash) {
         Some(hit) => hit,
         None => {

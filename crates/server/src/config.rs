@@ -123,6 +123,13 @@ pub struct Config {
     pub auth_failures_per_minute: f64,
     /// Failed authentications a client address may make at once (`CISTERN_AUTH_FAILURE_BURST`).
     pub auth_failure_burst: u32,
+    /// How long a dashboard session lasts from sign-in, however much it is used
+    /// (`CISTERN_SESSION_LIFETIME`).
+    #[serde(deserialize_with = "duration_text::one")]
+    pub session_lifetime: String,
+    /// A dashboard session unused this long ends (`CISTERN_SESSION_IDLE_TIMEOUT`).
+    #[serde(deserialize_with = "duration_text::one")]
+    pub session_idle_timeout: String,
 }
 
 /// Duration settings are text (`15s`, `500ms`, `5m`, `2h`, `5d`); a bare number is seconds.
@@ -247,6 +254,8 @@ const ENV_KEYS: &[&str] = &[
     "request_body_timeout",
     "auth_failures_per_minute",
     "auth_failure_burst",
+    "session_lifetime",
+    "session_idle_timeout",
 ];
 
 impl Default for Config {
@@ -288,6 +297,8 @@ impl Default for Config {
             request_body_timeout: "30s".into(),
             auth_failures_per_minute: 30.0,
             auth_failure_burst: 20,
+            session_lifetime: "12h".into(),
+            session_idle_timeout: "1h".into(),
         }
     }
 }

@@ -215,7 +215,8 @@ async fn sign_in_checks_the_key_and_the_form_token_then_sets_a_strict_cookie() {
     assert_eq!(r.status, 401);
     assert!(r.body.contains("lacks the `read` scope"), "{}", r.body);
 
-    // The right key: a session cookie, HttpOnly, SameSite=Strict, Path=/.
+    // The right key: a session cookie holding an opaque id (not the key), HttpOnly,
+    // SameSite=Strict, Path=/, ending with the session's lifetime (12 h by default).
     let r = web.sign_in(&app.key).await;
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(r.location.as_deref(), Some("/"));
@@ -224,13 +225,11 @@ async fn sign_in_checks_the_key_and_the_form_token_then_sets_a_strict_cookie() {
         .iter()
         .find(|c| c.starts_with("cistern_session="))
         .expect("session cookie");
-    assert_eq!(
-        session,
-        &format!(
-            "cistern_session={}; HttpOnly; SameSite=Strict; Path=/",
-            app.key
-        )
-    );
+    let (pair, attrs) = session.split_once(';').unwrap();
+    let id = pair.trim_start_matches("cistern_session=");
+    assert!(id.starts_with("css_") && id.len() == 68, "{session}");
+    assert!(!session.contains(&app.key) && !session.contains(&app.key[4..]));
+    assert_eq!(attrs, " HttpOnly; SameSite=Strict; Path=/; Max-Age=43200");
     let _ = csrf;
 
     let home = web.get("/").await;
@@ -1233,4 +1232,95 @@ async fn next_with_whitespace_or_control_characters_goes_home() {
     // A plain local path still works.
     let r = web.get("/login?next=/runs%3Fpage%3D2").await;
     assert_eq!(r.location.as_deref(), Some("/runs?page=2"));
+}
+
+/// The session cookie is an opaque id whose hash the store keeps: signing out, the idle timeout
+/// and revoking the key end it on the server, so a copied cookie stops working too.
+#[tokio::test]
+async fn sessions_end_on_the_server() {
+    for backend in backends() {
+        let app = TestApp::spawn_with(&backend, |c| {
+            c.session_idle_timeout = "2s".into();
+            c.public_url = Some("https://cistern.example".into());
+        })
+        .await;
+        let mut web = Web::new(&app);
+        let r = web.sign_in(&app.key).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let cookie = r
+            .set_cookies
+            .iter()
+            .find(|c| c.starts_with("cistern_session="))
+            .unwrap()
+            .clone();
+        assert!(cookie.ends_with("; Secure"), "https public_url: {cookie}");
+        // The raw key is not a session.
+        let raw = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = raw
+            .get(app.url("/pipelines"))
+            .header("cookie", format!("cistern_session={}", app.key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "a key in the cookie is not a session");
+
+        // Sign out, then replay the old cookie: the server has forgotten it.
+        let copied = web.cookie_header();
+        let home = web.get("/").await;
+        assert_eq!(home.status, 200);
+        let token = hidden(&home.body, "csrf");
+        assert_eq!(web.post("/logout", &[("csrf", &token)]).await.status, 303);
+        let replay = raw
+            .get(app.url("/pipelines"))
+            .header("cookie", &copied)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            replay.status(),
+            303,
+            "{backend:?}: a signed-out session still works"
+        );
+
+        // Idle longer than session_idle_timeout (2 s): ended.
+        let mut web = Web::new(&app);
+        assert_eq!(web.sign_in(&app.key).await.status, 303);
+        assert_eq!(web.get("/pipelines").await.status, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+        assert_eq!(web.get("/pipelines").await.status, 303, "{backend:?}: idle");
+
+        // Revoking the key ends its sessions in the store.
+        let key = app.key_for("default", &[Scope::Read]).await;
+        let mut web = Web::new(&app);
+        assert_eq!(web.sign_in(&key).await.status, 303);
+        let copied = web.cookie_header();
+        assert_eq!(web.get("/pipelines").await.status, 200);
+        let tenant = app.store.tenant_by_slug("default").await.unwrap().unwrap();
+        let info = app
+            .store
+            .list_api_keys(&tenant.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|k| key.starts_with(&k.prefix))
+            .unwrap();
+        app.store
+            .revoke_api_key(&tenant.id, &info.id)
+            .await
+            .unwrap();
+        assert_eq!(web.get("/pipelines").await.status, 303);
+        let id = copied
+            .split("; ")
+            .find_map(|c| c.strip_prefix("cistern_session="))
+            .unwrap()
+            .to_owned();
+        let hash = cistern_server::auth::hash_key(&id);
+        assert!(
+            app.store.session_by_hash(&hash).await.unwrap().is_none(),
+            "{backend:?}: the revoked key's session is gone from the store"
+        );
+    }
 }

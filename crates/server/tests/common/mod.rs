@@ -178,6 +178,43 @@ impl TestApp {
         k.secret
     }
 
+    /// Signs in to the dashboard with `key` through the sign-in form; returns the `Cookie`
+    /// header value of the session (`cistern_session=css_…`).
+    pub async fn session_cookie(&self, key: &str) -> String {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let pair = |resp: &reqwest::Response, name: &str| {
+            resp.headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find(|c| c.starts_with(&format!("{name}=")))
+                .and_then(|c| c.split(';').next())
+                .map(str::to_owned)
+        };
+        let form = http
+            .get(self.url("/login"))
+            .send()
+            .await
+            .expect("login page");
+        let nonce = pair(&form, "cistern_login").expect("login nonce");
+        let html = form.text().await.expect("login page");
+        let marker = r#"name="csrf" value=""#;
+        let at = html.find(marker).expect("csrf field") + marker.len();
+        let csrf = html[at..at + html[at..].find('"').expect("end")].to_owned();
+        let resp = http
+            .post(self.url("/login"))
+            .header("cookie", nonce)
+            .form(&[("key", key), ("csrf", csrf.as_str()), ("next", "/")])
+            .send()
+            .await
+            .expect("sign in");
+        pair(&resp, "cistern_session")
+            .unwrap_or_else(|| format!("cistern_session=signed-out-{}", resp.status()))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
