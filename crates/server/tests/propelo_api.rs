@@ -487,7 +487,7 @@ async fn a_zip_inflating_past_the_cap_is_refused_and_the_hub_keeps_answering() {
     let (worst, polls) = poller.await.unwrap();
     assert!(polls > 0);
     assert!(
-        worst < std::time::Duration::from_millis(500),
+        worst < std::time::Duration::from_secs(1),
         "/healthz took {worst:?} while the zip was read"
     );
     assert_eq!(status, 400, "{body}");
