@@ -946,7 +946,12 @@ async fn keys(store: &dyn Store, cmd: KeysCmd) -> Result<()> {
         KeysCmd::Revoke { key, tenant: t } => {
             let tenant = tenant(store, &t.tenant).await?;
             let k = store.revoke_api_key(&tenant.id, &key).await?;
-            eprintln!("revoked key {} ({}, {}…)", k.id, k.name, k.prefix);
+            // Its dashboard sessions end now (a running hub would also end them at their next use).
+            let sessions = store.end_sessions_of_key(&k.id).await?;
+            eprintln!(
+                "revoked key {} ({}, {}…); {sessions} dashboard session(s) ended",
+                k.id, k.name, k.prefix
+            );
         }
     }
     Ok(())

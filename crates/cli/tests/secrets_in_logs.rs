@@ -412,6 +412,7 @@ async fn no_secret_or_key_is_ever_logged() {
         .and_then(|s| s.split('"').next())
         .unwrap()
         .to_owned();
+    let mut session = String::new();
     for (key, want) in [(wrong.as_str(), 401), (read.as_str(), 303)] {
         let r = client
             .post(format!("{base}/login"))
@@ -421,10 +422,19 @@ async fn no_secret_or_key_is_ever_logged() {
             .await
             .unwrap();
         assert_eq!(r.status(), want);
+        if let Some(c) = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("cistern_session="))
+        {
+            session = c.split(';').next().unwrap().to_owned();
+        }
     }
     let r = client
         .get(format!("{base}/"))
-        .header("Cookie", format!("cistern_session={read}"))
+        .header("Cookie", &session)
         .send()
         .await
         .unwrap();

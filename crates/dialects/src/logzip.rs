@@ -13,7 +13,7 @@ use cistern_core::{FieldError, LogText, RunReport};
 pub struct ZipLimits {
     /// Most entries in the archive.
     pub max_entries: usize,
-    /// Most decompressed bytes read in total.
+    /// Most decompressed bytes read in total (an entry named twice counts twice).
     pub max_total_bytes: u64,
     /// Largest accepted ratio of decompressed to compressed bytes for one entry.
     pub max_ratio: u64,
@@ -23,7 +23,9 @@ impl Default for ZipLimits {
     fn default() -> Self {
         Self {
             max_entries: 10_000,
-            max_total_bytes: 512 * 1024 * 1024,
+            // A few dozen failure logs of up to a few MiB each; a zip that inflates further is
+            // a bomb (a small one naming one entry from hundreds of stages inflated 448 MB).
+            max_total_bytes: 64 * 1024 * 1024,
             max_ratio: 200,
         }
     }
@@ -124,7 +126,7 @@ impl LogZip {
             }
             if self.read_total > self.limits.max_total_bytes {
                 return Err(zip_error(format!(
-                    "the zip expands beyond {} bytes in total: refused as a zip bomb",
+                    "the logs read from the zip expand beyond {} bytes in total (the hub's max_zip_inflated_bytes): refused as a zip bomb",
                     self.limits.max_total_bytes
                 )));
             }

@@ -32,6 +32,36 @@ pub struct AppState {
     pub telemetry: Arc<crate::ops::telemetry::Telemetry>,
     /// Rate and in-flight limits of this node.
     pub limits: Arc<crate::ops::limits::Limits>,
+    /// How long clients may take to send a request.
+    pub timeouts: Timeouts,
+    /// How long dashboard sessions last.
+    pub sessions: crate::dashboard::session::SessionSettings,
+}
+
+/// How long clients may take to send a request (slow clients are held off).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// The request line and headers, and the idle wait between requests on a connection.
+    pub header: std::time::Duration,
+    /// The whole body, from the headers on.
+    pub body: std::time::Duration,
+}
+
+impl Timeouts {
+    /// From the settings; a zero or unreadable duration is refused by name.
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let one = |name: &str, text: &str| {
+            let d = crate::config::parse_duration(text).map_err(|e| format!("{name}: {e}"))?;
+            if d.is_zero() {
+                return Err(format!("{name} must be longer than 0s (e.g. 10s)"));
+            }
+            Ok(d)
+        };
+        Ok(Self {
+            header: one("header_read_timeout", &config.header_read_timeout)?,
+            body: one("request_body_timeout", &config.request_body_timeout)?,
+        })
+    }
 }
 
 /// A built hub: the listener is bound, the store open and migrated.
@@ -60,9 +90,18 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::ops::limits::shed,
         ))
+        // A client that failed authentication too often is refused before any work.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::ops::limits::failed_auth,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             tracker,
             crate::ops::limits::track,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            crate::serve::BodyDeadline(state.timeouts.body),
+            crate::serve::body_deadline,
         ))
         .with_state(state)
         .layer(axum::middleware::from_fn(
@@ -137,7 +176,12 @@ impl Application {
             config.rate_limit_burst,
             config.max_in_flight,
         )
+        .map_err(anyhow::Error::msg)?
+        .with_auth_failures(config.auth_failures_per_minute, config.auth_failure_burst)
         .map_err(anyhow::Error::msg)?;
+        let timeouts = Timeouts::from_config(&config).map_err(anyhow::Error::msg)?;
+        let sessions = crate::dashboard::session::SessionSettings::from_config(&config)
+            .map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -179,6 +223,8 @@ impl Application {
             master: Arc::new(master),
             delivery: Arc::new(delivery),
             limits: Arc::new(limits),
+            timeouts,
+            sessions,
         };
         Ok(Self {
             listener,
@@ -242,6 +288,7 @@ impl Application {
             self.state.limits.clone(),
             stop_rx.clone(),
         );
+        let header_timeout = self.state.timeouts.header;
         let metrics = self.metrics.map(|(listener, _)| {
             let router = metrics_router(self.state.clone());
             let mut stop = stop_rx.clone();
@@ -249,17 +296,13 @@ impl Application {
                 let stopped = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(stopped)
-                    .await
+                if let Err(e) = crate::serve::serve(listener, router, header_timeout, stopped).await
                 {
                     tracing::error!(error = %e, "the metrics listener failed");
                 }
             })
         });
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(signal)
-            .await;
+        let served = crate::serve::serve(self.listener, self.router, header_timeout, signal).await;
         let _ = stop_tx.send(true);
         if let Some(w) = worker {
             w.stop().await;

@@ -19,6 +19,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Cap of each stored log (stage, step or run), in bytes; the tail is kept (`CISTERN_MAX_LOG_BYTES`).
     pub max_log_bytes: usize,
+    /// Most bytes the logs of one report's zip may inflate to, all entries read counted
+    /// (`CISTERN_MAX_ZIP_INFLATED_BYTES`); past it the report is refused as a zip bomb.
+    pub max_zip_inflated_bytes: u64,
     /// Most raw-body bytes kept per inbound event (`CISTERN_MAX_EVENT_BODY_BYTES`).
     pub max_event_body_bytes: usize,
     /// Most writes per group-commit transaction (`CISTERN_MAX_BATCH`).
@@ -115,6 +118,28 @@ pub struct Config {
     /// yet sent by then is not sent (`CISTERN_TRIGGER_EXPIRE_AFTER`).
     #[serde(deserialize_with = "duration_text::one")]
     pub trigger_expire_after: String,
+    /// Time a connection has to send a request's line and headers (`CISTERN_HEADER_READ_TIMEOUT`);
+    /// it also bounds how long a kept-alive connection may wait idle for its next request.
+    /// Past it the connection is closed.
+    #[serde(deserialize_with = "duration_text::one")]
+    pub header_read_timeout: String,
+    /// Time a request's whole body has to arrive, counted from its headers
+    /// (`CISTERN_REQUEST_BODY_TIMEOUT`); past it the answer is 408 and the connection is closed.
+    #[serde(deserialize_with = "duration_text::one")]
+    pub request_body_timeout: String,
+    /// Failed authentications (401: unknown key, bad signature, bad sign-in) each client address
+    /// may make per minute once its burst is spent; past it, 429 with `Retry-After` before any
+    /// database read (`CISTERN_AUTH_FAILURES_PER_MINUTE`); `0` turns the limit off.
+    pub auth_failures_per_minute: f64,
+    /// Failed authentications a client address may make at once (`CISTERN_AUTH_FAILURE_BURST`).
+    pub auth_failure_burst: u32,
+    /// How long a dashboard session lasts from sign-in, however much it is used
+    /// (`CISTERN_SESSION_LIFETIME`).
+    #[serde(deserialize_with = "duration_text::one")]
+    pub session_lifetime: String,
+    /// A dashboard session unused this long ends (`CISTERN_SESSION_IDLE_TIMEOUT`).
+    #[serde(deserialize_with = "duration_text::one")]
+    pub session_idle_timeout: String,
 }
 
 /// A list setting: a list, or text with comma-separated items (as environment variables give).
@@ -226,6 +251,7 @@ pub const ENV_KEYS: &[&str] = &[
     "database_url",
     "max_body_bytes",
     "max_log_bytes",
+    "max_zip_inflated_bytes",
     "max_event_body_bytes",
     "max_batch",
     "pool_size",
@@ -255,6 +281,12 @@ pub const ENV_KEYS: &[&str] = &[
     "retention_interval",
     "trigger_schedule",
     "trigger_expire_after",
+    "header_read_timeout",
+    "request_body_timeout",
+    "auth_failures_per_minute",
+    "auth_failure_burst",
+    "session_lifetime",
+    "session_idle_timeout",
 ];
 
 impl Default for Config {
@@ -264,6 +296,7 @@ impl Default for Config {
             database_url: "sqlite://cistern.db".into(),
             max_body_bytes: 5 * 1024 * 1024,
             max_log_bytes: 1024 * 1024,
+            max_zip_inflated_bytes: 64 * 1024 * 1024,
             max_event_body_bytes: 1024 * 1024,
             max_batch: 256,
             pool_size: 8,
@@ -293,6 +326,12 @@ impl Default for Config {
             retention_interval: "1h".into(),
             trigger_schedule: "0s,5s,30s,2m,10m".into(),
             trigger_expire_after: "24h".into(),
+            header_read_timeout: "10s".into(),
+            request_body_timeout: "30s".into(),
+            auth_failures_per_minute: 30.0,
+            auth_failure_burst: 20,
+            session_lifetime: "12h".into(),
+            session_idle_timeout: "1h".into(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod ops;
 pub mod routes;
 pub mod secrets;
 pub mod seed;
+pub mod serve;
 pub mod triggers;
 
 pub use app::{AppState, Application};

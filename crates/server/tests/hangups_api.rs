@@ -143,19 +143,22 @@ async fn readyz_fails_while_the_pool_is_exhausted() {
     let app = TestApp::spawn_with(&common::Backend::Sqlite, |c| c.pool_size = 1).await;
     let store = app.store.clone();
     // Hold the only read connection: a long read query through the store.
+    let (holding, taken) = tokio::sync::oneshot::channel::<()>();
     let held = tokio::spawn(async move {
         let sqlite = store
             .as_any()
             .downcast_ref::<cistern_store::sqlite::SqliteStore>()
             .expect("a SQLite store");
         sqlite
-            .with_conn(|_| {
+            .with_conn(move |_| {
+                let _ = holding.send(());
                 std::thread::sleep(Duration::from_secs(4));
                 Ok(())
             })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until the connection is actually held (not a guess of how long that takes).
+    taken.await.expect("the read connection is taken");
     let t = Instant::now();
     let resp = app
         .client

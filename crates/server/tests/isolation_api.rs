@@ -292,7 +292,7 @@ async fn http(
         .request(method, app.url(path))
         .header("Content-Type", "application/json");
     match auth {
-        Some((key, Session)) => req = req.header("Cookie", format!("cistern_session={key}")),
+        Some((key, Session)) => req = req.header("Cookie", app.session_cookie(key).await),
         Some((key, _)) => req = req.header("Authorization", format!("Bearer {key}")),
         None => {}
     }

@@ -655,6 +655,22 @@ async fn bad_ops_settings_are_refused_by_name() {
             Box::new(|c: &mut cistern_server::Config| c.metrics_listen = "not an address".into()),
             "metrics_listen",
         ),
+        (
+            Box::new(|c: &mut cistern_server::Config| c.auth_failures_per_minute = -1.0),
+            "auth_failures_per_minute",
+        ),
+        (
+            Box::new(|c: &mut cistern_server::Config| c.auth_failure_burst = 0),
+            "auth_failure_burst",
+        ),
+        (
+            Box::new(|c: &mut cistern_server::Config| c.header_read_timeout = "0s".into()),
+            "header_read_timeout",
+        ),
+        (
+            Box::new(|c: &mut cistern_server::Config| c.request_body_timeout = "soon".into()),
+            "request_body_timeout",
+        ),
     ] {
         let dir = tempfile::tempdir().expect("dir");
         let mut config = cistern_server::Config {
@@ -755,4 +771,71 @@ async fn an_online_backup_during_writes_is_a_consistent_copy() {
     // A second backup to the same file is refused rather than overwriting it.
     let again = cistern_store::sqlite::backup(&db, &copy).expect_err("exists");
     assert!(again.to_string().contains("already exists"), "{again}");
+}
+
+#[tokio::test]
+async fn failed_authentications_are_limited_per_client_address() {
+    for backend in backends() {
+        let app = TestApp::spawn_with(&backend, |c| {
+            c.auth_failures_per_minute = 6.0; // one back every 10 s
+            c.auth_failure_burst = 3;
+        })
+        .await;
+        // Unknown keys, a missing key: each a failure.
+        for key in ["cst_guess1", "cst_guess2", ""] {
+            let (status, body) = app.get_with("/api/v1/runs", key).await;
+            assert_eq!(status, 401, "{body}");
+        }
+        // The bucket is empty: refused before the key is looked at, the right key too.
+        for key in ["cst_guess3", app.key.as_str()] {
+            let resp = app
+                .client
+                .get(app.url("/api/v1/runs"))
+                .header("Authorization", format!("Bearer {key}"))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(resp.status(), 429, "{backend:?}");
+            let wait: u64 = resp.headers()["retry-after"]
+                .to_str()
+                .expect("text")
+                .parse()
+                .expect("seconds");
+            assert!((1..=10).contains(&wait), "{wait}");
+            let body: Value = resp.json().await.expect("json");
+            assert_eq!(body["type"], "https://cistern.dev/problems/rate-limited");
+            let detail = body["detail"].as_str().unwrap_or("");
+            assert!(
+                detail.contains("failed authentications from 127.0.0.1")
+                    && detail.contains("auth_failures_per_minute"),
+                "{body}"
+            );
+        }
+        // Probes still answer.
+        let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200);
+        assert_eq!(
+            value(
+                &scrape(&app).await,
+                "cistern_rate_limited_requests_total",
+                &[]
+            ),
+            2.0,
+            "{backend:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn successful_requests_never_spend_the_failed_authentication_bucket() {
+    let app = TestApp::spawn_with(&Backend::Sqlite, |c| {
+        c.auth_failures_per_minute = 1.0;
+        c.auth_failure_burst = 1;
+    })
+    .await;
+    for _ in 0..50 {
+        assert_eq!(app.get("/api/v1/runs").await.0, 200);
+    }
+    assert_eq!(app.get_with("/api/v1/runs", "cst_guess").await.0, 401);
+    assert_eq!(app.get_with("/api/v1/runs", "cst_guess").await.0, 429);
 }

@@ -536,3 +536,70 @@ async fn a_job_config_change_is_accepted_and_recorded_on_its_pipeline() {
         assert_eq!(error_fields(&body), vec!["payload.change_time"]);
     }
 }
+
+/// A small zip whose one log is named by hundreds of stages inflates to hundreds of MB: it is
+/// read off the async threads, refused at the total cap (named), and /healthz keeps answering.
+/// The test runs on one thread, as a busy node's runtime would be: inflating on it would stall
+/// every other request.
+#[tokio::test]
+async fn a_zip_inflating_past_the_cap_is_refused_and_the_hub_keeps_answering() {
+    let app = TestApp::spawn_with(&Backend::Sqlite, |c| {
+        c.max_zip_inflated_bytes = 16 * 1024 * 1024;
+    })
+    .await;
+    // One MiB of log lines (compresses well, but under the per-entry ratio limit).
+    let mut log = String::new();
+    let mut n: u64 = 0x9e37_79b9;
+    while log.len() < 1 << 20 {
+        n = n.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        log.push_str(&format!(
+            "[step {:08x}] compiling module {}\n",
+            n >> 32,
+            n % 97
+        ));
+    }
+    let zip = zip_of(&[("big.log", log.as_bytes())]);
+    assert!(zip.len() < 600 * 1024, "the zip is small: {}", zip.len());
+    let mut run = plugin_run(5);
+    let stages: Vec<Value> = (0..300)
+        .map(|i| {
+            json!({"id": i.to_string(), "displayName": format!("s{i}"), "result": "FAILURE",
+                   "state": "FINISHED", "durationInMillis": 10, "log": "big.log", "steps": []})
+        })
+        .collect();
+    run["job_run"]["stages"] = Value::Array(stages);
+    let env = envelope("JenkinsPluginJobRunComplete", &run);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (client, url, stop) = (app.client.clone(), app.url("/healthz"), stop.clone());
+        tokio::spawn(async move {
+            let mut worst = std::time::Duration::ZERO;
+            let mut polls = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let status = client.get(&url).send().await.unwrap().status();
+                assert_eq!(status, 200);
+                worst = worst.max(started.elapsed());
+                polls += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            (worst, polls)
+        })
+    };
+    let (status, body) = post_multipart(&app, &env, Some(zip)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (worst, polls) = poller.await.unwrap();
+    assert!(polls > 0);
+    assert!(
+        worst < std::time::Duration::from_secs(1),
+        "/healthz took {worst:?} while the zip was read"
+    );
+    assert_eq!(status, 400, "{body}");
+    let text = error_text(&body);
+    assert!(
+        text.contains("16777216 bytes") && text.contains("max_zip_inflated_bytes"),
+        "{body}"
+    );
+    assert!(app.all_runs().await.is_empty(), "nothing half-stored");
+}

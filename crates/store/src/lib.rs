@@ -12,6 +12,7 @@ pub mod merge;
 pub mod metrics_sql;
 pub mod outbox;
 pub mod postgres;
+pub mod sessions;
 pub mod sqlite;
 mod stats;
 pub mod triggers;
@@ -368,6 +369,24 @@ pub trait Store: Send + Sync + 'static {
     /// Checks the database: the engine's own check and the links between tables (see
     /// [`integrity`]). Reads only; can take a while on a large database.
     async fn integrity_check(&self) -> Result<integrity::IntegrityReport, StoreError>;
+
+    /// Stores a new dashboard session.
+    async fn create_session(&self, s: &sessions::DashboardSession) -> Result<(), StoreError>;
+    /// The session whose id hashes to `id_hash`.
+    async fn session_by_hash(
+        &self,
+        id_hash: &str,
+    ) -> Result<Option<sessions::DashboardSession>, StoreError>;
+    /// Records that the session was used at `at`.
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Ends a session (sign-out, expiry, a revoked key).
+    async fn end_session(&self, id_hash: &str) -> Result<(), StoreError>;
+    /// Ends every session of a key; returns how many there were.
+    async fn end_sessions_of_key(&self, key_id: &str) -> Result<u64, StoreError>;
 }
 
 /// Opens the store named by a database URL: `sqlite://path`, `sqlite:path`, a bare path, or

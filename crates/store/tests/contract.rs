@@ -3671,3 +3671,46 @@ async fn over_long_keys_are_refused_on_both_backends() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn dashboard_sessions_create_touch_and_end() {
+    for_each_backend(|s| {
+        async move {
+            use cistern_store::sessions::DashboardSession;
+            let t = default_tenant(&s).await;
+            let k = s
+                .create_api_key(key(&t.id, "dash", "hash-dash-5555"))
+                .await
+                .expect("key");
+            let at = cistern_core::from_millis(1_700_000_000_000);
+            let session = |id: &str| DashboardSession {
+                id_hash: id.to_owned(),
+                key_id: k.id.clone(),
+                key_hash: "hash-dash-5555".into(),
+                tenant_id: t.id.clone(),
+                created_at: at,
+                last_seen_at: at,
+                expires_at: at + time::Duration::hours(12),
+            };
+            s.create_session(&session("h1")).await.expect("create");
+            s.create_session(&session("h2")).await.expect("create");
+            assert_eq!(
+                s.session_by_hash("h1").await.expect("read"),
+                Some(session("h1"))
+            );
+            assert!(s.session_by_hash("nope").await.expect("read").is_none());
+            // Touching moves last_seen_at forward only.
+            let later = at + time::Duration::minutes(5);
+            s.touch_session("h1", later).await.expect("touch");
+            s.touch_session("h1", at).await.expect("touch");
+            let got = s.session_by_hash("h1").await.expect("read").expect("found");
+            assert_eq!(got.last_seen_at, later);
+            s.end_session("h1").await.expect("end");
+            assert!(s.session_by_hash("h1").await.expect("read").is_none());
+            assert_eq!(s.end_sessions_of_key(&k.id).await.expect("end all"), 1);
+            assert!(s.session_by_hash("h2").await.expect("read").is_none());
+        }
+        .boxed()
+    })
+    .await;
+}

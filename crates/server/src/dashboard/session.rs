@@ -1,8 +1,11 @@
-//! Signing in to the dashboard: an API key with the `read` scope, checked against the store and
-//! then kept in an HttpOnly, SameSite=Strict cookie. Every POST form carries a token only the
-//! holder of the session can compute: an HMAC keyed with the session's secret (the key itself),
-//! which works on every node behind a load balancer and needs no server-side session table. The
-//! sign-in form, which has no session yet, gets its token from a random per-visit cookie.
+//! Signing in to the dashboard: an API key with the `read` scope, checked against the store,
+//! opens a session. The browser holds only an opaque random session id in an HttpOnly,
+//! SameSite=Strict cookie (`Secure` when the hub is reached over https); the store keeps the id's
+//! hash, bound to the key, with an absolute expiry (`session_lifetime`) and the time it was last
+//! used (`session_idle_timeout`). Signing out, expiry, idleness and revoking the key end it on
+//! the server, on every node. Every POST form carries a token only the holder of the session can
+//! compute: an HMAC keyed with the session id. The sign-in form, which has no session yet, gets
+//! its token from a random per-visit cookie.
 
 use std::collections::HashMap;
 
@@ -19,11 +22,100 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::layout;
-use crate::auth::{authenticate, Caller};
+use crate::auth::{authenticate, authenticate_hash, hash_key, Caller};
+use crate::error::ApiError;
 use crate::AppState;
 
-/// Cookie holding the signed-in key.
+/// Cookie holding the session id.
 pub const SESSION_COOKIE: &str = "cistern_session";
+/// Prefix of session ids, so one is recognisable (and never taken for an API key).
+const SESSION_PREFIX: &str = "css_";
+
+/// How long dashboard sessions last.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSettings {
+    /// From sign-in, however much the session is used.
+    pub lifetime: std::time::Duration,
+    /// Unused this long, the session ends.
+    pub idle: std::time::Duration,
+}
+
+impl SessionSettings {
+    /// From `session_lifetime` and `session_idle_timeout`; zero or unreadable ones are named.
+    pub fn from_config(config: &crate::Config) -> Result<Self, String> {
+        let one = |name: &str, text: &str| {
+            let d = crate::config::parse_duration(text).map_err(|e| format!("{name}: {e}"))?;
+            if d.is_zero() {
+                return Err(format!("{name} must be longer than 0s (e.g. 1h)"));
+            }
+            Ok(d)
+        };
+        Ok(Self {
+            lifetime: one("session_lifetime", &config.session_lifetime)?,
+            idle: one("session_idle_timeout", &config.session_idle_timeout)?,
+        })
+    }
+
+    /// How stale `last_seen_at` may get before a use is written down (a write per page view
+    /// would be wasteful; a tenth of the idle timeout, at most a minute, keeps the timeout true).
+    fn touch_after(&self) -> std::time::Duration {
+        (self.idle / 10).min(std::time::Duration::from_secs(60))
+    }
+}
+
+/// A new random session id (256 bits).
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{SESSION_PREFIX}{}", hex::encode(bytes))
+}
+
+/// The caller of a live session, `Ok(None)` when there is none (unknown, expired, idle, or its
+/// key no longer works: then it is ended in the store too).
+async fn resume(state: &AppState, id: &str) -> Result<Option<Caller>, ApiError> {
+    if !id.starts_with(SESSION_PREFIX) {
+        return Ok(None);
+    }
+    let hash = hash_key(id);
+    let Some(session) = state.store.session_by_hash(&hash).await? else {
+        return Ok(None);
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let idle = now - session.last_seen_at;
+    if now >= session.expires_at || idle >= state.sessions.idle {
+        state.store.end_session(&hash).await?;
+        return Ok(None);
+    }
+    match authenticate_hash(state, session.key_hash.clone(), Scope::Read).await {
+        Ok(caller) => {
+            if idle >= state.sessions.touch_after() {
+                state.store.touch_session(&hash, now).await?;
+            }
+            Ok(Some(caller))
+        }
+        // Revoked, deleted, or the scope taken away: the key's sessions end.
+        Err(f) if matches!(f.error.status.as_u16(), 401 | 403) => {
+            state.store.end_sessions_of_key(&session.key_id).await?;
+            Ok(None)
+        }
+        Err(f) => Err(f.error),
+    }
+}
+
+/// True when cookies must be `Secure`: the hub's public URL is https, or a TLS-terminating
+/// proxy says the request came over https.
+fn https(state: &AppState, headers: &HeaderMap) -> bool {
+    let public = state
+        .config
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.trim().to_ascii_lowercase().starts_with("https://"));
+    let forwarded = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    public || forwarded
+}
 /// Cookie holding the sign-in form's nonce.
 pub const LOGIN_COOKIE: &str = "cistern_login";
 
@@ -136,49 +228,35 @@ impl FromRequestParts<AppState> for Session {
         let Some(secret) = cookie(&parts.headers, SESSION_COOKIE) else {
             return Err(to_login(parts));
         };
-        match caller_for(state, &secret).await {
-            Ok(caller) => Ok(Session {
+        match resume(state, &secret).await {
+            Ok(Some(caller)) => Ok(Session {
                 caller,
                 csrf: csrf_token(&secret),
                 secret,
             }),
-            // A key revoked since sign-in: forget it and sign in again.
-            Err(_) => {
+            // Ended (signed out, expired, idle, its key revoked): forget it and sign in again.
+            Ok(None) => {
                 let mut resp = to_login(parts);
-                resp.headers_mut()
-                    .append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE, parts));
+                resp.headers_mut().append(
+                    header::SET_COOKIE,
+                    set_cookie(SESSION_COOKIE, "", Some(0), https(state, &parts.headers)),
+                );
                 Err(resp)
             }
+            Err(e) => Err(e.into_response()),
         }
     }
 }
 
-fn secure(headers: &HeaderMap) -> &'static str {
-    // Behind a TLS-terminating proxy the cookie must not travel over plain HTTP.
-    let https = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-    if https {
-        "; Secure"
-    } else {
-        ""
-    }
-}
-
-fn set_cookie(name: &str, value: &str, max_age: Option<u32>, headers: &HeaderMap) -> HeaderValue {
+fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -> HeaderValue {
     let age = max_age
         .map(|a| format!("; Max-Age={a}"))
         .unwrap_or_default();
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{name}={value}; HttpOnly; SameSite=Strict; Path=/{age}{}",
-        secure(headers)
+        "{name}={value}; HttpOnly; SameSite=Strict; Path=/{age}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-fn clear_cookie(name: &str, parts: &Parts) -> HeaderValue {
-    set_cookie(name, "", Some(0), &parts.headers)
 }
 
 /// A local path to return to after sign-in or a form (never another site): a path starting with
@@ -234,19 +312,19 @@ pub async fn login_form(
 ) -> Response {
     let next = safe_next(q.get("next").map(String::as_str));
     if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
-        if caller_for(&state, &secret).await.is_ok() {
+        if let Ok(Some(_)) = resume(&state, &secret).await {
             return Redirect::to(&next).into_response();
         }
     }
     let notice = q
         .contains_key("signed_out")
         .then_some("You are signed out.");
-    fresh_login(&headers, &next, None, notice, StatusCode::OK)
+    fresh_login(https(&state, &headers), &next, None, notice, StatusCode::OK)
 }
 
 /// The sign-in page with a fresh nonce cookie.
 fn fresh_login(
-    headers: &HeaderMap,
+    secure: bool,
     next: &str,
     error: Option<&str>,
     notice: Option<&str>,
@@ -259,7 +337,7 @@ fn fresh_login(
     let mut resp = (status, login_page(&token, next, error, notice)).into_response();
     resp.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(LOGIN_COOKIE, &nonce, Some(3600), headers),
+        set_cookie(LOGIN_COOKIE, &nonce, Some(3600), secure),
     );
     resp
 }
@@ -281,11 +359,12 @@ pub async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref());
+    let secure = https(&state, &headers);
     let nonce_ok = cookie(&headers, LOGIN_COOKIE)
         .is_some_and(|n| hmac_ok(n.as_bytes(), LOGIN_CONTEXT, &form.csrf));
     if !nonce_ok {
         return fresh_login(
-            &headers,
+            secure,
             &next,
             Some("the form expired or cookies are blocked; allow cookies for this site and try again"),
             None,
@@ -295,7 +374,7 @@ pub async fn login(
     let key = form.key.trim();
     if key.is_empty() {
         return fresh_login(
-            &headers,
+            secure,
             &next,
             Some("enter an API key"),
             None,
@@ -304,20 +383,35 @@ pub async fn login(
     }
     match caller_for(&state, key).await {
         Ok(caller) => {
+            let id = new_session_id();
+            let now = time::OffsetDateTime::now_utc();
+            let lifetime = state.sessions.lifetime;
+            let session = cistern_store::sessions::DashboardSession {
+                id_hash: hash_key(&id),
+                key_id: caller.key.id.clone(),
+                key_hash: hash_key(key),
+                tenant_id: caller.tenant.id.clone(),
+                created_at: now,
+                last_seen_at: now,
+                expires_at: now + lifetime,
+            };
+            if let Err(e) = state.store.create_session(&session).await {
+                return ApiError::from(e).into_response();
+            }
             tracing::info!(tenant = %caller.tenant.slug, key = %caller.key.prefix, "dashboard sign-in");
             let mut resp = Redirect::to(&next).into_response();
             let h = resp.headers_mut();
             h.append(
                 header::SET_COOKIE,
-                set_cookie(SESSION_COOKIE, key, None, &headers),
+                set_cookie(SESSION_COOKIE, &id, Some(lifetime.as_secs()), secure),
             );
             h.append(
                 header::SET_COOKIE,
-                set_cookie(LOGIN_COOKIE, "", Some(0), &headers),
+                set_cookie(LOGIN_COOKIE, "", Some(0), secure),
             );
             resp
         }
-        Err(why) => fresh_login(&headers, &next, Some(&why), None, StatusCode::UNAUTHORIZED),
+        Err(why) => fresh_login(secure, &next, Some(&why), None, StatusCode::UNAUTHORIZED),
     }
 }
 
@@ -362,8 +456,9 @@ pub struct LogoutForm {
     csrf: String,
 }
 
-/// `POST /logout`: clears the session cookie.
+/// `POST /logout`: ends the session in the store and clears its cookie.
 pub async fn logout(
+    State(state): State<AppState>,
     session: Session,
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
@@ -371,10 +466,13 @@ pub async fn logout(
     if !session.check_csrf(&form.csrf) {
         return expired_form(&session);
     }
+    if let Err(e) = state.store.end_session(&hash_key(&session.secret)).await {
+        return ApiError::from(e).into_response();
+    }
     let mut resp = Redirect::to("/login?signed_out=1").into_response();
     resp.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, "", Some(0), &headers),
+        set_cookie(SESSION_COOKIE, "", Some(0), https(&state, &headers)),
     );
     resp
 }
@@ -436,16 +534,20 @@ mod tests {
 
     #[test]
     fn cookies_are_http_only_and_strict() {
-        let h = HeaderMap::new();
-        let c = set_cookie(SESSION_COOKIE, "cst_x", None, &h);
+        let c = set_cookie(SESSION_COOKIE, "css_x", None, false);
         let c = c.to_str().unwrap();
         assert_eq!(
             c,
-            "cistern_session=cst_x; HttpOnly; SameSite=Strict; Path=/"
+            "cistern_session=css_x; HttpOnly; SameSite=Strict; Path=/"
         );
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        let c = set_cookie(SESSION_COOKIE, "", Some(0), &h);
+        let c = set_cookie(SESSION_COOKIE, "", Some(0), true);
         assert!(c.to_str().unwrap().ends_with("; Max-Age=0; Secure"));
+    }
+
+    #[test]
+    fn session_ids_are_long_random_and_prefixed() {
+        let (a, b) = (new_session_id(), new_session_id());
+        assert_ne!(a, b);
+        assert!(a.starts_with(SESSION_PREFIX) && a.len() == SESSION_PREFIX.len() + 64);
     }
 }

@@ -3,6 +3,7 @@
 //! above which new requests are answered 503 with `Retry-After` at once instead of queueing until
 //! everything times out.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ pub struct Limits {
     burst: u32,
     max_in_flight: usize,
     in_flight: AtomicUsize,
+    auth_failures: Option<AuthFailures>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -68,7 +70,35 @@ impl Limits {
             burst,
             max_in_flight,
             in_flight: AtomicUsize::new(0),
+            auth_failures: None,
         })
+    }
+
+    /// Adds the bucket of failed authentications per client address: `per_minute` (0: none)
+    /// once `burst` are spent.
+    pub fn with_auth_failures(mut self, per_minute: f64, burst: u32) -> Result<Self, String> {
+        if !per_minute.is_finite() || per_minute < 0.0 {
+            return Err(format!(
+                "auth_failures_per_minute must be a number of failed attempts per minute, 0 for no limit; got {per_minute}"
+            ));
+        }
+        if per_minute == 0.0 {
+            self.auth_failures = None;
+            return Ok(self);
+        }
+        let burst = NonZeroU32::new(burst).ok_or_else(|| {
+            "auth_failure_burst must be at least 1 when auth_failures_per_minute is set".to_owned()
+        })?;
+        let quota = Quota::with_period(Duration::from_secs_f64(60.0 / per_minute))
+            .ok_or_else(|| format!("auth_failures_per_minute {per_minute} is too high"))?
+            .allow_burst(burst);
+        self.auth_failures = Some(AuthFailures {
+            limiter: RateLimiter::keyed(quota),
+            blocked: std::sync::Mutex::new(std::collections::HashMap::new()),
+            per_minute,
+            burst: burst.get(),
+        });
+        Ok(self)
     }
 
     /// Takes one token from `key`'s bucket; the refusal names the caller (`what`, only built
@@ -100,7 +130,115 @@ impl Limits {
             l.retain_recent();
             l.shrink_to_fit();
         }
+        if let Some(a) = &self.auth_failures {
+            a.limiter.retain_recent();
+            a.limiter.shrink_to_fit();
+            let now = Instant::now();
+            a.blocked_map().retain(|_, until| *until > now);
+        }
     }
+}
+
+/// Failed authentications per client address. Every failure takes a token from the client's
+/// bucket; once it is empty the client is refused (429) until a token is back, before its
+/// credentials are even looked at, so guessing keys or signatures costs no database read.
+struct AuthFailures {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Clients refused until the given time.
+    blocked: std::sync::Mutex<std::collections::HashMap<IpAddr, Instant>>,
+    per_minute: f64,
+    burst: u32,
+}
+
+/// Most clients remembered as refused at once; past it, those whose time is up are forgotten.
+const BLOCKED_CAPACITY: usize = 65_536;
+
+impl AuthFailures {
+    fn blocked_map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<IpAddr, Instant>> {
+        self.blocked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long `client` is still refused, if it is.
+    fn refused_for(&self, client: IpAddr) -> Option<Duration> {
+        let mut map = self.blocked_map();
+        let until = *map.get(&client)?;
+        let now = Instant::now();
+        if until > now {
+            Some(until - now)
+        } else {
+            map.remove(&client);
+            None
+        }
+    }
+
+    /// Counts one failure of `client`; when its bucket was already empty, refuses it from now on
+    /// and says for how long.
+    fn failed(&self, client: IpAddr, clock: &DefaultClock) -> Option<Duration> {
+        let not_until = self.limiter.check_key(&client).err()?;
+        let wait = not_until.wait_time_from(clock.now());
+        let mut map = self.blocked_map();
+        if map.len() >= BLOCKED_CAPACITY {
+            let now = Instant::now();
+            map.retain(|_, until| *until > now);
+        }
+        map.insert(client, Instant::now() + wait);
+        Some(wait)
+    }
+
+    fn refusal(&self, client: IpAddr, wait: Duration) -> Response {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError::rate_limited(
+            format!(
+                "too many failed authentications from {client}: {} at once, then {} per minute (auth_failure_burst, auth_failures_per_minute); retry in {} s",
+                self.burst, self.per_minute, seconds.max(1)
+            ),
+            seconds,
+        )
+        .into_response()
+    }
+}
+
+/// The bucket a client address falls in: itself for IPv4, its /64 for IPv6 (one host usually
+/// holds a whole /64, and could otherwise take a fresh bucket per address).
+fn client_bucket(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Middleware: a client address that failed authentication too often is answered 429 with
+/// `Retry-After` until its bucket refills; every 401 answered counts as a failure.
+pub async fn failed_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(limits) = state.limits.auth_failures.as_ref() else {
+        return next.run(req).await;
+    };
+    let Some(peer) = crate::serve::peer(&req) else {
+        return next.run(req).await;
+    };
+    if NEVER_SHED.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let client = client_bucket(peer.ip());
+    if let Some(wait) = limits.refused_for(client) {
+        state.telemetry.rate_limited();
+        return limits.refusal(client, wait);
+    }
+    let resp = next.run(req).await;
+    if resp.status() == axum::http::StatusCode::UNAUTHORIZED {
+        // One failure past the burst is already refused (its 401 is not sent).
+        if let Some(wait) = limits.failed(client, &state.limits.clock) {
+            state.telemetry.rate_limited();
+            return limits.refusal(client, wait);
+        }
+    }
+    resp
 }
 
 /// Decrements the in-flight count when the request ends, however it ends.

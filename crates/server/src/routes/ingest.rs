@@ -246,6 +246,16 @@ where
     if body.len() <= INLINE_PARSE_BYTES {
         return parse(&body);
     }
+    parse_blocking(body, parse).await
+}
+
+/// Runs a parser on the blocking pool, whatever the size of the body: for work that small
+/// input can make long (inflating a zip).
+pub async fn parse_blocking<T, F>(body: Bytes, parse: F) -> Result<T, Rejection>
+where
+    T: Send + 'static,
+    F: FnOnce(&[u8]) -> Result<T, Rejection> + Send + 'static,
+{
     match tokio::task::spawn_blocking(move || parse(&body)).await {
         Ok(r) => r,
         Err(e) => Err(Rejection::Malformed(cistern_core::FieldError::new(

@@ -14,7 +14,7 @@ use cistern_dialects::{ParseOptions, Rejection};
 use cistern_store::{EventStatus, Scope, WriteOp};
 use serde_json::{json, Value};
 
-use super::ingest::{parse_with, read_body, rejection_error, Inbound};
+use super::ingest::{parse_blocking, parse_with, read_body, rejection_error, Inbound};
 use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::AppState;
@@ -142,17 +142,28 @@ async fn handle(state: AppState, headers: HeaderMap, body: Body, multipart: bool
         propelo::request_type_of(&envelope_bytes).unwrap_or_else(|| "unknown".to_owned());
     let opts = ParseOptions::new(state.config.max_log_bytes);
     let cap = state.config.max_log_bytes;
-    let parsed = parse_with(envelope_bytes.clone(), move |b| {
+    let limits = ZipLimits {
+        max_total_bytes: state.config.max_zip_inflated_bytes,
+        ..ZipLimits::default()
+    };
+    // A small zip can inflate to hundreds of MB: any zip is read on the blocking pool, so the
+    // runtime keeps answering (a small envelope alone is parsed inline).
+    let has_zip = zip_bytes.is_some();
+    let parse = move |b: &[u8]| {
         let mut req = propelo::parse(b, &opts)?;
         let mut missing = Vec::new();
         if let (PropeloItem::JobRun(run), Some(zip)) = (&mut req.item, zip_bytes) {
-            let mut zip = LogZip::open(zip.to_vec(), ZipLimits::default())
-                .map_err(|e| Rejection::Invalid(vec![e]))?;
+            let mut zip =
+                LogZip::open(zip.to_vec(), limits).map_err(|e| Rejection::Invalid(vec![e]))?;
             missing = attach_logs(run, &mut zip, cap).map_err(|e| Rejection::Invalid(vec![e]))?;
         }
         Ok((req, missing))
-    })
-    .await;
+    };
+    let parsed = if has_zip {
+        parse_blocking(envelope_bytes.clone(), parse).await
+    } else {
+        parse_with(envelope_bytes.clone(), parse).await
+    };
     // The events log keeps the envelope (the zip is only the logs, already attached to the run).
     let (req, missing) = match parsed {
         Ok(p) => p,

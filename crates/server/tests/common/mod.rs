@@ -120,6 +120,9 @@ impl TestApp {
             listen: "127.0.0.1:0".into(),
             database_url: database_url.clone(),
             master_key_file: Some(master_key_file.clone()),
+            // Tests send refusals by the hundred from one loopback address (the tenant walls,
+            // the hostile corpus); the failed-authentication limit has its own test.
+            auth_failures_per_minute: 0.0,
             ..Config::default()
         };
         tune(&mut config);
@@ -173,6 +176,43 @@ impl TestApp {
             .await
             .expect("create key");
         k.secret
+    }
+
+    /// Signs in to the dashboard with `key` through the sign-in form; returns the `Cookie`
+    /// header value of the session (`cistern_session=css_…`).
+    pub async fn session_cookie(&self, key: &str) -> String {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let pair = |resp: &reqwest::Response, name: &str| {
+            resp.headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find(|c| c.starts_with(&format!("{name}=")))
+                .and_then(|c| c.split(';').next())
+                .map(str::to_owned)
+        };
+        let form = http
+            .get(self.url("/login"))
+            .send()
+            .await
+            .expect("login page");
+        let nonce = pair(&form, "cistern_login").expect("login nonce");
+        let html = form.text().await.expect("login page");
+        let marker = r#"name="csrf" value=""#;
+        let at = html.find(marker).expect("csrf field") + marker.len();
+        let csrf = html[at..at + html[at..].find('"').expect("end")].to_owned();
+        let resp = http
+            .post(self.url("/login"))
+            .header("cookie", nonce)
+            .form(&[("key", key), ("csrf", csrf.as_str()), ("next", "/")])
+            .send()
+            .await
+            .expect("sign in");
+        pair(&resp, "cistern_session")
+            .unwrap_or_else(|| format!("cistern_session=signed-out-{}", resp.status()))
     }
 
     pub fn url(&self, path: &str) -> String {

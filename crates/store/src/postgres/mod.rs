@@ -11,6 +11,7 @@ mod outbound;
 mod read;
 mod rekey;
 mod satellites;
+mod sessions;
 mod triggers;
 mod writer;
 
@@ -62,6 +63,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         10,
         include_str!("../../migrations/postgres/0010_event_body_codec.sql"),
+    ),
+    (
+        13,
+        include_str!("../../migrations/postgres/0013_dashboard_sessions.sql"),
     ),
     (
         14,
@@ -886,6 +891,36 @@ impl Store for PgStore {
 
     async fn release_dispatches(&self, token: &str, ids: &[String]) -> Result<(), StoreError> {
         triggers::release(&self.pool, token, ids).await
+    }
+
+    async fn create_session(
+        &self,
+        s: &crate::sessions::DashboardSession,
+    ) -> Result<(), StoreError> {
+        sessions::create(&self.pool, s).await
+    }
+
+    async fn session_by_hash(
+        &self,
+        id_hash: &str,
+    ) -> Result<Option<crate::sessions::DashboardSession>, StoreError> {
+        sessions::by_hash(&self.pool, id_hash).await
+    }
+
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sessions::touch(&self.pool, id_hash, at).await
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        sessions::end(&self.pool, id_hash).await
+    }
+
+    async fn end_sessions_of_key(&self, key_id: &str) -> Result<u64, StoreError> {
+        sessions::end_of_key(&self.pool, key_id).await
     }
 
     async fn integrity_check(&self) -> Result<crate::integrity::IntegrityReport, StoreError> {

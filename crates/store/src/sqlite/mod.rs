@@ -8,6 +8,7 @@ mod outbound;
 mod read;
 mod rekey;
 mod satellites;
+mod sessions;
 mod triggers;
 mod writer;
 
@@ -31,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_source_events.sql"),
     include_str!("../../migrations/sqlite/0009_retention.sql"),
     include_str!("../../migrations/sqlite/0010_event_body_codec.sql"),
+    include_str!("../../migrations/sqlite/0013_dashboard_sessions.sql"),
     include_str!("../../migrations/sqlite/0014_config_change_run_key.sql"),
     include_str!("../../migrations/sqlite/0015_trigger_auth_token_hash.sql"),
     include_str!("../../migrations/sqlite/0016_api_key_rotations.sql"),
@@ -1144,6 +1146,41 @@ impl Store for SqliteStore {
         let (t, ids) = (token.to_owned(), ids.to_vec());
         self.in_writer(move |c| triggers::release(c, &t, &ids))
             .await
+    }
+
+    async fn create_session(
+        &self,
+        s: &crate::sessions::DashboardSession,
+    ) -> Result<(), StoreError> {
+        let s = s.clone();
+        self.in_writer(move |c| sessions::create(c, &s)).await
+    }
+
+    async fn session_by_hash(
+        &self,
+        id_hash: &str,
+    ) -> Result<Option<crate::sessions::DashboardSession>, StoreError> {
+        let h = id_hash.to_owned();
+        self.with_conn(move |c| sessions::by_hash(c, &h)).await
+    }
+
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let h = id_hash.to_owned();
+        self.in_writer(move |c| sessions::touch(c, &h, at)).await
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        let h = id_hash.to_owned();
+        self.in_writer(move |c| sessions::end(c, &h)).await
+    }
+
+    async fn end_sessions_of_key(&self, key_id: &str) -> Result<u64, StoreError> {
+        let k = key_id.to_owned();
+        self.in_writer(move |c| sessions::end_of_key(c, &k)).await
     }
 
     async fn integrity_check(&self) -> Result<crate::integrity::IntegrityReport, StoreError> {
