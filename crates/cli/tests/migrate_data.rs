@@ -162,9 +162,28 @@ async fn a_seeded_hub_moves_to_postgres_and_answers_the_same() {
         .stderr(Stdio::null())
         .spawn()
         .expect("migrate-data");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let killed = child.try_wait().expect("wait").is_none();
-    let _ = child.kill();
+    // Killed as soon as a first batch has committed (its progress row is in the target).
+    let killed = {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&pg).await.expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if child.try_wait().expect("wait").is_some() {
+                break false;
+            }
+            let done: Result<i64, _> = sqlx::query_scalar(
+                "SELECT COALESCE(SUM(rows), 0)::BIGINT FROM cistern_copy_progress",
+            )
+            .fetch_one(&mut conn)
+            .await;
+            if done.is_ok_and(|n| n > 0) {
+                let _ = child.kill();
+                break true;
+            }
+            assert!(Instant::now() < deadline, "no batch committed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
     let _ = child.wait();
     if killed {
         let again = cistern(&["migrate-data", "--from", &sqlite, "--to", &pg], &key_file);
@@ -176,20 +195,22 @@ async fn a_seeded_hub_moves_to_postgres_and_answers_the_same() {
             String::from_utf8_lossy(&again.stderr).contains("--resume"),
             "{again:?}"
         );
+        let resumed = cistern(
+            &["migrate-data", "--from", &sqlite, "--to", &pg, "--resume"],
+            &key_file,
+        );
+        let text = String::from_utf8_lossy(&resumed.stderr).into_owned();
+        assert!(resumed.status.success(), "{text}");
+        assert!(
+            text.contains("every table's row count and checksum match"),
+            "{text}"
+        );
+        assert!(text.contains("runs\t600\t600\tsame"), "{text}");
     } else {
-        eprintln!("note: the copy finished before the kill; resuming is a no-op here");
+        // The whole copy ran between two looks: it must have finished and checked itself.
+        eprintln!("note: the copy finished before a kill could land");
+        assert!(child.wait().expect("wait").success());
     }
-    let resumed = cistern(
-        &["migrate-data", "--from", &sqlite, "--to", &pg, "--resume"],
-        &key_file,
-    );
-    let text = String::from_utf8_lossy(&resumed.stderr).into_owned();
-    assert!(resumed.status.success(), "{text}");
-    assert!(
-        text.contains("every table's row count and checksum match"),
-        "{text}"
-    );
-    assert!(text.contains("runs\t600\t600\tsame"), "{text}");
 
     // A second copy into the same, now full, target is refused.
     let twice = cistern(&["migrate-data", "--from", &sqlite, "--to", &pg], &key_file);

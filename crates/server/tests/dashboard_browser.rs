@@ -447,8 +447,8 @@ async fn admin_pages_in_headless_chromium() {
         b.title().await.starts_with("Admin")
     })
     .await;
-    // Instances, satellites, sources, subscriptions, events and keys.
-    assert_eq!(b.find_all("ul.cards li").await.len(), 6);
+    // Instances, satellites, sources, subscriptions, triggers, events and keys.
+    assert_eq!(b.find_all("ul.cards li").await.len(), 7);
     b.screenshot(&shots.join("admin.png")).await;
 
     // Every admin page, reached by clicking its entry in the section's navigation.

@@ -694,6 +694,14 @@ async fn admin_pages_show_what_the_api_shows() {
         assert!(index
             .body
             .contains(r#"<a href="/admin" aria-current="page">Admin</a>"#));
+        // Each admin room has its card on the index, triggers included.
+        assert!(
+            index
+                .body
+                .contains(r#"<h2><a href="/admin/triggers">Triggers</a></h2>"#),
+            "{}",
+            index.body
+        );
         for (_, href, label) in cistern_server::dashboard::layout::ADMIN_PAGES {
             assert!(
                 index

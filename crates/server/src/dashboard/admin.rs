@@ -335,6 +335,8 @@ async fn build_index(state: &AppState, session: &Session) -> Result<Response, Pa
         .count();
     let sources = state.store.list_sources(tenant).await?;
     let subs = state.store.list_subscriptions(tenant).await?;
+    let triggers = state.store.list_triggers(tenant).await?;
+    let triggers_off = triggers.iter().filter(|t| !t.enabled).count();
     let disabled = subs.iter().filter(|s| !s.enabled).count();
     let failing = subs
         .iter()
@@ -383,6 +385,11 @@ async fn build_index(state: &AppState, session: &Session) -> Result<Response, Pa
                 html! {
                     @if disabled + failing > 0 { (disabled) " disabled, " (failing) " failing" }
                     @else { "Where notifications go, and every delivery." }
+                }))
+            (card("/admin/triggers", "Triggers", triggers.len().to_string(), "triggers",
+                html! {
+                    @if triggers_off > 0 { (triggers_off) " disabled" }
+                    @else { "Custom webhooks that start pipelines, and their events." }
                 }))
             (card("/admin/events?status=rejected&days=1", "Rejected events", rejected, "in the last day",
                 html! { "Refused requests, with the reasons and the raw payload." }))
