@@ -150,6 +150,10 @@ pub fn ci_runs<'d>(
     s.push(FROM);
     s.slice(tenant_id, f);
     s.between("r.started_at", since, until);
+    // A fixed order (ids are compared bytewise on both backends): runs of one pipeline and
+    // branch that started in the same millisecond are taken in this order by red-to-green, and
+    // the day rollups (`rollups`) keep it.
+    s.push(" ORDER BY r.started_at, r.pipeline_id, r.id");
     s
 }
 
@@ -249,7 +253,8 @@ pub type StageRow = (
 
 /// Builds stage aggregates from their rows.
 pub fn assemble_stage_stats(rows: Vec<StageRow>) -> Vec<cistern_core::metrics::StageStat> {
-    rows.into_iter()
+    let mut out: Vec<_> = rows
+        .into_iter()
         .map(|(pipeline, name, is_step, runs, failures, avg, max)| {
             cistern_core::metrics::StageStat {
                 pipeline,
@@ -266,7 +271,15 @@ pub fn assemble_stage_stats(rows: Vec<StageRow>) -> Vec<cistern_core::metrics::S
                 last_failure_log: None,
             }
         })
-        .collect()
+        .collect();
+    sort_stage_stats(&mut out);
+    out
+}
+
+/// Puts stage aggregates in a fixed order (pipeline, name, kind, bytewise): the most failing and
+/// the slowest keep it among equals, whichever backend or path computed them.
+pub fn sort_stage_stats(stats: &mut [cistern_core::metrics::StageStat]) {
+    stats.sort_by(|a, b| (&a.pipeline, &a.name, &a.kind).cmp(&(&b.pipeline, &b.name, &b.kind)));
 }
 
 /// The most failing aggregates, whose latest failure log is worth fetching.

@@ -117,14 +117,24 @@ pub(super) fn stage_stats(
     )?;
     let mut stats = metrics_sql::assemble_stage_stats(rows);
     for i in metrics_sql::most_failing(&stats) {
-        let s =
-            metrics_sql::last_failure_log(&SQLITE, tenant_id, &stats[i].pipeline, &stats[i].name);
-        let log: Vec<Option<String>> = query(c, &s, |r| r.get(0))?;
-        stats[i].last_failure_log = log
-            .into_iter()
-            .flatten()
-            .next()
-            .map(|l| metrics_sql::excerpt(&l));
+        stats[i].last_failure_log =
+            last_failure_log(c, tenant_id, &stats[i].pipeline, &stats[i].name)?;
     }
     Ok(stats)
+}
+
+/// The end of the latest failure log of a stage (or `stage / step`) of a pipeline.
+pub(super) fn last_failure_log(
+    c: &Connection,
+    tenant_id: &str,
+    pipeline: &str,
+    name: &str,
+) -> Result<Option<String>, StoreError> {
+    let s = metrics_sql::last_failure_log(&SQLITE, tenant_id, pipeline, name);
+    let log: Vec<Option<String>> = query(c, &s, |r| r.get(0))?;
+    Ok(log
+        .into_iter()
+        .flatten()
+        .next()
+        .map(|l| metrics_sql::excerpt(&l)))
 }
