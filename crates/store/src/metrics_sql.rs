@@ -117,20 +117,24 @@ pub fn deployment_commits<'d>(
 ) -> Stmt<'d> {
     let mut s = Stmt::new(
         d,
-        // A timestamp a payload carried (the run's commit, a change.merged event) wins; else the
-        // start of the first run that carried the sha.
-        "SELECT rc.run_id, rc.sha, COALESCE(\
-           (SELECT MIN(u.x) FROM (SELECT ct.committed_at AS x FROM commit_times ct WHERE ct.tenant_id = rc.tenant_id AND ct.sha = rc.sha \
-              UNION ALL SELECT c2.committed_at FROM run_commits c2 WHERE c2.tenant_id = rc.tenant_id AND c2.sha = rc.sha) u), \
-           (SELECT MIN(r2.started_at) FROM run_commits c3 JOIN runs r2 ON r2.id = c3.run_id \
-              WHERE c3.tenant_id = rc.tenant_id AND c3.sha = rc.sha)) \
-         FROM run_commits rc WHERE rc.run_id IN (SELECT r.id",
+        "WITH dc AS (SELECT rc.run_id, rc.sha, rc.tenant_id FROM run_commits rc WHERE rc.run_id IN (SELECT r.id",
     );
     s.push(FROM);
     s.slice(tenant_id, f);
     s.push(" AND r.cd = TRUE AND r.finished_at IS NOT NULL");
     s.between("r.finished_at", since, until);
-    s.push(")");
+    // Each sha's earliest time is looked up once, however many deployments shipped it: a
+    // timestamp a payload carried (the run's commit, a change.merged event) wins; else the start
+    // of the first run that carried the sha.
+    s.push(
+        ")), first_seen AS (SELECT s.tenant_id, s.sha, COALESCE(\
+           (SELECT MIN(u.x) FROM (SELECT ct.committed_at AS x FROM commit_times ct WHERE ct.tenant_id = s.tenant_id AND ct.sha = s.sha \
+              UNION ALL SELECT c2.committed_at FROM run_commits c2 WHERE c2.tenant_id = s.tenant_id AND c2.sha = s.sha) u), \
+           (SELECT MIN(r2.started_at) FROM run_commits c3 JOIN runs r2 ON r2.id = c3.run_id \
+              WHERE c3.tenant_id = s.tenant_id AND c3.sha = s.sha)) AS at \
+         FROM (SELECT DISTINCT tenant_id, sha FROM dc) s) \
+         SELECT dc.run_id, dc.sha, first_seen.at FROM dc JOIN first_seen ON first_seen.tenant_id = dc.tenant_id AND first_seen.sha = dc.sha",
+    );
     s
 }
 
