@@ -148,27 +148,56 @@ if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   stop_hub
 fi
 
-# 4. DORA and the run list over a large database.
-log "seeding $DORA_RUNS runs over $DORA_DAYS days"
-DORA_DB="sqlite://$WORK/dora.db"
-SEED_LINE="$("$BIN" --database "$DORA_DB" dev seed --runs "$DORA_RUNS" --days "$DORA_DAYS" 2>&1 | tail -n 1)"
-start_hub "$DORA_DB" 27082
-# timings PATH: "median p90 max" in ms over 20 requests after 3 warm-ups.
+# 4. Reads over a large history, on both stores: `cistern dev seed` (timed), then the medians of
+# the metrics, the dashboard's overview and the run list, for the default window (30 days) and
+# the whole history, with and without pipeline and environment slices.
+SINCE_ALL="$(date -u -d "-$((DORA_DAYS + 1)) days" +%Y-%m-%dT%H:%M:%SZ)"
+# timings PATH [COOKIE]: "median p90 max" in ms over 20 requests after 3 warm-ups.
 timings() {
-  local path="$1" t=()
+  local path="$1" auth=(-H "Authorization: Bearer $KEY") t=()
+  [ "${2:-}" = cookie ] && auth=(-H "Cookie: cistern_session=$KEY")
   for i in $(seq 1 23); do
-    local s; s="$(curl -fsS -o /dev/null -w '%{time_total}' -H "Authorization: Bearer $KEY" "http://127.0.0.1:27082$path")"
+    local s; s="$(curl -fsS -o /dev/null -w '%{time_total}' "${auth[@]}" "http://127.0.0.1:$READS_PORT$path")"
     [ "$i" -gt 3 ] && t+=("$s")
   done
   printf '%s\n' "${t[@]}" | python3 -c 'import sys,statistics as s; v=sorted(float(x)*1000 for x in sys.stdin); print(f"{s.median(v):.1f} {v[int(len(v)*0.9)-1]:.1f} {v[-1]:.1f}")'
 }
-SINCE_ALL="$(date -u -d "-$((DORA_DAYS + 1)) days" +%Y-%m-%dT%H:%M:%SZ)"
-DORA_30="$(timings '/api/v1/metrics/dora')"
-DORA_ALL="$(timings "/api/v1/metrics/dora?since=$SINCE_ALL")"
-CI_30="$(timings '/api/v1/metrics/ci')"
-RUNLIST="$(timings '/api/v1/runs?limit=50')"
-RUNLIST_FILTER="$(timings '/api/v1/runs?limit=50&result=failure')"
-stop_hub
+READ_CASES=(
+  "dora_30|/api/v1/metrics/dora"
+  "dora_all|/api/v1/metrics/dora?since=$SINCE_ALL"
+  "dora_30_pipeline|/api/v1/metrics/dora?pipeline=shop/deploy-prod"
+  "dora_all_env|/api/v1/metrics/dora?since=$SINCE_ALL&environment=prod"
+  "ci_30|/api/v1/metrics/ci"
+  "ci_all|/api/v1/metrics/ci?since=$SINCE_ALL"
+  "ci_30_pipeline|/api/v1/metrics/ci?pipeline=shop/api-build"
+  "ci_all_env|/api/v1/metrics/ci?since=$SINCE_ALL&environment=prod"
+  "overview|/|cookie"
+  "runs|/api/v1/runs?limit=50"
+  "runs_failure|/api/v1/runs?limit=50&result=failure"
+)
+# reads NAME DATABASE_URL PORT: seeds, serves, measures; writes $WORK/reads-NAME.json.
+reads() {
+  local name="$1" db="$2"
+  READS_PORT="$3"
+  log "reads on $name: seeding $DORA_RUNS runs over $DORA_DAYS days"
+  local seed; seed="$("$BIN" --database "$db" dev seed --runs "$DORA_RUNS" --days "$DORA_DAYS" 2>&1 | tail -n 1)"
+  start_hub "$db" "$READS_PORT"
+  local out="{\"seed\": $(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$seed")"
+  for c in "${READ_CASES[@]}"; do
+    IFS='|' read -r key path how <<<"$c"
+    out+=", \"$key\": \"$(timings "$path" "$how")\""
+  done
+  echo "$out}" >"$WORK/reads-$name.json"
+  stop_hub
+}
+reads sqlite "sqlite://$WORK/reads.db" 27082
+if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  psql -h 127.0.0.1 -U postgres -qc 'DROP DATABASE IF EXISTS cistern_reads' >/dev/null
+  psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE cistern_reads' >/dev/null
+  reads postgres "postgres://postgres@127.0.0.1:5432/cistern_reads" 27083
+else
+  echo '{"seed": "not run (no PostgreSQL on 127.0.0.1:5432)"}' >"$WORK/reads-postgres.json"
+fi
 
 # 5. The criterion benches (parsers, metrics computation).
 CRIT="$WORK/criterion.txt"
@@ -207,6 +236,32 @@ def within(d):
     return f"{d['throughput_per_s'] / s['throughput_per_s'] - 1:+.1%}"
 ratio = s["throughput_per_s"] / b["throughput_per_s"]
 crit = open("$CRIT").read().strip()
+rs = json.load(open("$WORK/reads-sqlite.json"))
+rp = json.load(open("$WORK/reads-postgres.json"))
+read_rows = [
+    ("dora_30", "\`GET /api/v1/metrics/dora\` (last 30 days, the default)"),
+    ("dora_all", "\`GET /api/v1/metrics/dora?since=…\` (the whole history)"),
+    ("dora_30_pipeline", "\`GET /api/v1/metrics/dora?pipeline=shop/deploy-prod\` (30 days)"),
+    ("dora_all_env", "\`GET /api/v1/metrics/dora?since=…&environment=prod\` (the whole history)"),
+    ("ci_30", "\`GET /api/v1/metrics/ci\` (last 30 days, the default)"),
+    ("ci_all", "\`GET /api/v1/metrics/ci?since=…\` (the whole history)"),
+    ("ci_30_pipeline", "\`GET /api/v1/metrics/ci?pipeline=shop/api-build\` (30 days)"),
+    ("ci_all_env", "\`GET /api/v1/metrics/ci?since=…&environment=prod\` (the whole history)"),
+    ("overview", "the dashboard overview \`GET /\` (30 days)"),
+    ("runs", "\`GET /api/v1/runs?limit=50\`"),
+    ("runs_failure", "\`GET /api/v1/runs?limit=50&result=failure\`"),
+]
+def cells(d, k):
+    v = d.get(k)
+    return " | ".join(v.split()) if v else "– | – | –"
+reads_table = "\n".join([
+    f"\`cistern dev seed --runs $DORA_RUNS --days $DORA_DAYS\`, SQLite: {rs['seed']}",
+    "",
+    f"PostgreSQL: {rp['seed']}",
+    "",
+    "| request | SQLite median ms | p90 | max | PostgreSQL median ms | p90 | max |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+] + [f"| {label} | {cells(rs, k)} | {cells(rp, k)} |" for k, label in read_rows])
 lines = f"""# Benchmarks
 
 Figures from one run of \`scripts/bench.sh{' --quick' if $QUICK else ''}\` started $STARTED on this machine:
@@ -248,15 +303,7 @@ per request, 10 % repeats) to a fresh database each; wrk counts every non-2xx re
 
 ## Reads over a large database
 
-\`cistern dev seed --runs $DORA_RUNS --days $DORA_DAYS\`: $SEED_LINE
-
-| request | median ms | p90 ms | max ms |
-| --- | ---: | ---: | ---: |
-| \`GET /api/v1/metrics/dora\` (last 30 days, the default) | {" | ".join("$DORA_30".split())} |
-| \`GET /api/v1/metrics/dora?since=…\` (all $DORA_DAYS days: every run) | {" | ".join("$DORA_ALL".split())} |
-| \`GET /api/v1/metrics/ci\` (last 30 days) | {" | ".join("$CI_30".split())} |
-| \`GET /api/v1/runs?limit=50\` | {" | ".join("$RUNLIST".split())} |
-| \`GET /api/v1/runs?limit=50&result=failure\` | {" | ".join("$RUNLIST_FILTER".split())} |
+{reads_table}
 
 Times are whole HTTP requests measured by curl on loopback (20 after 3 warm-ups).
 

@@ -150,6 +150,9 @@ enum DevCmd {
         /// Seed of the random generator (the same seed makes the same history).
         #[arg(long, default_value_t = 8)]
         seed: u64,
+        /// Pipelines (at least 8; default 50 on 4 instances from 100,000 runs on, else 8 on 2).
+        #[arg(long)]
+        pipelines: Option<usize>,
         #[command(flatten)]
         tenant: TenantArg,
     },
@@ -666,6 +669,7 @@ async fn run(cli: Cli) -> Result<()> {
             runs,
             days,
             seed,
+            pipelines,
             tenant,
         }) => {
             init_logging(&config.log_format, "warn");
@@ -676,6 +680,9 @@ async fn run(cli: Cli) -> Result<()> {
                 .map_err(anyhow::Error::msg)?;
             let mut opts = cistern_server::seed::SeedOptions::new(runs, days);
             opts.seed = seed;
+            if let Some(n) = pipelines {
+                opts.pipelines = n;
+            }
             opts.tenant = tenant.tenant;
             opts.master = Some(std::sync::Arc::new(master));
             let started = std::time::Instant::now();

@@ -537,6 +537,194 @@ pub fn ci_health(
     }
 }
 
+/// A run reduced to what CI health reads: names are indexes into the tables of a [`CompactCi`]
+/// and the commit is an id the store gives each sha. The store's day rollups hold runs this way,
+/// so a year of history is read without a string per run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompactRun {
+    /// Index into [`CompactCi::pipelines`] (full names; two pipelines of one name share it).
+    pub pipeline: u32,
+    /// Index into [`CompactCi::branches`].
+    pub branch: u32,
+    /// Result.
+    pub result: crate::RunResult,
+    /// Start, ms since the epoch.
+    pub started_ms: i64,
+    /// End, ms since the epoch, when finished.
+    pub finished_ms: Option<i64>,
+    /// Duration, ms.
+    pub duration_ms: Option<i64>,
+    /// The commit built (the least sha of the run's commits), as an id.
+    pub commit: Option<u64>,
+}
+
+/// Runs in compact form with their name tables. For the answer to equal [`ci_health`]'s, the
+/// runs must come in the order the store lists [`CiRun`]s (by start, pipeline id, run id), which
+/// decides the order of runs of one pipeline and branch that started in the same millisecond.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompactCi {
+    /// Pipeline full names.
+    pub pipelines: Vec<String>,
+    /// Branches.
+    pub branches: Vec<Option<String>>,
+    /// The runs.
+    pub runs: Vec<CompactRun>,
+}
+
+/// A flaky pipeline and commit found by [`ci_health_compact`], before the commit's sha is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlakyId {
+    /// Index into [`CompactCi::pipelines`].
+    pub pipeline: u32,
+    /// Commit id.
+    pub commit: u64,
+    /// Passing runs.
+    pub passes: u64,
+    /// Failing runs.
+    pub failures: u64,
+}
+
+fn window_nanos(t: OffsetDateTime) -> i128 {
+    t.unix_timestamp_nanos()
+}
+
+/// The `q`-quantile of integer values, equal to [`quantile`] over the same values as `f64`
+/// (it selects the two ranks instead of sorting everything).
+fn quantile_i64(values: &mut [i64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let pos = q.clamp(0.0, 1.0) * (values.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    let (_, lo_v, rest) = values.select_nth_unstable(lo);
+    let lo_v = *lo_v as f64;
+    let hi_v = if hi == lo {
+        lo_v
+    } else {
+        rest.iter().copied().min().map_or(lo_v, |v| v as f64)
+    };
+    Some(lo_v + (hi_v - lo_v) * (pos - lo as f64))
+}
+
+/// [`ci_health`] over compact runs: the same answer, with the flaky commits as ids (see
+/// [`finish_flaky`]). `stages` are the window's aggregates, as for [`ci_health`].
+pub fn ci_health_compact(
+    data: &CompactCi,
+    stages: &[StageStat],
+    since: OffsetDateTime,
+    until: OffsetDateTime,
+) -> (CiHealth, Vec<FlakyId>) {
+    use crate::RunResult as R;
+    let (lo, hi) = (window_nanos(since), window_nanos(until));
+    let inside = |r: &&CompactRun| {
+        let t = i128::from(r.started_ms) * 1_000_000;
+        t >= lo && t < hi
+    };
+    let mut count = 0u64;
+    let mut judged = 0u64;
+    let mut passed = 0u64;
+    let mut durations: Vec<i64> = Vec::new();
+    // Red to green: per pipeline and branch, the runs in the given order, then by start (stable).
+    let mut by_branch: HashMap<(u32, u32), Vec<&CompactRun>> = HashMap::new();
+    let mut by_commit: HashMap<(u32, u64), (u64, u64)> = HashMap::new();
+    for r in data.runs.iter().filter(inside) {
+        count += 1;
+        if matches!(r.result, R::Success | R::Failure | R::Unstable | R::Error) {
+            judged += 1;
+            if r.result == R::Success {
+                passed += 1;
+            }
+        }
+        if let Some(d) = r.duration_ms {
+            durations.push(d);
+        }
+        by_branch.entry((r.pipeline, r.branch)).or_default().push(r);
+        if let Some(c) = r.commit {
+            let e = by_commit.entry((r.pipeline, c)).or_default();
+            if r.result == R::Success {
+                e.0 += 1;
+            } else if r.result.is_failed() {
+                e.1 += 1;
+            }
+        }
+    }
+    let success_rate = (judged > 0).then(|| passed as f64 / judged as f64);
+    let duration_p50_ms = quantile_i64(&mut durations, 0.5);
+    let duration_p95_ms = quantile_i64(&mut durations, 0.95);
+
+    let mut red_to_green = Vec::new();
+    for ((pipeline, branch), mut history) in by_branch {
+        history.sort_by_key(|r| r.started_ms);
+        let mut red_since: Option<i64> = None;
+        let mut spans = Vec::new();
+        for r in history {
+            let end = r.finished_ms.unwrap_or(r.started_ms);
+            if r.result.is_failed() || r.result == R::Unstable {
+                red_since.get_or_insert(end);
+            } else if r.result == R::Success {
+                if let Some(start) = red_since.take() {
+                    spans.push(
+                        Duration::milliseconds(end - start)
+                            .as_seconds_f64()
+                            .max(0.0),
+                    );
+                }
+            }
+        }
+        if let Some(median) = quantile(&mut spans, 0.5) {
+            red_to_green.push(RedToGreen {
+                pipeline: data.pipelines[pipeline as usize].clone(),
+                branch: data.branches[branch as usize].clone(),
+                median_seconds: median,
+                count: spans.len() as u64,
+            });
+        }
+    }
+    red_to_green.sort_by(|a, b| (&a.pipeline, &a.branch).cmp(&(&b.pipeline, &b.branch)));
+
+    let flaky: Vec<FlakyId> = by_commit
+        .into_iter()
+        .filter(|(_, (p, f))| *p > 0 && *f > 0)
+        .map(|((pipeline, commit), (passes, failures))| FlakyId {
+            pipeline,
+            commit,
+            passes,
+            failures,
+        })
+        .collect();
+    let mut health = ci_health(&[], stages, since, until);
+    health.runs = count;
+    health.success_rate = success_rate;
+    health.duration_p50_ms = duration_p50_ms;
+    health.duration_p95_ms = duration_p95_ms;
+    health.red_to_green = red_to_green;
+    (health, flaky)
+}
+
+/// Puts the flaky commits found by [`ci_health_compact`] into `health`, with their shas (`sha`
+/// answers each commit id; an unknown one leaves the entry out), in [`ci_health`]'s order.
+pub fn finish_flaky(
+    health: &mut CiHealth,
+    data: &CompactCi,
+    flaky: &[FlakyId],
+    sha: impl Fn(u64) -> Option<String>,
+) {
+    let mut out: Vec<Flaky> = flaky
+        .iter()
+        .filter_map(|f| {
+            Some(Flaky {
+                pipeline: data.pipelines[f.pipeline as usize].clone(),
+                commit: sha(f.commit)?,
+                passes: f.passes,
+                failures: f.failures,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.pipeline, &a.commit).cmp(&(&b.pipeline, &b.commit)));
+    health.flaky = out;
+}
+
 /// Window helper: `days` days ending at `until`.
 pub fn window(until: OffsetDateTime, days: i64) -> (OffsetDateTime, OffsetDateTime) {
     (until - Duration::days(days), until)
@@ -718,6 +906,99 @@ mod tests {
                 .rate
                 .unwrap();
             assert!(after <= before, "{after} > {before}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod compact_tests {
+    use super::*;
+    use crate::RunResult;
+    use proptest::prelude::*;
+
+    const RESULTS: [RunResult; 6] = [
+        RunResult::Success,
+        RunResult::Failure,
+        RunResult::Unstable,
+        RunResult::Aborted,
+        RunResult::Error,
+        RunResult::Running,
+    ];
+
+    fn run_strategy() -> impl Strategy<Value = CiRun> {
+        (
+            0usize..3,
+            0usize..3,
+            0usize..RESULTS.len(),
+            0i64..40,
+            proptest::option::of(0i64..30),
+            proptest::option::of(0i64..5_000),
+            proptest::option::of(0usize..5),
+        )
+            .prop_map(|(p, b, res, start, fin, dur, commit)| {
+                let base = 1_700_000_000_000i64;
+                let started = base + start * 3_600_000;
+                CiRun {
+                    pipeline: ["a/x", "b", "a/y"][p].into(),
+                    branch: [None, Some("main"), Some("dev")][b].map(String::from),
+                    result: RESULTS[res],
+                    started_at: crate::from_millis(started),
+                    finished_at: fin.map(|f| crate::from_millis(started + f * 60_000)),
+                    duration_ms: dur,
+                    commit: commit.map(|c| format!("c{c}")),
+                }
+            })
+    }
+
+    fn compact(runs: &[CiRun]) -> (CompactCi, HashMap<u64, String>) {
+        let mut data = CompactCi::default();
+        let mut shas: HashMap<String, u64> = HashMap::new();
+        for r in runs {
+            let pipeline = match data.pipelines.iter().position(|p| *p == r.pipeline) {
+                Some(i) => i,
+                None => {
+                    data.pipelines.push(r.pipeline.clone());
+                    data.pipelines.len() - 1
+                }
+            } as u32;
+            let branch = match data.branches.iter().position(|b| *b == r.branch) {
+                Some(i) => i,
+                None => {
+                    data.branches.push(r.branch.clone());
+                    data.branches.len() - 1
+                }
+            } as u32;
+            let n = shas.len() as u64 + 7;
+            let commit = r.commit.clone().map(|c| *shas.entry(c).or_insert(n));
+            data.runs.push(CompactRun {
+                pipeline,
+                branch,
+                result: r.result,
+                started_ms: crate::to_millis(r.started_at),
+                finished_ms: r.finished_at.map(crate::to_millis),
+                duration_ms: r.duration_ms,
+                commit,
+            });
+        }
+        (data, shas.into_iter().map(|(s, i)| (i, s)).collect())
+    }
+
+    proptest! {
+        #[test]
+        fn compact_ci_health_equals_ci_health(
+            runs in proptest::collection::vec(run_strategy(), 0..60),
+            from in 0i64..40,
+            len in 1i64..45,
+            nanos in 0i64..1_000_000,
+        ) {
+            let base = 1_700_000_000_000i64;
+            let since = crate::from_millis(base + from * 3_600_000 - 1_800_000) + Duration::nanoseconds(nanos);
+            let until = since + Duration::hours(len);
+            let expected = ci_health(&runs, &[], since, until);
+            let (data, names) = compact(&runs);
+            let (mut got, flaky) = ci_health_compact(&data, &[], since, until);
+            finish_flaky(&mut got, &data, &flaky, |id| names.get(&id).cloned());
+            prop_assert_eq!(got, expected);
         }
     }
 }

@@ -48,13 +48,20 @@ pub struct SeedOptions {
     pub concurrency: usize,
     /// The end of the history.
     pub now: OffsetDateTime,
+    /// Pipelines: the eight hand-written ones, and services made from their shapes beyond that
+    /// (on four instances instead of two).
+    pub pipelines: usize,
     /// The hub's master key: with it, named secrets (encrypted with it, so the hub can use
     /// them), signed sources and subscriptions with their deliveries are written too.
     pub master: Option<Arc<crate::secrets::MasterKey>>,
 }
 
+/// From this many runs on, a history has 50 pipelines on 4 instances (else 8 on 2).
+pub const LARGE: usize = 100_000;
+
 impl SeedOptions {
-    /// `runs` runs over the last `days` days for the `default` tenant.
+    /// `runs` runs over the last `days` days for the `default` tenant (50 pipelines from
+    /// [`LARGE`] runs on, else 8).
     pub fn new(runs: usize, days: u32) -> Self {
         Self {
             runs,
@@ -62,6 +69,7 @@ impl SeedOptions {
             tenant: "default".into(),
             seed: 8,
             concurrency: 512,
+            pipelines: if runs >= LARGE { 50 } else { 8 },
             now: OffsetDateTime::now_utc(),
             master: None,
         }
@@ -119,7 +127,9 @@ struct InstanceSpec {
     heartbeat_age: Duration,
 }
 
-static INSTANCES: [InstanceSpec; 2] = [
+/// The first two serve the small history; a large one (see [`SeedOptions::pipelines`]) spreads
+/// its extra pipelines over all four.
+static INSTANCES: [InstanceSpec; 4] = [
     InstanceSpec {
         guid: "6f1c2d3e-4b5a-4c6d-8e7f-a1b2c3d4e5f6",
         name: "jenkins-main",
@@ -139,7 +149,59 @@ static INSTANCES: [InstanceSpec; 2] = [
         details: || json!({"gitlab_version": "17.3.1", "runner_version": "17.3.0", "executor": "docker"}),
         heartbeat_age: Duration::hours(3),
     },
+    InstanceSpec {
+        guid: "3d2c1b0a-9f8e-4d7c-8b6a-5f4e3d2c1b0a",
+        name: "jenkins-east",
+        kind: "jenkins",
+        url: "https://jenkins-east.example.com",
+        details: || {
+            json!({"jenkins_version": "2.462.3", "plugin_version": "1.2.9", "java_version": "21.0.4",
+                   "agents": 12, "os": "Linux amd64"})
+        },
+        heartbeat_age: Duration::minutes(1),
+    },
+    InstanceSpec {
+        guid: "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d",
+        name: "jenkins-west",
+        kind: "jenkins",
+        url: "https://jenkins-west.example.com",
+        details: || {
+            json!({"jenkins_version": "2.452.1", "plugin_version": "1.2.8", "java_version": "17.0.11",
+                   "agents": 8, "os": "Linux arm64"})
+        },
+        heartbeat_age: Duration::minutes(4),
+    },
 ];
+
+/// The pipelines of a history of `n` (at least the eight hand-written ones): the extra ones are
+/// services of three pipelines each (build, deploy to staging, deploy to prod) made from the
+/// hand-written shapes, spread over the four instances.
+fn pipeline_specs(n: usize) -> Vec<&'static PipelineSpec> {
+    let mut out: Vec<&'static PipelineSpec> = PIPELINES.iter().collect();
+    for k in 0..n.saturating_sub(PIPELINES.len()) {
+        let service = k / 3;
+        let (name, template, kind, weight) = match k % 3 {
+            0 => ("build", &PIPELINES[1], Kind::Ci, 8),
+            1 => ("deploy-staging", &PIPELINES[2], Kind::Deploy("staging"), 2),
+            _ => ("deploy-prod", &PIPELINES[3], Kind::Deploy("prod"), 1),
+        };
+        // Leaked once per seeding: a handful of small strings for a command that then exits
+        // (or a test), so the generator keeps reading `&'static` specs like the fixed ones.
+        let project: &'static str = Box::leak(format!("svc{service:02}").into_boxed_str());
+        out.push(Box::leak(Box::new(PipelineSpec {
+            project,
+            name,
+            instance: service % INSTANCES.len(),
+            kind,
+            weight,
+            fail_rate: template.fail_rate,
+            minutes: template.minutes,
+            drift: template.drift,
+            stages: template.stages,
+        })));
+    }
+    out
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -558,11 +620,12 @@ static PIPELINES: [PipelineSpec; 8] = [
     },
 ];
 
-fn repo_of(project: &str) -> &'static str {
+fn repo_of(project: &str) -> String {
     match project {
-        "shop" => "https://github.com/example/shop",
-        "payments" => "https://gitlab.example.com/payments/ledger",
-        _ => "https://github.com/example/platform",
+        "shop" => "https://github.com/example/shop".into(),
+        "payments" => "https://gitlab.example.com/payments/ledger".into(),
+        "platform" => "https://github.com/example/platform".into(),
+        other => format!("https://github.com/example/{other}"),
     }
 }
 
@@ -599,6 +662,7 @@ struct Generator {
     span_ms: i64,
     now_ms: i64,
     repos: Vec<(&'static str, Repo)>,
+    specs: Vec<&'static PipelineSpec>,
     state: Vec<PipelineState>,
     weights_total: u32,
 }
@@ -631,6 +695,7 @@ impl Generator {
         let until_ms = now_ms - 3_600_000;
         let since_ms = now_ms - i64::from(opts.days) * 86_400_000;
         let span_ms = (until_ms - since_ms).max(1);
+        let specs = pipeline_specs(opts.pipelines);
         let mut starts: Vec<i64> = (0..opts.runs)
             .map(|_| since_ms + working_hours_offset(&mut times, since_ms, span_ms))
             .collect();
@@ -642,19 +707,24 @@ impl Generator {
             since_ms,
             span_ms,
             now_ms,
-            repos: vec![
-                ("shop", Repo::default()),
-                ("payments", Repo::default()),
-                ("platform", Repo::default()),
-            ],
-            state: PIPELINES.iter().map(|_| PipelineState::default()).collect(),
-            weights_total: PIPELINES.iter().map(|p| p.weight).sum(),
+            repos: {
+                let mut repos: Vec<(&'static str, Repo)> = Vec::new();
+                for p in &specs {
+                    if !repos.iter().any(|(name, _)| *name == p.project) {
+                        repos.push((p.project, Repo::default()));
+                    }
+                }
+                repos
+            },
+            state: specs.iter().map(|_| PipelineState::default()).collect(),
+            weights_total: specs.iter().map(|p| p.weight).sum(),
+            specs,
         }
     }
 
     fn pick_pipeline(&mut self) -> usize {
         let mut n = self.rng.random_range(0..self.weights_total);
-        for (i, p) in PIPELINES.iter().enumerate() {
+        for (i, p) in self.specs.iter().enumerate() {
             if n < p.weight {
                 return i;
             }
@@ -681,7 +751,7 @@ impl Generator {
         let start_ms = *self.starts.get(self.next)?;
         self.next += 1;
         let pi = self.pick_pipeline();
-        let spec = &PIPELINES[pi];
+        let spec = self.specs[pi];
         let progress = (start_ms - self.since_ms) as f64 / self.span_ms as f64;
 
         // Failures come in streaks: a pipeline breaks, stays red a few runs, then recovers.
@@ -979,8 +1049,12 @@ pub async fn seed_with_progress(
         now: opts.now,
     };
     let mut summary = SeedSummary {
-        pipelines: PIPELINES.len(),
-        instances: INSTANCES.len(),
+        pipelines: opts.pipelines.max(PIPELINES.len()),
+        instances: if opts.pipelines > PIPELINES.len() {
+            INSTANCES.len()
+        } else {
+            2
+        },
         ..SeedSummary::default()
     };
 
@@ -1020,7 +1094,7 @@ pub async fn seed_with_progress(
     .await?;
     progress(summary.runs);
 
-    for inst in &INSTANCES {
+    for inst in INSTANCES.iter().take(summary.instances) {
         let at = opts.now - inst.heartbeat_age;
         let details = (inst.details)();
         let body = json!({"request_type": "JenkinsHeartbeat", "payload": {"instance_guid": inst.guid,
@@ -1095,6 +1169,8 @@ pub async fn seed_with_progress(
     if !subs.is_empty() {
         summary.deliveries = play_deliveries(store, &tenant, &subs, opts.now, opts.seed).await?;
     }
+    // The history's closed days go into the metrics rollups now, not on the first read.
+    store.refresh_rollups().await?;
     Ok(summary)
 }
 
@@ -1874,6 +1950,20 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(value.len(), 48);
+    }
+
+    #[test]
+    fn a_large_history_has_fifty_pipelines_on_four_instances() {
+        let specs = super::pipeline_specs(50);
+        let names: HashSet<(&str, &str)> = specs.iter().map(|p| (p.project, p.name)).collect();
+        assert_eq!(names.len(), 50);
+        let instances: HashSet<usize> = specs.iter().map(|p| p.instance).collect();
+        assert_eq!(instances.len(), 4);
+        assert!(specs
+            .iter()
+            .any(|p| p.kind == Kind::Deploy("prod") && p.project.starts_with("svc")));
+        assert_eq!(SeedOptions::new(LARGE, 365).pipelines, 50);
+        assert_eq!(SeedOptions::new(4_000, 42).pipelines, 8);
     }
 
     #[test]

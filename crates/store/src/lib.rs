@@ -13,6 +13,7 @@ pub mod metrics_sql;
 pub mod outbox;
 pub mod postgres;
 pub mod sessions;
+pub mod rollups;
 pub mod sqlite;
 mod stats;
 pub mod triggers;
@@ -211,6 +212,29 @@ pub trait Store: Send + Sync + 'static {
         since: time::OffsetDateTime,
         until: time::OffsetDateTime,
     ) -> Result<Vec<cistern_core::metrics::StageStat>, StoreError>;
+
+    /// CI health of `[since, until)` and of each of `buckets` (inside it), equal to
+    /// `core::metrics::ci_health` over [`Store::ci_runs`] and [`Store::stage_stats`], read from
+    /// the day rollups (`rollups`) and the runs of the days they do not cover. `None` when the
+    /// filter slices by branch or repository (read the runs then).
+    async fn ci_health_fast(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+        buckets: &[(time::OffsetDateTime, time::OffsetDateTime)],
+    ) -> Result<
+        Option<(
+            cistern_core::metrics::CiHealth,
+            Vec<cistern_core::metrics::CiHealth>,
+        )>,
+        StoreError,
+    >;
+    /// Brings the day rollups up to date for every tenant (seals the closed days, rebuilds the
+    /// days late writes changed); returns when nothing is left. Reads are exact without it, and
+    /// faster after it.
+    async fn refresh_rollups(&self) -> Result<(), StoreError>;
 
     /// Creates a webhook subscription.
     async fn create_subscription(&self, s: &Subscription) -> Result<(), StoreError>;

@@ -117,20 +117,24 @@ pub fn deployment_commits<'d>(
 ) -> Stmt<'d> {
     let mut s = Stmt::new(
         d,
-        // A timestamp a payload carried (the run's commit, a change.merged event) wins; else the
-        // start of the first run that carried the sha.
-        "SELECT rc.run_id, rc.sha, COALESCE(\
-           (SELECT MIN(u.x) FROM (SELECT ct.committed_at AS x FROM commit_times ct WHERE ct.tenant_id = rc.tenant_id AND ct.sha = rc.sha \
-              UNION ALL SELECT c2.committed_at FROM run_commits c2 WHERE c2.tenant_id = rc.tenant_id AND c2.sha = rc.sha) u), \
-           (SELECT MIN(r2.started_at) FROM run_commits c3 JOIN runs r2 ON r2.id = c3.run_id \
-              WHERE c3.tenant_id = rc.tenant_id AND c3.sha = rc.sha)) \
-         FROM run_commits rc WHERE rc.run_id IN (SELECT r.id",
+        "WITH dc AS (SELECT rc.run_id, rc.sha, rc.tenant_id FROM run_commits rc WHERE rc.run_id IN (SELECT r.id",
     );
     s.push(FROM);
     s.slice(tenant_id, f);
     s.push(" AND r.cd = TRUE AND r.finished_at IS NOT NULL");
     s.between("r.finished_at", since, until);
-    s.push(")");
+    // Each sha's earliest time is looked up once, however many deployments shipped it: a
+    // timestamp a payload carried (the run's commit, a change.merged event) wins; else the start
+    // of the first run that carried the sha.
+    s.push(
+        ")), first_seen AS (SELECT s.tenant_id, s.sha, COALESCE(\
+           (SELECT MIN(u.x) FROM (SELECT ct.committed_at AS x FROM commit_times ct WHERE ct.tenant_id = s.tenant_id AND ct.sha = s.sha \
+              UNION ALL SELECT c2.committed_at FROM run_commits c2 WHERE c2.tenant_id = s.tenant_id AND c2.sha = s.sha) u), \
+           (SELECT MIN(r2.started_at) FROM run_commits c3 JOIN runs r2 ON r2.id = c3.run_id \
+              WHERE c3.tenant_id = s.tenant_id AND c3.sha = s.sha)) AS at \
+         FROM (SELECT DISTINCT tenant_id, sha FROM dc) s) \
+         SELECT dc.run_id, dc.sha, first_seen.at FROM dc JOIN first_seen ON first_seen.tenant_id = dc.tenant_id AND first_seen.sha = dc.sha",
+    );
     s
 }
 
@@ -150,6 +154,10 @@ pub fn ci_runs<'d>(
     s.push(FROM);
     s.slice(tenant_id, f);
     s.between("r.started_at", since, until);
+    // A fixed order (ids are compared bytewise on both backends): runs of one pipeline and
+    // branch that started in the same millisecond are taken in this order by red-to-green, and
+    // the day rollups (`rollups`) keep it.
+    s.push(" ORDER BY r.started_at, r.pipeline_id, r.id");
     s
 }
 
@@ -183,6 +191,7 @@ pub fn last_failure_log<'d>(
     tenant_id: &str,
     pipeline: &str,
     name: &str,
+    started: (i64, i64),
 ) -> Stmt<'d> {
     let mut s = Stmt::new(
         d,
@@ -192,12 +201,33 @@ pub fn last_failure_log<'d>(
     let t = s.arg(Arg::Text(tenant_id.to_owned()));
     let pl = s.arg(Arg::Text(pipeline.to_owned()));
     let n = s.arg(Arg::Text(name.to_owned()));
+    let a = s.arg(Arg::Int(started.0));
+    let b = s.arg(Arg::Int(started.1));
     s.push(&format!(
         " WHERE r.tenant_id = {t} AND p.full_name = {pl} AND s.result IN ('failure', 'error') AND s.log IS NOT NULL \
          AND (CASE WHEN s.parent_idx IS NULL THEN s.name ELSE ps.name || ' / ' || s.name END) = {n} \
-         ORDER BY r.started_at DESC LIMIT 1"
+         AND r.started_at >= {a} AND r.started_at < {b} ORDER BY r.started_at DESC LIMIT 1"
     ));
     s
+}
+
+/// The start ranges [`last_failure_log`] looks in, newest first: a day, then twice as far back
+/// each time, the last one reaching `first` (the tenant's first run). The latest failure is
+/// found in the first range that has one, without reading the whole history.
+pub fn newest_first(now_ms: i64, first: i64) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut hi = i64::MAX;
+    let mut span: i64 = 86_400_000;
+    loop {
+        let lo = now_ms.saturating_sub(span);
+        if lo <= first {
+            out.push((i64::MIN, hi));
+            return out;
+        }
+        out.push((lo, hi));
+        hi = lo;
+        span = span.saturating_mul(2);
+    }
 }
 
 /// One deployment row: id, pipeline id, environment, finished_at (ms), result, cfr_status.
@@ -249,7 +279,8 @@ pub type StageRow = (
 
 /// Builds stage aggregates from their rows.
 pub fn assemble_stage_stats(rows: Vec<StageRow>) -> Vec<cistern_core::metrics::StageStat> {
-    rows.into_iter()
+    let mut out: Vec<_> = rows
+        .into_iter()
         .map(|(pipeline, name, is_step, runs, failures, avg, max)| {
             cistern_core::metrics::StageStat {
                 pipeline,
@@ -266,7 +297,15 @@ pub fn assemble_stage_stats(rows: Vec<StageRow>) -> Vec<cistern_core::metrics::S
                 last_failure_log: None,
             }
         })
-        .collect()
+        .collect();
+    sort_stage_stats(&mut out);
+    out
+}
+
+/// Puts stage aggregates in a fixed order (pipeline, name, kind, bytewise): the most failing and
+/// the slowest keep it among equals, whichever backend or path computed them.
+pub fn sort_stage_stats(stats: &mut [cistern_core::metrics::StageStat]) {
+    stats.sort_by(|a, b| (&a.pipeline, &a.name, &a.kind).cmp(&(&b.pipeline, &b.name, &b.kind)));
 }
 
 /// The most failing aggregates, whose latest failure log is worth fetching.
@@ -288,4 +327,23 @@ pub fn excerpt(log: &str) -> String {
 /// and which deployment an incident follows).
 pub fn history_start(since: OffsetDateTime) -> OffsetDateTime {
     since - time::Duration::days(90)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_first;
+
+    #[test]
+    fn newest_first_ranges_cover_every_start_once_newest_first() {
+        let now = 1_700_000_000_000;
+        let r = newest_first(now, now - 400 * 86_400_000);
+        assert_eq!(r[0], (now - 86_400_000, i64::MAX));
+        for w in r.windows(2) {
+            assert_eq!(w[1].1, w[0].0, "contiguous");
+            assert!(w[1].0 < w[0].0);
+        }
+        assert_eq!(r.last().unwrap().0, i64::MIN);
+        assert!(r.len() < 12);
+        assert_eq!(newest_first(now, now), vec![(i64::MIN, i64::MAX)]);
+    }
 }

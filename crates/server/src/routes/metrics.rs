@@ -337,6 +337,40 @@ fn ci_row(h: &CiHealth) -> Vec<String> {
     ]
 }
 
+/// Computes CI health of a query (and its series): from the store's day rollups when the slice
+/// allows it, else from the runs (the same numbers either way).
+pub async fn compute_ci(
+    state: &AppState,
+    tenant_id: &str,
+    m: &MetricsQuery,
+) -> Result<(CiHealth, Vec<CiHealth>), ApiError> {
+    let bounds = m
+        .interval
+        .map(|i| buckets(m.since, m.until, i))
+        .unwrap_or_default();
+    if let Some(fast) = state
+        .store
+        .ci_health_fast(tenant_id, &m.filter, m.since, m.until, &bounds)
+        .await?
+    {
+        return Ok(fast);
+    }
+    let runs = state
+        .store
+        .ci_runs(tenant_id, &m.filter, m.since, m.until)
+        .await?;
+    let stages = state
+        .store
+        .stage_stats(tenant_id, &m.filter, m.since, m.until)
+        .await?;
+    let whole = metrics::ci_health(&runs, &stages, m.since, m.until);
+    let series = bounds
+        .into_iter()
+        .map(|(s, u)| metrics::ci_health(&runs, &[], s, u))
+        .collect();
+    Ok((whole, series))
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/metrics/ci",
@@ -353,22 +387,7 @@ pub(crate) async fn ci(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let m = parse_query(&Params(q), &headers)?;
-    let runs = state
-        .store
-        .ci_runs(&caller.tenant.id, &m.filter, m.since, m.until)
-        .await?;
-    let stages = state
-        .store
-        .stage_stats(&caller.tenant.id, &m.filter, m.since, m.until)
-        .await?;
-    let whole = metrics::ci_health(&runs, &stages, m.since, m.until);
-    let series: Vec<CiHealth> = match m.interval {
-        Some(i) => buckets(m.since, m.until, i)
-            .into_iter()
-            .map(|(s, u)| metrics::ci_health(&runs, &[], s, u))
-            .collect(),
-        None => Vec::new(),
-    };
+    let (whole, series) = compute_ci(&state, &caller.tenant.id, &m).await?;
     if m.csv {
         let rows = if series.is_empty() {
             vec![ci_row(&whole)]

@@ -115,14 +115,47 @@ pub(super) async fn stage_stats(
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()?;
     let mut stats = metrics_sql::assemble_stage_stats(rows);
+    let mut c = pool.acquire().await?;
     for i in metrics_sql::most_failing(&stats) {
-        let s = metrics_sql::last_failure_log(&PG, tenant_id, &stats[i].pipeline, &stats[i].name);
-        let rows = query(pool, &s).await?;
-        let log: Option<String> = match rows.first() {
+        stats[i].last_failure_log =
+            last_failure_log(&mut c, tenant_id, &stats[i].pipeline, &stats[i].name).await?;
+    }
+    Ok(stats)
+}
+
+/// The end of the latest failure log of a stage (or `stage / step`) of a pipeline.
+pub(super) async fn last_failure_log(
+    c: &mut sqlx::PgConnection,
+    tenant_id: &str,
+    pipeline: &str,
+    name: &str,
+) -> Result<Option<String>, StoreError> {
+    let first: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(started_at) FROM runs WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_one(&mut *c)
+            .await?;
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    let now = cistern_core::to_millis(OffsetDateTime::now_utc());
+    for range in metrics_sql::newest_first(now, first) {
+        let s = metrics_sql::last_failure_log(&PG, tenant_id, pipeline, name, range);
+        let mut q = sqlx::query(&s.sql);
+        for a in &s.args {
+            q = match a {
+                Arg::Text(t) => q.bind(t.clone()),
+                Arg::Int(i) => q.bind(*i),
+            };
+        }
+        let row = q.fetch_optional(&mut *c).await?;
+        let log: Option<String> = match row {
             Some(r) => r.try_get(0)?,
             None => None,
         };
-        stats[i].last_failure_log = log.map(|l| metrics_sql::excerpt(&l));
+        if let Some(l) = log {
+            return Ok(Some(metrics_sql::excerpt(&l)));
+        }
     }
-    Ok(stats)
+    Ok(None)
 }

@@ -10,6 +10,7 @@ mod metrics;
 mod outbound;
 mod read;
 mod rekey;
+mod rollups;
 mod satellites;
 mod sessions;
 mod triggers;
@@ -65,6 +66,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0010_event_body_codec.sql"),
     ),
     (
+        11,
+        include_str!("../../migrations/postgres/0011_ci_day_rollups.sql"),
+    ),
+    (
         13,
         include_str!("../../migrations/postgres/0013_dashboard_sessions.sql"),
     ),
@@ -107,6 +112,8 @@ pub struct PgStore {
     writer: mpsc::Sender<Job>,
     signal: Arc<tokio::sync::Notify>,
     writer_stats: Arc<WriterStats>,
+    /// A background refresh of the day rollups is running.
+    refreshing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where a URL points, without its password, for error messages.
@@ -223,6 +230,7 @@ impl PgStore {
             writer: tx,
             signal,
             writer_stats,
+            refreshing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 }
@@ -513,6 +521,45 @@ impl Store for PgStore {
         until: time::OffsetDateTime,
     ) -> Result<Vec<cistern_core::metrics::CiRun>, StoreError> {
         metrics::ci_runs(&self.pool, tenant_id, filter, since, until).await
+    }
+
+    async fn ci_health_fast(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+        buckets: &[(time::OffsetDateTime, time::OffsetDateTime)],
+    ) -> Result<
+        Option<(
+            cistern_core::metrics::CiHealth,
+            Vec<cistern_core::metrics::CiHealth>,
+        )>,
+        StoreError,
+    > {
+        let now = cistern_core::to_millis(time::OffsetDateTime::now_utc());
+        let out =
+            rollups::ci_health(&self.pool, tenant_id, filter, since, until, buckets, now).await?;
+        Ok(out.map(|(whole, series, pending)| {
+            if pending
+                && !self
+                    .refreshing
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                let (pool, flag) = (self.pool.clone(), self.refreshing.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = rollups::refresh_all(&pool).await {
+                        tracing::warn!(error = %e, "refreshing the CI day rollups failed");
+                    }
+                    flag.store(false, std::sync::atomic::Ordering::Release);
+                });
+            }
+            (whole, series)
+        }))
+    }
+
+    async fn refresh_rollups(&self) -> Result<(), StoreError> {
+        rollups::refresh_all(&self.pool).await
     }
 
     async fn stage_stats(

@@ -7,6 +7,7 @@ mod metrics;
 mod outbound;
 mod read;
 mod rekey;
+mod rollups;
 mod satellites;
 mod sessions;
 mod triggers;
@@ -32,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_source_events.sql"),
     include_str!("../../migrations/sqlite/0009_retention.sql"),
     include_str!("../../migrations/sqlite/0010_event_body_codec.sql"),
+    include_str!("../../migrations/sqlite/0011_ci_day_rollups.sql"),
     include_str!("../../migrations/sqlite/0013_dashboard_sessions.sql"),
     include_str!("../../migrations/sqlite/0014_config_change_run_key.sql"),
     include_str!("../../migrations/sqlite/0015_trigger_auth_token_hash.sql"),
@@ -82,6 +84,8 @@ pub struct SqliteStore {
     max_event_body_bytes: usize,
     writer_stats: Arc<WriterStats>,
     path: PathBuf,
+    /// A background refresh of the day rollups is running.
+    refreshing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct ReadPool {
@@ -313,6 +317,7 @@ impl SqliteStore {
             max_event_body_bytes: settings.max_event_body_bytes,
             writer_stats,
             path: path.to_owned(),
+            refreshing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -330,6 +335,23 @@ impl SqliteStore {
             .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Backend("the writer dropped the request".into()))?
+    }
+
+    /// Refreshes the day rollups in the background, unless a refresh is running already.
+    fn spawn_refresh(&self) {
+        if self
+            .refreshing
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let (writer, flag) = (self.writer.clone(), self.refreshing.clone());
+        tokio::spawn(async move {
+            if let Err(e) = refresh_all(&writer).await {
+                tracing::warn!(error = %e, "refreshing the CI day rollups failed");
+            }
+            flag.store(false, std::sync::atomic::Ordering::Release);
+        });
     }
 
     /// Runs `f` on a pooled read connection, on the blocking pool. Cancellation-safe: the
@@ -368,6 +390,36 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))?
     }
+}
+
+async fn on_writer<T, F>(writer: &mpsc::Sender<Job>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let (reply, rx) = oneshot::channel();
+    writer
+        .send(Job::Task(Box::new(writer::FnTask::new(f, reply))))
+        .await
+        .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
+    rx.await
+        .map_err(|_| StoreError::Backend("the writer dropped the request".into()))?
+}
+
+/// Refreshes the day rollups of every tenant, a step (one writer transaction) at a time.
+async fn refresh_all(writer: &mpsc::Sender<Job>) -> Result<(), StoreError> {
+    let tenants = on_writer(writer, rollups::tenants).await?;
+    for t in tenants {
+        loop {
+            let now = cistern_core::to_millis(time::OffsetDateTime::now_utc());
+            let tid = t.clone();
+            let more = on_writer(writer, move |c| rollups::refresh_step(c, &tid, now)).await?;
+            if !more {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
@@ -699,6 +751,37 @@ impl Store for SqliteStore {
         let (tid, f) = (tenant_id.to_owned(), filter.clone());
         self.with_conn(move |c| metrics::stage_stats(c, &tid, &f, since, until))
             .await
+    }
+
+    async fn ci_health_fast(
+        &self,
+        tenant_id: &str,
+        filter: &MetricsFilter,
+        since: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+        buckets: &[(time::OffsetDateTime, time::OffsetDateTime)],
+    ) -> Result<
+        Option<(
+            cistern_core::metrics::CiHealth,
+            Vec<cistern_core::metrics::CiHealth>,
+        )>,
+        StoreError,
+    > {
+        let (tid, f, b) = (tenant_id.to_owned(), filter.clone(), buckets.to_vec());
+        let now = cistern_core::to_millis(time::OffsetDateTime::now_utc());
+        let out = self
+            .with_conn(move |c| rollups::ci_health(c, &tid, &f, since, until, &b, now))
+            .await?;
+        Ok(out.map(|(whole, series, pending)| {
+            if pending {
+                self.spawn_refresh();
+            }
+            (whole, series)
+        }))
+    }
+
+    async fn refresh_rollups(&self) -> Result<(), StoreError> {
+        refresh_all(&self.writer).await
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
