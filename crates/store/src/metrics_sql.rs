@@ -191,7 +191,6 @@ pub fn last_failure_log<'d>(
     tenant_id: &str,
     pipeline: &str,
     name: &str,
-    started: (i64, i64),
 ) -> Stmt<'d> {
     let mut s = Stmt::new(
         d,
@@ -201,33 +200,12 @@ pub fn last_failure_log<'d>(
     let t = s.arg(Arg::Text(tenant_id.to_owned()));
     let pl = s.arg(Arg::Text(pipeline.to_owned()));
     let n = s.arg(Arg::Text(name.to_owned()));
-    let a = s.arg(Arg::Int(started.0));
-    let b = s.arg(Arg::Int(started.1));
     s.push(&format!(
         " WHERE r.tenant_id = {t} AND p.full_name = {pl} AND s.result IN ('failure', 'error') AND s.log IS NOT NULL \
          AND (CASE WHEN s.parent_idx IS NULL THEN s.name ELSE ps.name || ' / ' || s.name END) = {n} \
-         AND r.started_at >= {a} AND r.started_at < {b} ORDER BY r.started_at DESC LIMIT 1"
+         ORDER BY r.started_at DESC LIMIT 1"
     ));
     s
-}
-
-/// The start ranges [`last_failure_log`] looks in, newest first: a day, then twice as far back
-/// each time, the last one reaching `first` (the tenant's first run). The latest failure is
-/// found in the first range that has one, without reading the whole history.
-pub fn newest_first(now_ms: i64, first: i64) -> Vec<(i64, i64)> {
-    let mut out = Vec::new();
-    let mut hi = i64::MAX;
-    let mut span: i64 = 86_400_000;
-    loop {
-        let lo = now_ms.saturating_sub(span);
-        if lo <= first {
-            out.push((i64::MIN, hi));
-            return out;
-        }
-        out.push((lo, hi));
-        hi = lo;
-        span = span.saturating_mul(2);
-    }
 }
 
 /// One deployment row: id, pipeline id, environment, finished_at (ms), result, cfr_status.
@@ -327,23 +305,4 @@ pub fn excerpt(log: &str) -> String {
 /// and which deployment an incident follows).
 pub fn history_start(since: OffsetDateTime) -> OffsetDateTime {
     since - time::Duration::days(90)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::newest_first;
-
-    #[test]
-    fn newest_first_ranges_cover_every_start_once_newest_first() {
-        let now = 1_700_000_000_000;
-        let r = newest_first(now, now - 400 * 86_400_000);
-        assert_eq!(r[0], (now - 86_400_000, i64::MAX));
-        for w in r.windows(2) {
-            assert_eq!(w[1].1, w[0].0, "contiguous");
-            assert!(w[1].0 < w[0].0);
-        }
-        assert_eq!(r.last().unwrap().0, i64::MIN);
-        assert!(r.len() < 12);
-        assert_eq!(newest_first(now, now), vec![(i64::MIN, i64::MAX)]);
-    }
 }

@@ -367,8 +367,8 @@ fn rollups_answer_what_ci_health_answers_on_sqlite() {
     check_backend(store, &rt, 48);
 }
 
-/// Runs `f` on a PostgreSQL store in a fresh database (dropped afterwards), when [`PG_ENV`] is set.
-fn with_pg(f: impl FnOnce(Arc<dyn Store>, &tokio::runtime::Runtime)) {
+#[test]
+fn rollups_answer_what_ci_health_answers_on_postgres() {
     let Some(base) = std::env::var(PG_ENV).ok().filter(|b| !b.trim().is_empty()) else {
         eprintln!("note: {PG_ENV} is not set; the PostgreSQL half is skipped");
         return;
@@ -392,7 +392,7 @@ fn with_pg(f: impl FnOnce(Arc<dyn Store>, &tokio::runtime::Runtime)) {
             rt.block_on(PgStore::open(&url, &settings()))
                 .expect("open PostgreSQL store"),
         );
-        f(store, &rt);
+        check_backend(store, &rt, 32);
     }));
     rt.block_on(
         async {
@@ -409,107 +409,4 @@ fn with_pg(f: impl FnOnce(Arc<dyn Store>, &tokio::runtime::Runtime)) {
     if let Err(p) = outcome {
         std::panic::resume_unwind(p);
     }
-}
-
-#[test]
-fn rollups_answer_what_ci_health_answers_on_postgres() {
-    with_pg(|store, rt| check_backend(store, rt, 32));
-}
-
-#[test]
-fn the_latest_failure_log_is_found_however_old_on_postgres() {
-    with_pg(|store, rt| rt.block_on(latest_failure_log_is_found_however_old(store)));
-}
-
-async fn latest_failure_log_is_found_however_old(s: Arc<dyn Store>) {
-    let tenant = s.create_tenant("logs", false).await.expect("tenant");
-    let now = time::OffsetDateTime::now_utc();
-    let now_ms = cistern_core::to_millis(now);
-    let today = now_ms.div_euclid(DAY) * DAY;
-    let write = |day_back: i64, run: usize, res: usize| {
-        let o = Op {
-            pipeline: 2,
-            run,
-            result: res,
-            day_back,
-            at: 3_600_000,
-            finished_after: Some(60_000),
-            duration: Some(60_000),
-            branch: 1,
-            env: 1,
-            commits: vec![],
-            stages: vec![(1, res, Some(1_000), false)],
-            refresh: false,
-        };
-        report(&o, today, now_ms)
-    };
-    let event = |t: &Tenant| EventRecord {
-        tenant_id: Some(t.id.clone()),
-        endpoint: "/v1/custom-cicd".into(),
-        dialect: "sei".into(),
-        request_type: None,
-        content_type: Some("application/json".into()),
-        body: Arc::from(&b"{}"[..]),
-        received_at: now,
-        status: EventStatus::Accepted,
-        http_status: 202,
-        errors: vec![],
-        key_id: None,
-        source_id: None,
-        dedupe_key: None,
-    };
-    // A failure 300 days ago, then only successes.
-    for (day_back, run, res) in [(300, 1, 1), (100, 2, 0), (2, 3, 0)] {
-        s.write(WriteOp::Runs {
-            event: event(&tenant),
-            tenant: tenant.clone(),
-            runs: vec![write(day_back, run, res)],
-        })
-        .await
-        .expect("write");
-    }
-    let f = MetricsFilter::default();
-    let since = now - time::Duration::days(400);
-    let stats = s
-        .stage_stats(&tenant.id, &f, since, now)
-        .await
-        .expect("stats");
-    let test = stats
-        .iter()
-        .find(|x| x.name == "Test")
-        .expect("the Test stage");
-    let expected = format!("log of Test at {}", today - 301 * DAY + 3_600_000);
-    assert_eq!(test.last_failure_log.as_deref(), Some(expected.as_str()));
-    // A newer failure (yesterday) is the one shown.
-    s.write(WriteOp::Runs {
-        event: event(&tenant),
-        tenant: tenant.clone(),
-        runs: vec![write(1, 4, 4)],
-    })
-    .await
-    .expect("write");
-    let stats = s
-        .stage_stats(&tenant.id, &f, since, now)
-        .await
-        .expect("stats");
-    let test = stats
-        .iter()
-        .find(|x| x.name == "Test")
-        .expect("the Test stage");
-    let expected = format!("log of Test at {}", today - 2 * DAY + 3_600_000);
-    assert_eq!(test.last_failure_log.as_deref(), Some(expected.as_str()));
-}
-
-#[test]
-fn the_latest_failure_log_is_found_however_old_on_sqlite() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let store: Arc<dyn Store> = Arc::new(
-        rt.block_on(SqliteStore::open(
-            &dir.path().join("cistern.db"),
-            &settings(),
-        ))
-        .expect("open SQLite store"),
-    );
-    rt.block_on(latest_failure_log_is_found_however_old(store));
 }

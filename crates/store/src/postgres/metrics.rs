@@ -130,32 +130,18 @@ pub(super) async fn last_failure_log(
     pipeline: &str,
     name: &str,
 ) -> Result<Option<String>, StoreError> {
-    let first: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(started_at) FROM runs WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .fetch_one(&mut *c)
-            .await?;
-    let Some(first) = first else {
-        return Ok(None);
-    };
-    let now = cistern_core::to_millis(OffsetDateTime::now_utc());
-    for range in metrics_sql::newest_first(now, first) {
-        let s = metrics_sql::last_failure_log(&PG, tenant_id, pipeline, name, range);
-        let mut q = sqlx::query(&s.sql);
-        for a in &s.args {
-            q = match a {
-                Arg::Text(t) => q.bind(t.clone()),
-                Arg::Int(i) => q.bind(*i),
-            };
-        }
-        let row = q.fetch_optional(&mut *c).await?;
-        let log: Option<String> = match row {
-            Some(r) => r.try_get(0)?,
-            None => None,
+    let s = metrics_sql::last_failure_log(&PG, tenant_id, pipeline, name);
+    let mut q = sqlx::query(&s.sql);
+    for a in &s.args {
+        q = match a {
+            Arg::Text(t) => q.bind(t.clone()),
+            Arg::Int(i) => q.bind(*i),
         };
-        if let Some(l) = log {
-            return Ok(Some(metrics_sql::excerpt(&l)));
-        }
     }
-    Ok(None)
+    let row = q.fetch_optional(&mut *c).await?;
+    let log: Option<String> = match row {
+        Some(r) => r.try_get(0)?,
+        None => None,
+    };
+    Ok(log.map(|l| metrics_sql::excerpt(&l)))
 }

@@ -130,19 +130,11 @@ pub(super) fn last_failure_log(
     pipeline: &str,
     name: &str,
 ) -> Result<Option<String>, StoreError> {
-    let first: Option<i64> = c
-        .prepare_cached("SELECT MIN(started_at) FROM runs WHERE tenant_id = ?1")?
-        .query_row([tenant_id], |r| r.get(0))?;
-    let Some(first) = first else {
-        return Ok(None);
-    };
-    let now = cistern_core::to_millis(OffsetDateTime::now_utc());
-    for range in metrics_sql::newest_first(now, first) {
-        let s = metrics_sql::last_failure_log(&SQLITE, tenant_id, pipeline, name, range);
-        let log: Vec<Option<String>> = query(c, &s, |r| r.get(0))?;
-        if let Some(l) = log.into_iter().flatten().next() {
-            return Ok(Some(metrics_sql::excerpt(&l)));
-        }
-    }
-    Ok(None)
+    let s = metrics_sql::last_failure_log(&SQLITE, tenant_id, pipeline, name);
+    let log: Vec<Option<String>> = query(c, &s, |r| r.get(0))?;
+    Ok(log
+        .into_iter()
+        .flatten()
+        .next()
+        .map(|l| metrics_sql::excerpt(&l)))
 }
