@@ -193,22 +193,18 @@ pub async fn authenticate_hash(
     Ok(caller)
 }
 
-/// Reads a key, its tenant and its rotation from the store.
+/// Reads a key, its tenant and its rotation from the store, in one trip.
 async fn lookup(
     state: &AppState,
     hash: &str,
 ) -> Result<(ApiKeyInfo, Tenant, Option<KeyRotation>), ApiError> {
-    let key = match state.store.api_key_by_hash(hash).await? {
-        Some(k) => k,
-        None => {
-            return Err(ApiError::unauthorized(
-                "the API key is not valid (unknown key); check it was copied whole",
-            ))
-        }
+    let Some(found) = state.store.key_for_auth(hash).await? else {
+        return Err(ApiError::unauthorized(
+            "the API key is not valid (unknown key); check it was copied whole",
+        ));
     };
-    let rotation = state.store.api_key_rotation(&key.id).await?;
-    match state.store.tenant_by_id(&key.tenant_id).await? {
-        Some(t) => Ok((key, t, rotation)),
+    match found.tenant {
+        Some(t) => Ok((found.key, t, found.rotation)),
         None => Err(ApiError::unauthorized(
             "the API key's tenant no longer exists",
         )),

@@ -37,3 +37,14 @@ pub fn rotated_name(name: &str, at: OffsetDateTime) -> String {
         .unwrap_or_default();
     format!("{name} (rotated {at})")
 }
+
+/// A key as authentication reads it: with its tenant (gone: `None`) and its rotation.
+#[derive(Debug, Clone)]
+pub struct KeyForAuth {
+    /// The key.
+    pub key: crate::ApiKeyInfo,
+    /// Its tenant, unless it no longer exists.
+    pub tenant: Option<crate::Tenant>,
+    /// Its rotation, when it was rotated.
+    pub rotation: Option<KeyRotation>,
+}

@@ -19,6 +19,7 @@ mod stats;
 pub mod triggers;
 mod types;
 
+pub use key_rotation::KeyForAuth;
 pub use stats::*;
 pub use types::*;
 
@@ -79,6 +80,9 @@ pub trait Store: Send + Sync + 'static {
         expires_at: time::OffsetDateTime,
         now: time::OffsetDateTime,
     ) -> Result<key_rotation::KeyRotation, StoreError>;
+    /// What authenticating a request needs of a key, by hash, in one trip to the database:
+    /// the key, its tenant (`None` when the tenant is gone) and its rotation.
+    async fn key_for_auth(&self, hash: &str) -> Result<Option<KeyForAuth>, StoreError>;
     /// The rotation of a key, when it was rotated.
     async fn api_key_rotation(
         &self,

@@ -843,6 +843,24 @@ async fn a_key_is_rotated_once_into_a_replacement_with_its_grace() {
             assert_eq!(r.expires_at, until);
             assert_eq!(s.api_key_rotation(&old.id).await.unwrap(), Some(r.clone()));
             assert_eq!(s.api_key_rotation(&new.id).await.unwrap(), None);
+            // Authentication reads the key, its tenant and its rotation together.
+            let auth = s
+                .key_for_auth("hash-rot-0001")
+                .await
+                .unwrap()
+                .expect("the old key");
+            assert_eq!(auth.key.id, old.id);
+            assert_eq!(
+                auth.tenant.as_ref().map(|x| x.id.as_str()),
+                Some(t.id.as_str())
+            );
+            assert_eq!(auth.rotation.as_ref(), Some(&r));
+            let auth = s.key_for_auth("hash-rot-0002").await.unwrap().expect("new");
+            assert_eq!(
+                (auth.key.id.as_str(), auth.rotation),
+                (new.id.as_str(), None)
+            );
+            assert!(s.key_for_auth("hash-nobody").await.unwrap().is_none());
             assert_eq!(s.list_api_key_rotations(&t.id).await.unwrap(), vec![r]);
             assert!(s
                 .list_api_key_rotations(&other.id)

@@ -8,15 +8,20 @@ use time::OffsetDateTime;
 use crate::key_rotation::{rotated_name, KeyRotation};
 use crate::*;
 
-const COLS: &str = "key_id, tenant_id, replaced_by, rotated_at, expires_at";
+pub(super) const COLS: &str = "key_id, tenant_id, replaced_by, rotated_at, expires_at";
 
 fn row(r: &PgRow) -> Result<KeyRotation, sqlx::Error> {
+    row_at(r, 0)
+}
+
+/// A rotation from the [`COLS`] starting at column `at`.
+pub(super) fn row_at(r: &PgRow, at: usize) -> Result<KeyRotation, sqlx::Error> {
     Ok(KeyRotation {
-        key_id: r.try_get(0)?,
-        tenant_id: r.try_get(1)?,
-        replaced_by: r.try_get(2)?,
-        rotated_at: from_millis(r.try_get(3)?),
-        expires_at: from_millis(r.try_get(4)?),
+        key_id: r.try_get(at)?,
+        tenant_id: r.try_get(at + 1)?,
+        replaced_by: r.try_get(at + 2)?,
+        rotated_at: from_millis(r.try_get(at + 3)?),
+        expires_at: from_millis(r.try_get(at + 4)?),
     })
 }
 

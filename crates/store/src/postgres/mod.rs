@@ -236,11 +236,16 @@ impl PgStore {
 }
 
 fn tenant_row(r: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
+    tenant_row_at(r, 0)
+}
+
+/// A tenant from the [`TENANT_COLS`] starting at column `at`.
+fn tenant_row_at(r: &sqlx::postgres::PgRow, at: usize) -> Result<Tenant, sqlx::Error> {
     Ok(Tenant {
-        id: r.try_get(0)?,
-        slug: r.try_get(1)?,
-        strict: r.try_get(2)?,
-        created_at: cistern_core::from_millis(r.try_get(3)?),
+        id: r.try_get(at)?,
+        slug: r.try_get(at + 1)?,
+        strict: r.try_get(at + 2)?,
+        created_at: cistern_core::from_millis(r.try_get(at + 3)?),
     })
 }
 
@@ -260,6 +265,14 @@ fn key_row(r: &sqlx::postgres::PgRow) -> Result<ApiKeyInfo, sqlx::Error> {
 }
 
 const TENANT_COLS: &str = "id, slug, strict, created_at";
+
+/// `cols` (a column list) with each column qualified by `table`, for joins.
+fn prefixed(table: &str, cols: &str) -> String {
+    cols.split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 const KEY_COLS: &str = "id, tenant_id, name, prefix, scopes, created_at, revoked_at";
 
 #[async_trait]
@@ -405,6 +418,38 @@ impl Store for PgStore {
         now: time::OffsetDateTime,
     ) -> Result<crate::key_rotation::KeyRotation, StoreError> {
         key_rotation::rotate(&self.pool, tenant_id, key_id, new, hash, expires_at, now).await
+    }
+
+    async fn key_for_auth(&self, hash: &str) -> Result<Option<KeyForAuth>, StoreError> {
+        // One round trip: the key, its tenant and its rotation joined.
+        let row = sqlx::query(&format!(
+            "SELECT {}, {}, {} FROM api_keys k
+             LEFT JOIN tenants t ON t.id = k.tenant_id
+             LEFT JOIN api_key_rotations r ON r.key_id = k.id
+             WHERE k.hash = $1",
+            prefixed("k", KEY_COLS),
+            prefixed("t", TENANT_COLS),
+            prefixed("r", key_rotation::COLS),
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let keys = KEY_COLS.split(',').count();
+        let tenants = TENANT_COLS.split(',').count();
+        let tenant = match row.try_get::<Option<String>, _>(keys)? {
+            Some(_) => Some(tenant_row_at(&row, keys)?),
+            None => None,
+        };
+        let rotation = match row.try_get::<Option<String>, _>(keys + tenants)? {
+            Some(_) => Some(key_rotation::row_at(&row, keys + tenants)?),
+            None => None,
+        };
+        Ok(Some(KeyForAuth {
+            key: key_row(&row)?,
+            tenant,
+            rotation,
+        }))
     }
 
     async fn api_key_rotation(

@@ -617,6 +617,31 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn key_for_auth(&self, hash: &str) -> Result<Option<KeyForAuth>, StoreError> {
+        let hash = hash.to_owned();
+        // One read connection and one trip to the blocking pool for the three lookups.
+        self.with_conn(move |c| {
+            let Some(key) = c
+                .prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE hash = ?1"))?
+                .query_row([&hash], key_row)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let tenant = c
+                .prepare_cached("SELECT id, slug, strict, created_at FROM tenants WHERE id = ?1")?
+                .query_row([&key.tenant_id], tenant_row)
+                .optional()?;
+            let rotation = key_rotation::get(c, &key.id)?;
+            Ok(Some(KeyForAuth {
+                key,
+                tenant,
+                rotation,
+            }))
+        })
+        .await
+    }
+
     async fn api_key_rotation(
         &self,
         key_id: &str,
