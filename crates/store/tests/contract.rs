@@ -611,6 +611,63 @@ async fn a_postgres_batch_that_loses_a_deadlock_is_replayed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_write_does_not_wait_for_another_run_of_its_instance() {
+    // Another session holds run X's row; the store's update of X waits for it. Meanwhile a new
+    // run Y of the same instance and pipeline must be written and acknowledged by another writer
+    // (writers used to queue behind a per-instance lock held by X's batch).
+    let Some(base) = pg_base() else { return };
+    with_pg_database(&base, |url| async move {
+        let s: Arc<dyn Store> = Arc::new(PgStore::open(&url, &settings()).await.expect("open"));
+        let t = default_tenant(&s).await;
+        write_runs(&s, &t, vec![small_report("ni-a", "p", "x", T0)]).await;
+
+        let mut other = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::Executor::execute(&mut other, "BEGIN")
+            .await
+            .expect("begin");
+        sqlx::Executor::execute(
+            &mut other,
+            "SELECT 1 FROM runs WHERE run_key = 'x' FOR UPDATE",
+        )
+        .await
+        .expect("lock x");
+        let blocked = tokio::spawn({
+            let (s, t) = (s.clone(), t.clone());
+            async move {
+                s.write(WriteOp::Runs {
+                    event: event(&t.id, b"{}"),
+                    tenant: t.clone(),
+                    runs: vec![small_report("ni-a", "p", "x", T0 + 1)],
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!blocked.is_finished(), "the update of x waits for its row");
+        let y = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            s.write(WriteOp::Runs {
+                event: event(&t.id, b"{}"),
+                tenant: t.clone(),
+                runs: vec![small_report("ni-a", "p", "y", T0 + 2)],
+            }),
+        )
+        .await
+        .expect("run y is written while run x waits")
+        .expect("write y");
+        assert!(y.runs[0].created);
+        sqlx::Executor::execute(&mut other, "COMMIT")
+            .await
+            .expect("commit");
+        let x = blocked.await.expect("task").expect("write x");
+        assert!(!x.runs[0].created);
+        assert_eq!(all_runs(&s, &t.id, RunFilter::default()).await.len(), 2);
+        let _ = other.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_smallest_settings_still_work() {
     // One pooled connection and batches of "0" (read as 1): writes and reads share it.
     let tiny = StoreSettings {

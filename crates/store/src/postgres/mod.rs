@@ -212,6 +212,7 @@ impl PgStore {
         let writers = (pool_size / 2).clamp(1, MAX_WRITERS);
         let signal = Arc::new(tokio::sync::Notify::new());
         let writer_stats = Arc::new(WriterStats::default());
+        let known = Arc::new(writer::Known::default());
         for n in 0..writers {
             tokio::spawn(writer::run(
                 n,
@@ -223,6 +224,7 @@ impl PgStore {
                 },
                 signal.clone(),
                 writer_stats.clone(),
+                known.clone(),
             ));
         }
         Ok(Self {

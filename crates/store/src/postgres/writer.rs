@@ -1,12 +1,18 @@
 //! The PostgreSQL writer tasks. Each takes one queued write, drains more without waiting (up to
-//! `max_batch`), applies them in one transaction on one pooled connection (each in its own
-//! savepoint, so one bad write does not sink its neighbours), commits, then answers.
+//! `max_batch`), applies them in one transaction on one pooled connection, commits, then answers.
+//! Writes go straight into the transaction; only when one fails is the batch rolled back and
+//! applied again with a savepoint per write, so the failing one sinks alone (as on SQLite).
 //!
-//! Several processes may write the same run at once: instances, pipelines and runs are written
-//! with `INSERT … ON CONFLICT … DO UPDATE … RETURNING id`, so concurrent repeats end on one row
-//! and exactly one of them reports it as created. A batch that loses a deadlock (possible when
-//! batches touch the same rows in different orders) is rolled back and replayed whole; nobody has
-//! been answered yet, so that is invisible to callers.
+//! Several writers (of this node and of others) commit side by side. What they must not do is
+//! interleave on one run: a run's new state is decided from its stored one (merge rules), so each
+//! batch takes, up front and in one ascending order shared by every writer of every node, a
+//! transaction-level advisory lock per run it writes. Batches writing different runs never wait
+//! for each other. Instances and pipelines are written with `INSERT … ON CONFLICT … DO UPDATE …
+//! RETURNING id`, for the whole batch before its runs and in key order (so two batches never
+//! deadlock on them), and only when something about them changed: their ids and stored
+//! attributes are kept by the node (see [`Known`]), and re-checked at least once a second.
+//! A batch that loses a deadlock anyway is rolled back and replayed whole; nobody has been
+//! answered yet, so that is invisible to callers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +24,286 @@ use tokio::sync::{mpsc, Mutex};
 
 use super::Job;
 use crate::*;
+
+/// How long a cached instance or pipeline is trusted without touching its row: an instance's
+/// `last_seen_at` lags by at most this much, and a change to a pipeline or instance made by
+/// another node is noticed within it.
+const KNOWN_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An instance as its row holds it, and when that was last checked.
+#[derive(Debug, Clone)]
+struct KnownInstance {
+    id: String,
+    name: Option<String>,
+    url: Option<String>,
+    kind: Option<String>,
+    at: std::time::Instant,
+}
+
+impl KnownInstance {
+    /// True when writing `i` would change nothing but `last_seen_at`.
+    fn covers(&self, i: &cistern_core::InstanceRef) -> bool {
+        (i.name.is_none() || i.name == self.name)
+            && (i.url.is_none() || i.url == self.url)
+            && (self.kind.is_some() || i.kind.is_none())
+    }
+}
+
+/// A pipeline as its row holds it, and when that was last checked.
+#[derive(Debug, Clone)]
+struct KnownPipeline {
+    id: String,
+    name: String,
+    qualified_name: Option<String>,
+    project: Option<String>,
+    module: Option<String>,
+    at: std::time::Instant,
+}
+
+impl KnownPipeline {
+    /// True when writing `p` would change nothing.
+    fn covers(&self, p: &cistern_core::PipelineRef) -> bool {
+        p.name == self.name
+            && (p.qualified_name.is_none() || p.qualified_name == self.qualified_name)
+            && (p.project.is_none() || p.project == self.project)
+            && (p.module.is_none() || p.module == self.module)
+    }
+}
+
+type InstanceKey = (String, String);
+type PipelineKey = (String, String, String);
+
+/// The instances and pipelines this node's writers have seen committed, shared by its writers.
+/// Rows of both are never deleted, so a cached id stays valid; entries are only added after the
+/// batch that wrote them committed.
+#[derive(Debug, Default)]
+pub(super) struct Known {
+    instances: std::sync::Mutex<std::collections::HashMap<InstanceKey, KnownInstance>>,
+    pipelines: std::sync::Mutex<std::collections::HashMap<PipelineKey, KnownPipeline>>,
+}
+
+/// The instances and pipelines of one batch attempt: looked up in [`Known`], written when
+/// missing or changed; what this batch wrote joins [`Known`] once it has committed.
+struct Ids<'a> {
+    known: &'a Known,
+    /// False in a write-by-write replay: a write may be rolled back to its savepoint, so what it
+    /// wrote is not remembered.
+    remember: bool,
+    instances: std::collections::HashMap<InstanceKey, KnownInstance>,
+    pipelines: std::collections::HashMap<PipelineKey, KnownPipeline>,
+}
+
+impl<'a> Ids<'a> {
+    fn new(known: &'a Known, remember: bool) -> Self {
+        Self {
+            known,
+            remember,
+            instances: Default::default(),
+            pipelines: Default::default(),
+        }
+    }
+
+    fn cached_instance(&self, key: &InstanceKey) -> Option<KnownInstance> {
+        self.instances.get(key).cloned().or_else(|| {
+            self.known
+                .instances
+                .lock()
+                .ok()
+                .and_then(|m| m.get(key).cloned())
+        })
+    }
+
+    fn cached_pipeline(&self, key: &PipelineKey) -> Option<KnownPipeline> {
+        self.pipelines.get(key).cloned().or_else(|| {
+            self.known
+                .pipelines
+                .lock()
+                .ok()
+                .and_then(|m| m.get(key).cloned())
+        })
+    }
+
+    /// Drops what is known of an instance another kind of write (a heartbeat) is changing.
+    fn forget_instance(&mut self, tenant_id: &str, guid: &str) {
+        let key = (tenant_id.to_owned(), guid.to_owned());
+        self.instances.remove(&key);
+        if let Ok(mut m) = self.known.instances.lock() {
+            m.remove(&key);
+        }
+    }
+
+    /// After commit: what this batch wrote is now known to every writer of the node.
+    fn committed(self) {
+        if !self.remember {
+            return;
+        }
+        if let Ok(mut m) = self.known.instances.lock() {
+            m.extend(self.instances);
+        }
+        if let Ok(mut m) = self.known.pipelines.lock() {
+            m.extend(self.pipelines);
+        }
+    }
+
+    /// Writes the instances and pipelines of every run of the batch that need it, in key order,
+    /// before any run: rows locked in one order by every writer cannot deadlock.
+    async fn prepare(
+        &mut self,
+        conn: &mut PgConnection,
+        batch: &[Job],
+        now_of: impl Fn(&Job) -> i64,
+    ) -> Result<(), Fail> {
+        let mut runs: Vec<(&Tenant, &RunReport, i64)> = Vec::new();
+        for job in batch {
+            if let WriteOp::Runs {
+                tenant, runs: rs, ..
+            }
+            | WriteOp::Signals {
+                tenant, runs: rs, ..
+            } = &job.op
+            {
+                if crate::keys::check_reports(rs, &[], &[]).is_ok() {
+                    runs.extend(rs.iter().map(|r| (tenant, r, now_of(job))));
+                }
+            }
+        }
+        // Stable: a batch's several reports of one instance are written in the order they came.
+        runs.sort_by(|a, b| (&a.0.id, &a.1.instance.guid).cmp(&(&b.0.id, &b.1.instance.guid)));
+        let mut keyed: Vec<(PipelineKey, &RunReport, i64)> = Vec::with_capacity(runs.len());
+        for (tenant, r, now) in &runs {
+            match self.instance(conn, tenant, &r.instance, *now, "").await {
+                // A partial report's pipeline is decided with its run (see `resolve_pipeline`).
+                Ok(_) if r.partial => {}
+                Ok(id) => keyed.push((
+                    (tenant.id.clone(), id, r.pipeline.full_name.clone()),
+                    r,
+                    *now,
+                )),
+                // Refused (an unregistered instance of a strict tenant): its write says so.
+                Err(Fail::Store(StoreError::Rejected(_))) => {}
+                Err(f) => return Err(f),
+            }
+        }
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        for ((tenant_id, instance_id, _), r, now) in &keyed {
+            self.pipeline(conn, tenant_id, instance_id, &r.pipeline, *now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The id of an instance, created on first sight unless the tenant is strict.
+    async fn instance(
+        &mut self,
+        conn: &mut PgConnection,
+        tenant: &Tenant,
+        i: &cistern_core::InstanceRef,
+        now: i64,
+        field_prefix: &str,
+    ) -> Result<String, Fail> {
+        let key = (tenant.id.clone(), i.guid.clone());
+        if let Some(k) = self.cached_instance(&key).filter(|k| k.covers(i)) {
+            if k.at.elapsed() < KNOWN_FOR {
+                return Ok(k.id);
+            }
+            // Known but not checked for a while: move `last_seen_at` on and read the row back,
+            // without waiting when another transaction holds the row (it is writing it now, so
+            // it is seen; the next run tries again).
+            let row: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+                "UPDATE instances SET last_seen_at = GREATEST(last_seen_at, $2)
+                 WHERE id = (SELECT id FROM instances WHERE id = $1 FOR UPDATE SKIP LOCKED)
+                 RETURNING name, url, kind",
+            )
+            .bind(&k.id)
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match row {
+                None => return Ok(k.id),
+                Some((name, url, kind)) => {
+                    let fresh = KnownInstance {
+                        name,
+                        url,
+                        kind,
+                        at: std::time::Instant::now(),
+                        ..k
+                    };
+                    if fresh.covers(i) {
+                        let id = fresh.id.clone();
+                        if self.remember {
+                            self.instances.insert(key, fresh);
+                        }
+                        return Ok(id);
+                    }
+                }
+            }
+        }
+        let row = instance_row(conn, tenant, i, now, field_prefix).await?;
+        let id = row.id.clone();
+        if self.remember {
+            self.instances.insert(key, row);
+        }
+        Ok(id)
+    }
+
+    /// The id of a pipeline, created on first sight. An unnamed placeholder (a partial report's,
+    /// empty name) is never kept: it is the one kind of pipeline that is ever deleted.
+    async fn pipeline(
+        &mut self,
+        conn: &mut PgConnection,
+        tenant_id: &str,
+        instance_id: &str,
+        p: &cistern_core::PipelineRef,
+        now: i64,
+    ) -> Result<String, Fail> {
+        if p.name.is_empty() {
+            return Ok(pipeline_row(conn, tenant_id, instance_id, p, now).await?.id);
+        }
+        let key = (
+            tenant_id.to_owned(),
+            instance_id.to_owned(),
+            p.full_name.clone(),
+        );
+        if let Some(k) = self.cached_pipeline(&key).filter(|k| k.covers(p)) {
+            if k.at.elapsed() < KNOWN_FOR {
+                return Ok(k.id);
+            }
+            // Known but not checked for a while: read it back (no lock taken).
+            let (name, qualified_name, project, module): (
+                String,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            ) = sqlx::query_as(
+                "SELECT name, qualified_name, project, module FROM pipelines WHERE id = $1",
+            )
+            .bind(&k.id)
+            .fetch_one(&mut *conn)
+            .await?;
+            let fresh = KnownPipeline {
+                name,
+                qualified_name,
+                project,
+                module,
+                at: std::time::Instant::now(),
+                ..k
+            };
+            if fresh.covers(p) {
+                let id = fresh.id.clone();
+                if self.remember {
+                    self.pipelines.insert(key, fresh);
+                }
+                return Ok(id);
+            }
+        }
+        let row = pipeline_row(conn, tenant_id, instance_id, p, now).await?;
+        let id = row.id.clone();
+        if self.remember {
+            self.pipelines.insert(key, row);
+        }
+        Ok(id)
+    }
+}
 
 /// Enabled subscriptions by tenant id.
 type Subscriptions = std::collections::HashMap<String, Vec<Subscription>>;
@@ -83,6 +369,7 @@ pub(super) async fn run(
     settings: StoreSettings,
     signal: Arc<tokio::sync::Notify>,
     stats: Arc<WriterStats>,
+    known: Arc<Known>,
 ) {
     loop {
         let batch = {
@@ -100,7 +387,7 @@ pub(super) async fn run(
             batch
         };
         let started = std::time::Instant::now();
-        let (results, committed) = apply_batch(&pool, &batch, &settings).await;
+        let (results, committed) = apply_batch(&pool, &batch, &settings, &known).await;
         stats.record(batch.len(), started.elapsed(), committed);
         if results
             .iter()
@@ -120,11 +407,16 @@ async fn apply_batch(
     pool: &PgPool,
     batch: &[Job],
     settings: &StoreSettings,
+    known: &Known,
 ) -> (Vec<Result<WriteOutcome, StoreError>>, bool) {
     let mut attempt = 1;
+    // Optimistic first: every write straight into the transaction. When one fails for its own
+    // reasons, the batch is applied again write by write, each in its own savepoint.
+    let mut isolated = false;
     loop {
-        match try_batch(pool, batch, settings).await {
-            Ok(results) => return (results, true),
+        match try_batch(pool, batch, settings, known, isolated).await {
+            Ok(Some(results)) => return (results, true),
+            Ok(None) => isolated = true,
             Err(f) if f.retryable() && attempt < MAX_ATTEMPTS => {
                 // Jitter, so the two losers of a deadlock do not meet again at once.
                 let ms = 5 * u64::from(attempt) + (uuid::Uuid::new_v4().as_u128() % 20) as u64;
@@ -155,15 +447,31 @@ async fn exec(conn: &mut PgConnection, sql: &str) -> Result<(), Fail> {
 }
 
 /// One attempt at a batch. `Err` means the whole batch failed and nothing was committed: a
-/// control statement failed, the commit failed, or a job hit a retryable error.
+/// control statement failed, the commit failed, or a job hit a retryable error. `Ok(None)`: a
+/// write failed in the optimistic pass; nothing was committed and the batch must be applied
+/// again write by write.
 async fn try_batch(
     pool: &PgPool,
     batch: &[Job],
     settings: &StoreSettings,
-) -> Result<Vec<Result<WriteOutcome, StoreError>>, Fail> {
+    known: &Known,
+    isolated: bool,
+) -> Result<Option<Vec<Result<WriteOutcome, StoreError>>>, Fail> {
     let mut tx = pool.begin().await?;
-    let results = match apply_jobs(&mut tx, batch, settings).await {
-        Ok(results) => results,
+    let mut ids = Ids::new(known, !isolated);
+    let applied = if isolated {
+        apply_isolated(&mut tx, batch, settings, &mut ids)
+            .await
+            .map(Some)
+    } else {
+        apply_all(&mut tx, batch, settings, &mut ids).await
+    };
+    let results = match applied {
+        Ok(Some(results)) => results,
+        Ok(None) => {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         Err(f) => {
             // Roll back now rather than when the connection is next used, so that the locks
             // go at once (a deadlock's other side is waiting for them).
@@ -178,20 +486,14 @@ async fn try_batch(
             batch.len()
         )))
     })?;
-    Ok(results)
+    ids.committed();
+    Ok(Some(results))
 }
 
-/// Applies each job of a batch in its own savepoint inside the open transaction. A job's
-/// ordinary failure is rolled back to its savepoint and becomes its answer; any other failure
-/// (a savepoint statement failing, a deadlock) fails the whole batch.
-async fn apply_jobs(
-    tx: &mut PgConnection,
-    batch: &[Job],
-    settings: &StoreSettings,
-) -> Result<Vec<Result<WriteOutcome, StoreError>>, Fail> {
-    lock_instances(tx, batch).await?;
-    // Every tenant's enabled subscriptions in one round trip for the whole batch: the outbox
-    // rows of each write are decided from them.
+/// What every pass over a batch starts with: the runs' locks, then every tenant's enabled
+/// subscriptions in one round trip (the outbox rows of each write are decided from them).
+async fn begin_pass(tx: &mut PgConnection, batch: &[Job]) -> Result<Subscriptions, Fail> {
+    lock_runs(tx, batch).await?;
     let tenants: Vec<&str> = batch
         .iter()
         .filter_map(|job| match &job.op {
@@ -201,11 +503,50 @@ async fn apply_jobs(
             _ => None,
         })
         .collect();
-    let subs = super::outbound::enabled_subscriptions(tx, &tenants).await?;
+    Ok(super::outbound::enabled_subscriptions(tx, &tenants).await?)
+}
+
+/// The optimistic pass: every write straight into the transaction, no savepoints. `None` when a
+/// write failed for its own reasons (the caller rolls back and replays write by write).
+async fn apply_all(
+    tx: &mut PgConnection,
+    batch: &[Job],
+    settings: &StoreSettings,
+    ids: &mut Ids<'_>,
+) -> Result<Option<Vec<Result<WriteOutcome, StoreError>>>, Fail> {
+    let subs = begin_pass(tx, batch).await?;
+    ids.prepare(tx, batch, |job| match &job.op {
+        WriteOp::Runs { event, .. } | WriteOp::Signals { event, .. } => {
+            to_millis(event.received_at)
+        }
+        _ => 0,
+    })
+    .await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        match apply(tx, &job.op, &subs, settings, ids).await {
+            Ok(out) => results.push(Ok(out)),
+            Err(f) if f.retryable() => return Err(f),
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(Some(results))
+}
+
+/// Applies each job of a batch in its own savepoint inside the open transaction. A job's
+/// ordinary failure is rolled back to its savepoint and becomes its answer; any other failure
+/// (a savepoint statement failing, a deadlock) fails the whole batch.
+async fn apply_isolated(
+    tx: &mut PgConnection,
+    batch: &[Job],
+    settings: &StoreSettings,
+    ids: &mut Ids<'_>,
+) -> Result<Vec<Result<WriteOutcome, StoreError>>, Fail> {
+    let subs = begin_pass(tx, batch).await?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         exec(tx, "SAVEPOINT w").await?;
-        match apply(tx, &job.op, &subs, settings).await {
+        match apply(tx, &job.op, &subs, settings, ids).await {
             Ok(out) => {
                 exec(tx, "RELEASE SAVEPOINT w").await?;
                 results.push(Ok(out));
@@ -265,19 +606,28 @@ fn fnv1a(parts: &[&str]) -> i64 {
 }
 
 /// Takes, in one ascending order shared by every writer of every node, a transaction-level
-/// advisory lock per instance the batch's runs belong to.
-///
-/// Every run write locks its instance's row (and then its pipeline and run rows) until commit,
-/// so batches sharing an instance are serialized anyway; taking those locks up front and in
-/// order keeps batches that share several instances from deadlocking each other (each deadlock
-/// costs PostgreSQL's `deadlock_timeout`, 1 s by default, before one side is told to retry).
-async fn lock_instances(conn: &mut PgConnection, batch: &[Job]) -> Result<(), Fail> {
+/// advisory lock per run the batch writes (tenant, instance and run key: a run's identity
+/// within its instance), one per instance with partial reports, and one per instance a
+/// heartbeat or a configuration change writes. A run's new state is decided from its stored
+/// one, so two transactions must not write one run at once; transactions writing different
+/// runs do not wait for each other.
+async fn lock_runs(conn: &mut PgConnection, batch: &[Job]) -> Result<(), Fail> {
     let mut keys: Vec<i64> = batch
         .iter()
         .filter_map(|job| match &job.op {
             WriteOp::Runs { tenant, runs, .. } | WriteOp::Signals { tenant, runs, .. } => Some(
                 runs.iter()
-                    .map(|r| fnv1a(&["instance", &tenant.id, &r.instance.guid]))
+                    .flat_map(|r| {
+                        // Not the pipeline: a partial report may name its run's pipeline late
+                        // (see `resolve_pipeline`), and must still wait for the run's writers.
+                        let run = fnv1a(&["run", &tenant.id, &r.instance.guid, &r.run_key]);
+                        // Partial reports of an instance also share its unnamed placeholder
+                        // pipeline, which one of them may delete: they take turns.
+                        let partial = r
+                            .partial
+                            .then(|| fnv1a(&["partial", &tenant.id, &r.instance.guid]));
+                        std::iter::once(run).chain(partial)
+                    })
                     .collect::<Vec<_>>(),
             ),
             WriteOp::Heartbeat {
@@ -314,6 +664,7 @@ async fn apply(
     op: &WriteOp,
     subs: &Subscriptions,
     settings: &StoreSettings,
+    ids: &mut Ids<'_>,
 ) -> Result<WriteOutcome, Fail> {
     match op {
         WriteOp::Reject { event } => {
@@ -330,7 +681,7 @@ async fn apply(
             event,
             tenant,
             runs,
-        } => apply_runs(conn, event, tenant, runs, &[], &[], subs, settings).await,
+        } => apply_runs(conn, event, tenant, runs, &[], &[], subs, settings, ids).await,
         WriteOp::Signals {
             event,
             tenant,
@@ -347,6 +698,7 @@ async fn apply(
                 commit_times,
                 subs,
                 settings,
+                ids,
             )
             .await
         }
@@ -354,7 +706,10 @@ async fn apply(
             event,
             tenant,
             heartbeat,
-        } => apply_heartbeat(conn, event, tenant, heartbeat, settings).await,
+        } => {
+            ids.forget_instance(&tenant.id, &heartbeat.instance_guid);
+            apply_heartbeat(conn, event, tenant, heartbeat, settings).await
+        }
         WriteOp::JobConfigChange {
             event,
             tenant,
@@ -363,8 +718,12 @@ async fn apply(
             crate::keys::check_guid("payload.jenkins_instance_guid", &change.instance.guid)
                 .map_err(Fail::Store)?;
             let now = to_millis(event.received_at);
-            let instance = instance_id(conn, tenant, &change.instance, now, "payload.").await?;
-            let pipeline = pipeline_id(conn, &tenant.id, &instance, &change.pipeline, now).await?;
+            let instance = ids
+                .instance(conn, tenant, &change.instance, now, "payload.")
+                .await?;
+            let pipeline = ids
+                .pipeline(conn, &tenant.id, &instance, &change.pipeline, now)
+                .await?;
             // A change reported late never moves the recorded time back.
             sqlx::query(
                 "UPDATE pipelines SET config_changed_at = GREATEST(config_changed_at, $2) WHERE id = $1",
@@ -495,6 +854,7 @@ async fn apply_runs(
     commit_times: &[(String, OffsetDateTime, Option<String>)],
     subs: &Subscriptions,
     settings: &StoreSettings,
+    ids: &mut Ids<'_>,
 ) -> Result<WriteOutcome, Fail> {
     crate::keys::check_reports(runs, incidents, commit_times).map_err(Fail::Store)?;
     if let Some(key) = &event.dedupe_key {
@@ -514,8 +874,17 @@ async fn apply_runs(
     let mut queued = 0;
     let mut written = Vec::with_capacity(runs.len());
     for (i, r) in runs.iter().enumerate() {
-        let (w, facts) =
-            upsert_run(conn, tenant, &event_id, event.received_at, r, i, runs.len()).await?;
+        let (w, facts) = upsert_run(
+            conn,
+            ids,
+            tenant,
+            &event_id,
+            event.received_at,
+            r,
+            i,
+            runs.len(),
+        )
+        .await?;
         if !subs.is_empty() {
             queued +=
                 super::outbound::enqueue_run(conn, &tenant.id, subs, &facts, event.received_at)
@@ -658,20 +1027,22 @@ async fn insert_event(
     Ok(())
 }
 
-/// The id of the run's instance, created on first sight unless the tenant is strict.
-async fn instance_id(
+/// Writes the run's instance (created on first sight unless the tenant is strict) and returns
+/// its row as stored.
+async fn instance_row(
     conn: &mut PgConnection,
     tenant: &Tenant,
     i: &cistern_core::InstanceRef,
     now: i64,
     field_prefix: &str,
-) -> Result<String, Fail> {
-    if tenant.strict {
+) -> Result<KnownInstance, Fail> {
+    type Row = (String, Option<String>, Option<String>, Option<String>);
+    let row: Option<Row> = if tenant.strict {
         // The existence check and the update in one statement: no row, no instance.
-        let existing: Option<String> = sqlx::query_scalar(
+        sqlx::query_as(
             "UPDATE instances SET name = COALESCE($3, name), url = COALESCE($4, url), kind = COALESCE(kind, $5),
              last_seen_at = GREATEST(last_seen_at, $6)
-             WHERE tenant_id = $1 AND guid = $2 RETURNING id",
+             WHERE tenant_id = $1 AND guid = $2 RETURNING id, name, url, kind",
         )
         .bind(&tenant.id)
         .bind(&i.guid)
@@ -680,47 +1051,60 @@ async fn instance_id(
         .bind(&i.kind)
         .bind(now)
         .fetch_optional(&mut *conn)
-        .await?;
-        return existing.ok_or_else(|| {
-            Fail::Store(StoreError::Rejected(vec![FieldError::new(
-                format!("{field_prefix}instance_guid"),
-                format!(
-                    "instance {:?} is not registered and tenant {:?} only accepts registered instances; register it first (POST /api/v1/instances or /v1/custom-cicd with integration_id, name, type and optionally its guid)",
-                    i.guid, tenant.slug
-                ),
-            )]))
-        });
-    }
-    let id: String = sqlx::query_scalar(
-        "INSERT INTO instances (id, tenant_id, guid, name, url, kind, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
-         ON CONFLICT (tenant_id, guid) DO UPDATE SET
-            name = COALESCE(EXCLUDED.name, instances.name),
-            url = COALESCE(EXCLUDED.url, instances.url),
-            kind = COALESCE(instances.kind, EXCLUDED.kind),
-            last_seen_at = GREATEST(instances.last_seen_at, EXCLUDED.last_seen_at)
-         RETURNING id",
-    )
-    .bind(new_id())
-    .bind(&tenant.id)
-    .bind(&i.guid)
-    .bind(&i.name)
-    .bind(&i.url)
-    .bind(&i.kind)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(id)
+        .await?
+    } else {
+        sqlx::query_as(
+            "INSERT INTO instances (id, tenant_id, guid, name, url, kind, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+             ON CONFLICT (tenant_id, guid) DO UPDATE SET
+                name = COALESCE(EXCLUDED.name, instances.name),
+                url = COALESCE(EXCLUDED.url, instances.url),
+                kind = COALESCE(instances.kind, EXCLUDED.kind),
+                last_seen_at = GREATEST(instances.last_seen_at, EXCLUDED.last_seen_at)
+             RETURNING id, name, url, kind",
+        )
+        .bind(new_id())
+        .bind(&tenant.id)
+        .bind(&i.guid)
+        .bind(&i.name)
+        .bind(&i.url)
+        .bind(&i.kind)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?
+    };
+    let Some((id, name, url, kind)) = row else {
+        return Err(Fail::Store(StoreError::Rejected(vec![FieldError::new(
+            format!("{field_prefix}instance_guid"),
+            format!(
+                "instance {:?} is not registered and tenant {:?} only accepts registered instances; register it first (POST /api/v1/instances or /v1/custom-cicd with integration_id, name, type and optionally its guid)",
+                i.guid, tenant.slug
+            ),
+        )])));
+    };
+    Ok(KnownInstance {
+        id,
+        name,
+        url,
+        kind,
+        at: std::time::Instant::now(),
+    })
 }
 
-/// The id of the run's pipeline, created on first sight.
-async fn pipeline_id(
+/// Writes the run's pipeline (created on first sight) and returns its row as stored.
+async fn pipeline_row(
     conn: &mut PgConnection,
     tenant_id: &str,
     instance_id: &str,
     p: &cistern_core::PipelineRef,
     now: i64,
-) -> Result<String, Fail> {
-    let id: String = sqlx::query_scalar(
+) -> Result<KnownPipeline, Fail> {
+    let (id, name, qualified_name, project, module): (
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) = sqlx::query_as(
         "INSERT INTO pipelines (id, tenant_id, instance_id, full_name, name, qualified_name, project, module, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (tenant_id, instance_id, full_name) DO UPDATE SET
@@ -728,7 +1112,7 @@ async fn pipeline_id(
             qualified_name = COALESCE(EXCLUDED.qualified_name, pipelines.qualified_name),
             project = COALESCE(EXCLUDED.project, pipelines.project),
             module = COALESCE(EXCLUDED.module, pipelines.module)
-         RETURNING id",
+         RETURNING id, name, qualified_name, project, module",
     )
     .bind(new_id())
     .bind(tenant_id)
@@ -741,23 +1125,32 @@ async fn pipeline_id(
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(id)
+    Ok(KnownPipeline {
+        id,
+        name,
+        qualified_name,
+        project,
+        module,
+        at: std::time::Instant::now(),
+    })
 }
 
 /// The pipeline a run report goes to. A partial report names its run by key within its
 /// instance and source: an unnamed one (empty pipeline name) goes to the pipeline of the run of
 /// that key when there is one, else to its placeholder pipeline; a named one takes over a run of
 /// its key left in an unnamed placeholder (moving it, and dropping the emptied placeholder).
-/// The instance's advisory lock, held for the batch, keeps this consistent between nodes.
+/// The batch holds an advisory lock per instance with partial reports (see [`lock_runs`]), which
+/// keeps this consistent between writers and nodes.
 async fn resolve_pipeline(
     conn: &mut PgConnection,
+    ids: &mut Ids<'_>,
     tenant_id: &str,
     instance_id: &str,
     r: &RunReport,
     now: i64,
 ) -> Result<String, Fail> {
     if !r.partial {
-        return pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now).await;
+        return ids.pipeline(conn, tenant_id, instance_id, &r.pipeline, now).await;
     }
     let found: Option<(String, String, bool)> = sqlx::query_as(
         "SELECT r.id, r.pipeline_id, p.name = '' FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
@@ -774,9 +1167,9 @@ async fn resolve_pipeline(
         if let Some((_, pipeline, _)) = found {
             return Ok(pipeline);
         }
-        return pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now).await;
+        return ids.pipeline(conn, tenant_id, instance_id, &r.pipeline, now).await;
     }
-    let target = pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now).await?;
+    let target = ids.pipeline(conn, tenant_id, instance_id, &r.pipeline, now).await?;
     if let Some((run, placeholder, true)) = found {
         if placeholder != target {
             sqlx::query("UPDATE runs SET pipeline_id = $2 WHERE id = $1")
@@ -795,8 +1188,10 @@ async fn resolve_pipeline(
     Ok(target)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn upsert_run(
     conn: &mut PgConnection,
+    ids: &mut Ids<'_>,
     tenant: &Tenant,
     event_id: &str,
     received_at: OffsetDateTime,
@@ -810,10 +1205,12 @@ async fn upsert_run(
     } else {
         String::new()
     };
-    let instance_id = instance_id(conn, tenant, &r.instance, now, &prefix).await?;
-    let pipeline_id = resolve_pipeline(conn, &tenant.id, &instance_id, r, now).await?;
-    // The instance's advisory lock (taken for the batch) serializes writers of this run, so what
-    // is read here stays true until commit.
+    let instance_id = ids
+        .instance(conn, tenant, &r.instance, now, &prefix)
+        .await?;
+    let pipeline_id = resolve_pipeline(conn, ids, &tenant.id, &instance_id, r, now).await?;
+    // The run's advisory lock (taken for the batch) serializes writers of this run, so what is
+    // read here stays true until commit.
     let existing: Option<crate::merge::StoredState> = sqlx::query_as(
         "SELECT id, result, source_result, finished_at, duration_ms FROM runs
          WHERE tenant_id = $1 AND instance_id = $2 AND pipeline_id = $3 AND run_key = $4",
