@@ -413,6 +413,51 @@ async fn default_tenant_exists_after_open() {
 }
 
 #[tokio::test]
+async fn the_sqlite_writer_sees_instances_changed_by_another_connection() {
+    // The writer keeps the instances and pipelines it wrote, to skip rewriting them; a change
+    // committed by another connection (another process on the file) must still be seen.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.db");
+    let s: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, &settings()).await.expect("open"));
+    let t = default_tenant(&s).await;
+    let named = |key: &str| {
+        let mut r = small_report("kc-a", "team/app", key, T0);
+        r.instance.name = Some("Jenkins A".into());
+        r.pipeline.project = Some("Platform".into());
+        r
+    };
+    write_runs(&s, &t, vec![named("1")]).await;
+    let first_seen = s.list_instances(&t.id).await.expect("i")[0].last_seen_at;
+    let other = rusqlite::Connection::open(&path).expect("open");
+    other
+        .execute_batch(
+            "UPDATE instances SET name = 'renamed elsewhere'; UPDATE pipelines SET project = 'Elsewhere'",
+        )
+        .expect("update");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    write_runs(&s, &t, vec![named("2")]).await;
+    let i = s.list_instances(&t.id).await.expect("i");
+    assert_eq!(
+        i[0].name.as_deref(),
+        Some("Jenkins A"),
+        "the report's name wins again"
+    );
+    assert!(i[0].last_seen_at > first_seen, "last_seen_at moves on");
+    let p = s.list_pipelines(&t.id).await.expect("p");
+    assert_eq!(p[0].project.as_deref(), Some("Platform"));
+    // And again with nothing changed elsewhere: the cached path still moves last_seen_at.
+    let second_seen = i[0].last_seen_at;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    write_runs(&s, &t, vec![named("3")]).await;
+    let i = s.list_instances(&t.id).await.expect("i");
+    assert!(
+        i[0].last_seen_at > second_seen,
+        "last_seen_at moves on (cached)"
+    );
+    assert_eq!(all_runs(&s, &t.id, RunFilter::default()).await.len(), 3);
+}
+
+#[tokio::test]
 async fn reopening_keeps_data_and_one_default_tenant() {
     // Opening twice (a second node, a restart) must not re-run migrations or duplicate `default`.
     let dir = tempfile::tempdir().expect("tempdir");

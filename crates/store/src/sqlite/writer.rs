@@ -1,5 +1,12 @@
-//! The SQLite writer thread: takes every queued write, applies them in one transaction (each in
-//! its own savepoint, so one bad write does not sink its neighbours), commits, then answers.
+//! The SQLite writer thread: takes every queued write, applies them in one transaction, commits,
+//! then answers. Writes go straight into the transaction; only when one fails is the batch
+//! rolled back and applied again with a savepoint per write, so the failing one sinks alone.
+//!
+//! The thread keeps the instances and pipelines it has written ([`Known`]): a run of a known
+//! instance and pipeline whose attributes did not change costs no read and no write of either,
+//! and each instance's `last_seen_at` is written once per batch. What the cache holds is only
+//! what committed, and it is emptied whenever another connection committed to the database
+//! (`PRAGMA data_version`), so it never disagrees with the rows.
 
 use cistern_core::{to_millis, FieldError, RunReport};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -62,6 +69,151 @@ where
     }
 }
 
+/// An instance as its row holds it.
+#[derive(Debug, Clone)]
+struct KnownInstance {
+    id: String,
+    name: Option<String>,
+    url: Option<String>,
+    kind: Option<String>,
+}
+
+impl KnownInstance {
+    /// True when writing `i` would change nothing but `last_seen_at`.
+    fn covers(&self, i: &cistern_core::InstanceRef) -> bool {
+        (i.name.is_none() || i.name == self.name)
+            && (i.url.is_none() || i.url == self.url)
+            && (self.kind.is_some() || i.kind.is_none())
+    }
+}
+
+/// A pipeline as its row holds it.
+#[derive(Debug, Clone)]
+struct KnownPipeline {
+    id: String,
+    name: String,
+    qualified_name: Option<String>,
+    project: Option<String>,
+    module: Option<String>,
+}
+
+impl KnownPipeline {
+    /// True when writing `p` would change nothing.
+    fn covers(&self, p: &cistern_core::PipelineRef) -> bool {
+        p.name == self.name
+            && (p.qualified_name.is_none() || p.qualified_name == self.qualified_name)
+            && (p.project.is_none() || p.project == self.project)
+            && (p.module.is_none() || p.module == self.module)
+    }
+}
+
+/// Instances and pipelines, and the instances seen (id → latest `last_seen_at` to write).
+#[derive(Debug, Default)]
+struct Layer {
+    instances: std::collections::HashMap<(String, String), KnownInstance>,
+    pipelines: std::collections::HashMap<(String, String, String), KnownPipeline>,
+    seen: std::collections::HashMap<String, i64>,
+}
+
+impl Layer {
+    fn absorb(&mut self, other: &mut Layer) {
+        self.instances.extend(other.instances.drain());
+        self.pipelines.extend(other.pipelines.drain());
+        for (id, at) in other.seen.drain() {
+            let e = self.seen.entry(id).or_insert(at);
+            *e = (*e).max(at);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.instances.clear();
+        self.pipelines.clear();
+        self.seen.clear();
+    }
+}
+
+/// What the writer knows, in three layers: committed, written by this batch, written by the
+/// write being applied. A write's layer joins the batch's when the write succeeds, the batch's
+/// joins the committed one when the batch commits; a rollback drops its layer.
+#[derive(Debug, Default)]
+struct Known {
+    committed: Layer,
+    batch: Layer,
+    write: Layer,
+    /// `PRAGMA data_version` when the committed layer was last checked.
+    data_version: i64,
+    /// Enabled subscriptions by tenant, read once per batch.
+    subs: std::collections::HashMap<String, Vec<Subscription>>,
+}
+
+impl Known {
+    /// At the start of a batch: drops everything if another connection committed since.
+    fn begin(&mut self, conn: &Connection) {
+        self.batch.clear();
+        self.write.clear();
+        self.subs.clear();
+        let v: i64 = conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .unwrap_or(-1);
+        if v != self.data_version || v < 0 {
+            self.committed.clear();
+            self.data_version = v;
+        }
+    }
+
+    fn instance(&self, key: &(String, String)) -> Option<&KnownInstance> {
+        self.write
+            .instances
+            .get(key)
+            .or_else(|| self.batch.instances.get(key))
+            .or_else(|| self.committed.instances.get(key))
+    }
+
+    fn pipeline(&self, key: &(String, String, String)) -> Option<&KnownPipeline> {
+        self.write
+            .pipelines
+            .get(key)
+            .or_else(|| self.batch.pipelines.get(key))
+            .or_else(|| self.committed.pipelines.get(key))
+    }
+
+    fn forget_instance(&mut self, key: &(String, String)) {
+        self.write.instances.remove(key);
+        self.batch.instances.remove(key);
+        self.committed.instances.remove(key);
+    }
+
+    /// The write being applied succeeded.
+    fn write_kept(&mut self) {
+        let mut w = std::mem::take(&mut self.write);
+        self.batch.absorb(&mut w);
+    }
+
+    /// The batch is about to commit: writes the instances' `last_seen_at`.
+    fn flush_seen(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let mut st = conn.prepare_cached(
+            "UPDATE instances SET last_seen_at = MAX(COALESCE(last_seen_at, ?2), ?2) WHERE id = ?1",
+        )?;
+        for (id, at) in self.batch.seen.drain() {
+            st.execute(params![id, at])?;
+        }
+        Ok(())
+    }
+
+    /// The batch committed.
+    fn committed(&mut self) {
+        let mut b = std::mem::take(&mut self.batch);
+        self.committed.absorb(&mut b);
+        self.committed.seen.clear();
+    }
+
+    /// The transaction was rolled back.
+    fn rolled_back(&mut self) {
+        self.batch.clear();
+        self.write.clear();
+    }
+}
+
 pub(super) fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Job>,
@@ -70,6 +222,7 @@ pub(super) fn run(
     stats: std::sync::Arc<WriterStats>,
 ) {
     let max_batch = settings.max_batch.max(1);
+    let mut known = Known::default();
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -79,7 +232,7 @@ pub(super) fn run(
             }
         }
         let (size, started) = (batch.len(), std::time::Instant::now());
-        let committed = apply_batch(&mut conn, batch, &settings, &signal);
+        let committed = apply_batch(&mut conn, batch, &settings, &signal, &mut known);
         stats.record(size, started.elapsed(), committed);
     }
     tracing::debug!("SQLite writer stopped: all senders gone");
@@ -96,6 +249,7 @@ fn apply_batch(
     batch: Vec<Job>,
     settings: &StoreSettings,
     signal: &tokio::sync::Notify,
+    known: &mut Known,
 ) -> bool {
     let mut writes = Vec::with_capacity(batch.len());
     let mut tasks = Vec::new();
@@ -127,14 +281,18 @@ fn apply_batch(
         fail_all(writes, tasks, e.into());
         return false;
     }
+    known.begin(conn);
     // Fast path: every write straight into the transaction. Writes seldom fail, and a savepoint
     // per write costs a copy of every page it touches (the statement journal). When one fails,
     // the whole transaction is rolled back and the batch is applied again with a savepoint per
     // write, so the failing one sinks alone.
     let mut results = Vec::with_capacity(writes.len());
     for (op, _, z) in &writes {
-        match apply(conn, op, settings, z.as_deref()) {
-            Ok(out) => results.push(Ok(out)),
+        match apply(conn, op, settings, z.as_deref(), known) {
+            Ok(out) => {
+                known.write_kept();
+                results.push(Ok(out));
+            }
             Err(_) => {
                 results.clear();
                 break;
@@ -142,6 +300,7 @@ fn apply_batch(
         }
     }
     if results.len() != writes.len() {
+        known.rolled_back();
         let restarted = conn
             .execute_batch("ROLLBACK")
             .and_then(|_| conn.execute_batch("BEGIN IMMEDIATE"));
@@ -152,8 +311,14 @@ fn apply_batch(
         }
         results = writes
             .iter()
-            .map(|(op, _, z)| apply_isolated(conn, op, settings, z.as_deref()))
+            .map(|(op, _, z)| apply_isolated(conn, op, settings, z.as_deref(), known))
             .collect();
+    }
+    if let Err(e) = known.flush_seen(conn) {
+        let _ = conn.execute_batch("ROLLBACK");
+        known.rolled_back();
+        fail_all(writes, tasks, e);
+        return false;
     }
     for t in tasks.iter_mut() {
         let kept = conn.execute_batch("SAVEPOINT w").is_ok() && t.run(conn);
@@ -168,10 +333,12 @@ fn apply_batch(
     }
     if let Err(e) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
+        known.rolled_back();
         tracing::error!(error = %e, "group commit failed");
         fail_all(writes, tasks, e.into());
         return false;
     }
+    known.committed();
     if results
         .iter()
         .any(|r| matches!(r, Ok(o) if o.deliveries > 0))
@@ -195,17 +362,27 @@ fn apply_isolated(
     op: &WriteOp,
     settings: &StoreSettings,
     z: Option<&[u8]>,
+    known: &mut Known,
 ) -> Result<WriteOutcome, StoreError> {
     let r = conn
         .execute_batch("SAVEPOINT w")
         .map_err(StoreError::from)
-        .and_then(|_| apply(conn, op, settings, z));
+        .and_then(|_| apply(conn, op, settings, z, known));
     match r {
-        Ok(out) => conn
-            .execute_batch("RELEASE w")
-            .map(|_| out)
-            .map_err(StoreError::from),
+        Ok(out) => {
+            let released = conn
+                .execute_batch("RELEASE w")
+                .map(|_| out)
+                .map_err(StoreError::from);
+            if released.is_ok() {
+                known.write_kept();
+            } else {
+                known.write.clear();
+            }
+            released
+        }
         Err(e) => {
+            known.write.clear();
             let _ = conn.execute_batch("ROLLBACK TO w; RELEASE w");
             let refused_event = match op {
                 WriteOp::Runs { event, .. }
@@ -236,6 +413,7 @@ fn apply(
     op: &WriteOp,
     settings: &StoreSettings,
     z: Option<&[u8]>,
+    known: &mut Known,
 ) -> Result<WriteOutcome, StoreError> {
     match op {
         WriteOp::Reject { event } => {
@@ -252,7 +430,7 @@ fn apply(
             event,
             tenant,
             runs,
-        } => apply_runs(conn, event, tenant, runs, &[], &[], settings, z),
+        } => apply_runs(conn, event, tenant, runs, &[], &[], settings, z, known),
         WriteOp::Signals {
             event,
             tenant,
@@ -268,12 +446,16 @@ fn apply(
             commit_times,
             settings,
             z,
+            known,
         ),
         WriteOp::Heartbeat {
             event,
             tenant,
             heartbeat,
-        } => apply_heartbeat(conn, event, tenant, heartbeat, settings, z),
+        } => {
+            known.forget_instance(&(tenant.id.clone(), heartbeat.instance_guid.clone()));
+            apply_heartbeat(conn, event, tenant, heartbeat, settings, z)
+        }
         WriteOp::JobConfigChange {
             event,
             tenant,
@@ -281,8 +463,8 @@ fn apply(
         } => {
             crate::keys::check_guid("payload.jenkins_instance_guid", &change.instance.guid)?;
             let now = to_millis(event.received_at);
-            let instance = instance_id(conn, tenant, &change.instance, now, "payload.")?;
-            let pipeline = pipeline_id(conn, &tenant.id, &instance, &change.pipeline, now)?;
+            let instance = instance_id(conn, known, tenant, &change.instance, now, "payload.")?;
+            let pipeline = pipeline_id(conn, known, &tenant.id, &instance, &change.pipeline, now)?;
             // A change reported late never moves the recorded time back.
             conn.prepare_cached(
                 "UPDATE pipelines SET config_changed_at = MAX(COALESCE(config_changed_at, ?2), ?2) WHERE id = ?1",
@@ -396,6 +578,7 @@ fn apply_runs(
     commit_times: &[(String, OffsetDateTime, Option<String>)],
     settings: &StoreSettings,
     z: Option<&[u8]>,
+    known: &mut Known,
 ) -> Result<WriteOutcome, StoreError> {
     crate::keys::check_reports(runs, incidents, commit_times)?;
     if let Some(key) = &event.dedupe_key {
@@ -409,11 +592,26 @@ fn apply_runs(
     }
     let event_id = new_id();
     // The outbox rows go in this same transaction: an acknowledged run always has them.
-    let subs = super::outbound::enabled_subscriptions(conn, &tenant.id)?;
+    // Read once per batch: subscriptions change through other connections, which committed
+    // before this batch's transaction began.
+    if !known.subs.contains_key(&tenant.id) {
+        let subs = super::outbound::enabled_subscriptions(conn, &tenant.id)?;
+        known.subs.insert(tenant.id.clone(), subs);
+    }
+    let subs = known.subs.get(&tenant.id).cloned().unwrap_or_default();
     let mut queued = 0;
     let mut written = Vec::with_capacity(runs.len());
     for (i, r) in runs.iter().enumerate() {
-        let (w, facts) = upsert_run(conn, tenant, &event_id, event.received_at, r, i, runs.len())?;
+        let (w, facts) = upsert_run(
+            conn,
+            known,
+            tenant,
+            &event_id,
+            event.received_at,
+            r,
+            i,
+            runs.len(),
+        )?;
         if !subs.is_empty() {
             queued +=
                 super::outbound::enqueue_run(conn, &tenant.id, &subs, &facts, event.received_at)?;
@@ -530,24 +728,34 @@ fn insert_event(
 
 fn instance_id(
     conn: &Connection,
+    known: &mut Known,
     tenant: &Tenant,
     instance: &cistern_core::InstanceRef,
     now: i64,
     field_prefix: &str,
 ) -> Result<String, StoreError> {
+    let key = (tenant.id.clone(), instance.guid.clone());
+    if let Some(k) = known.instance(&key).filter(|k| k.covers(instance)) {
+        // Nothing to write but `last_seen_at`, written once for the batch.
+        let id = k.id.clone();
+        let e = known.write.seen.entry(id.clone()).or_insert(now);
+        *e = (*e).max(now);
+        return Ok(id);
+    }
     let existing: Option<String> = conn
         .prepare_cached("SELECT id FROM instances WHERE tenant_id = ?1 AND guid = ?2")?
         .query_row(params![tenant.id, instance.guid], |row| row.get(0))
         .optional()?;
-    match existing {
-        Some(id) => {
-            conn.prepare_cached(
-                "UPDATE instances SET name = COALESCE(?2, name), url = COALESCE(?3, url), kind = COALESCE(kind, ?4), last_seen_at = MAX(COALESCE(last_seen_at, ?5), ?5) WHERE id = ?1",
+    let row = match existing {
+        Some(id) => conn
+            .prepare_cached(
+                "UPDATE instances SET name = COALESCE(?2, name), url = COALESCE(?3, url), kind = COALESCE(kind, ?4), last_seen_at = MAX(COALESCE(last_seen_at, ?5), ?5) WHERE id = ?1
+                 RETURNING id, name, url, kind",
             )?
-            .execute(params![id, instance.name, instance.url, instance.kind, now])?;
-            Ok(id)
-        }
-        None if tenant.strict => Err(StoreError::Rejected(vec![FieldError::new(
+            .query_row(params![id, instance.name, instance.url, instance.kind, now], |row| {
+                Ok(KnownInstance { id: row.get(0)?, name: row.get(1)?, url: row.get(2)?, kind: row.get(3)? })
+            })?,
+        None if tenant.strict => return Err(StoreError::Rejected(vec![FieldError::new(
             format!("{field_prefix}instance_guid"),
             format!(
                 "instance {:?} is not registered and tenant {:?} only accepts registered instances; register it first (POST /api/v1/instances or /v1/custom-cicd with integration_id, name, type and optionally its guid)",
@@ -560,18 +768,35 @@ fn instance_id(
                 "INSERT INTO instances (id, tenant_id, guid, name, url, kind, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
             )?
             .execute(params![id, tenant.id, instance.guid, instance.name, instance.url, instance.kind, now])?;
-            Ok(id)
+            KnownInstance {
+                id,
+                name: instance.name.clone(),
+                url: instance.url.clone(),
+                kind: instance.kind.clone(),
+            }
         }
-    }
+    };
+    let id = row.id.clone();
+    known.write.instances.insert(key, row);
+    Ok(id)
 }
 
 fn pipeline_id(
     conn: &Connection,
+    known: &mut Known,
     tenant_id: &str,
     instance_id: &str,
     p: &cistern_core::PipelineRef,
     now: i64,
 ) -> Result<String, StoreError> {
+    let key = (
+        tenant_id.to_owned(),
+        instance_id.to_owned(),
+        p.full_name.clone(),
+    );
+    if let Some(k) = known.pipeline(&key).filter(|k| k.covers(p)) {
+        return Ok(k.id.clone());
+    }
     let existing: Option<String> = conn
         .prepare_cached(
             "SELECT id FROM pipelines WHERE tenant_id = ?1 AND instance_id = ?2 AND full_name = ?3",
@@ -580,23 +805,46 @@ fn pipeline_id(
             row.get(0)
         })
         .optional()?;
-    match existing {
-        Some(id) => {
-            conn.prepare_cached(
-                "UPDATE pipelines SET name = ?2, qualified_name = COALESCE(?3, qualified_name), project = COALESCE(?4, project), module = COALESCE(?5, module) WHERE id = ?1",
+    let row = match existing {
+        Some(id) => conn
+            .prepare_cached(
+                "UPDATE pipelines SET name = ?2, qualified_name = COALESCE(?3, qualified_name), project = COALESCE(?4, project), module = COALESCE(?5, module) WHERE id = ?1
+                 RETURNING id, name, qualified_name, project, module",
             )?
-            .execute(params![id, p.name, p.qualified_name, p.project, p.module])?;
-            Ok(id)
-        }
+            .query_row(
+                params![id, p.name, p.qualified_name, p.project, p.module],
+                |row| {
+                    Ok(KnownPipeline {
+                        id: row.get(0)?,
+                        name: row.get(1)?,
+                        qualified_name: row.get(2)?,
+                        project: row.get(3)?,
+                        module: row.get(4)?,
+                    })
+                },
+            )?,
         None => {
             let id = new_id();
             conn.prepare_cached(
                 "INSERT INTO pipelines (id, tenant_id, instance_id, full_name, name, qualified_name, project, module, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![id, tenant_id, instance_id, p.full_name, p.name, p.qualified_name, p.project, p.module, now])?;
-            Ok(id)
+            KnownPipeline {
+                id,
+                name: p.name.clone(),
+                qualified_name: p.qualified_name.clone(),
+                project: p.project.clone(),
+                module: p.module.clone(),
+            }
         }
+    };
+    let id = row.id.clone();
+    // An unnamed placeholder (a partial report's, empty name) is never kept: it is the one kind
+    // of pipeline that is ever deleted.
+    if !p.name.is_empty() {
+        known.write.pipelines.insert(key, row);
     }
+    Ok(id)
 }
 
 /// The pipeline a run report goes to. A partial report names its run by key within its
@@ -605,13 +853,14 @@ fn pipeline_id(
 /// its key left in an unnamed placeholder (moving it, and dropping the emptied placeholder).
 fn resolve_pipeline(
     conn: &Connection,
+    known: &mut Known,
     tenant_id: &str,
     instance_id: &str,
     r: &RunReport,
     now: i64,
 ) -> Result<String, StoreError> {
     if !r.partial {
-        return pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now);
+        return pipeline_id(conn, known, tenant_id, instance_id, &r.pipeline, now);
     }
     let mut same_key = conn.prepare_cached(
         "SELECT r.id, r.pipeline_id, p.name = '' FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
@@ -628,9 +877,9 @@ fn resolve_pipeline(
         if let Some((_, pipeline, _)) = found {
             return Ok(pipeline);
         }
-        return pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now);
+        return pipeline_id(conn, known, tenant_id, instance_id, &r.pipeline, now);
     }
-    let target = pipeline_id(conn, tenant_id, instance_id, &r.pipeline, now)?;
+    let target = pipeline_id(conn, known, tenant_id, instance_id, &r.pipeline, now)?;
     if let Some((run, placeholder, true)) = found {
         if placeholder != target {
             conn.prepare_cached("UPDATE runs SET pipeline_id = ?2 WHERE id = ?1")?
@@ -644,8 +893,10 @@ fn resolve_pipeline(
     Ok(target)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn upsert_run(
     conn: &Connection,
+    known: &mut Known,
     tenant: &Tenant,
     event_id: &str,
     received_at: OffsetDateTime,
@@ -659,8 +910,8 @@ fn upsert_run(
     } else {
         String::new()
     };
-    let instance_id = instance_id(conn, tenant, &r.instance, now, &prefix)?;
-    let pipeline_id = resolve_pipeline(conn, &tenant.id, &instance_id, r, now)?;
+    let instance_id = instance_id(conn, known, tenant, &r.instance, now, &prefix)?;
+    let pipeline_id = resolve_pipeline(conn, known, &tenant.id, &instance_id, r, now)?;
     let existing: Option<crate::merge::StoredState> = conn
         .prepare_cached(
             "SELECT id, result, source_result, finished_at, duration_ms FROM runs
