@@ -1188,6 +1188,89 @@ async fn resolve_pipeline(
     Ok(target)
 }
 
+/// The columns and values of a run row (`$1` its proposed id, `$27` the time received).
+macro_rules! run_insert {
+    ($tail:literal) => {
+        concat!(
+            "INSERT INTO runs (id, tenant_id, pipeline_id, instance_id, run_key, build_number, execution_id, result, source_result,
+            started_at, finished_at, duration_ms, triggered_by, branch, repo_url, ci, cd, environment, cfr_status, web_url, job_type,
+            source, event_id, detail, log, log_truncated, received_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $27)
+         ",
+            $tail
+        )
+    };
+}
+
+/// Inserts a run unless it exists (then no row comes back).
+const RUN_INSERT_NEW: &str = run_insert!(
+    "ON CONFLICT (tenant_id, instance_id, pipeline_id, run_key) DO NOTHING RETURNING id"
+);
+
+/// Inserts a run or replaces the stored one's state, keeping its id.
+const RUN_UPSERT: &str = run_insert!(
+    "ON CONFLICT (tenant_id, instance_id, pipeline_id, run_key) DO UPDATE SET
+            build_number = EXCLUDED.build_number, execution_id = EXCLUDED.execution_id, result = EXCLUDED.result,
+            source_result = EXCLUDED.source_result, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+            duration_ms = EXCLUDED.duration_ms, triggered_by = EXCLUDED.triggered_by, branch = EXCLUDED.branch,
+            repo_url = EXCLUDED.repo_url, ci = EXCLUDED.ci, cd = EXCLUDED.cd, environment = EXCLUDED.environment,
+            cfr_status = EXCLUDED.cfr_status, web_url = EXCLUDED.web_url, job_type = EXCLUDED.job_type,
+            source = EXCLUDED.source, event_id = EXCLUDED.event_id, detail = EXCLUDED.detail, log = EXCLUDED.log,
+            log_truncated = EXCLUDED.log_truncated, updated_at = EXCLUDED.updated_at
+         RETURNING id"
+);
+
+/// Writes a run row with `sql` (one of the two above); the id it returns, if any.
+#[allow(clippy::too_many_arguments)]
+async fn write_run_row(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    new: &str,
+    tenant: &Tenant,
+    pipeline_id: &str,
+    instance_id: &str,
+    r: &RunReport,
+    event_id: &str,
+    now: i64,
+) -> Result<Option<String>, Fail> {
+    let detail =
+        serde_json::to_string(&RunDetail::of(r)).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let (log, log_truncated) = match &r.log {
+        Some(l) => (Some(l.text.as_str()), l.truncated),
+        None => (None, false),
+    };
+    Ok(sqlx::query_scalar(sql)
+        .bind(new)
+        .bind(&tenant.id)
+        .bind(pipeline_id)
+        .bind(instance_id)
+        .bind(&r.run_key)
+        .bind(r.build_number)
+        .bind(&r.execution_id)
+        .bind(r.result.as_str())
+        .bind(&r.source_result)
+        .bind(to_millis(r.started_at))
+        .bind(r.finished_at.map(to_millis))
+        .bind(r.duration_ms)
+        .bind(&r.triggered_by)
+        .bind(&r.branch)
+        .bind(&r.repo_url)
+        .bind(r.ci)
+        .bind(r.cd)
+        .bind(&r.environment)
+        .bind(r.cfr_status)
+        .bind(&r.web_url)
+        .bind(&r.job_type)
+        .bind(&r.source)
+        .bind(event_id)
+        .bind(&detail)
+        .bind(log)
+        .bind(log_truncated)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn upsert_run(
     conn: &mut PgConnection,
@@ -1209,18 +1292,43 @@ async fn upsert_run(
         .instance(conn, tenant, &r.instance, now, &prefix)
         .await?;
     let pipeline_id = resolve_pipeline(conn, ids, &tenant.id, &instance_id, r, now).await?;
-    // The run's advisory lock (taken for the batch) serializes writers of this run, so what is
-    // read here stays true until commit.
-    let existing: Option<crate::merge::StoredState> = sqlx::query_as(
-        "SELECT id, result, source_result, finished_at, duration_ms FROM runs
-         WHERE tenant_id = $1 AND instance_id = $2 AND pipeline_id = $3 AND run_key = $4",
+    // Most reports are of new runs: insert first, and only when the run exists read its stored
+    // state to merge with. The run's advisory lock (taken for the batch) serializes writers of
+    // this run, so what is read here stays true until commit.
+    let first = new_id();
+    let fresh = write_run_row(
+        conn,
+        RUN_INSERT_NEW,
+        &first,
+        tenant,
+        &pipeline_id,
+        &instance_id,
+        r,
+        event_id,
+        now,
     )
-    .bind(&tenant.id)
-    .bind(&instance_id)
-    .bind(&pipeline_id)
-    .bind(&r.run_key)
-    .fetch_optional(&mut *conn)
     .await?;
+    if let Some(id) = &fresh {
+        if *id != first {
+            return Err(Fail::Store(StoreError::Backend(
+                "a new run came back with another id".into(),
+            )));
+        }
+    }
+    let existing: Option<crate::merge::StoredState> = if fresh.is_some() {
+        None
+    } else {
+        sqlx::query_as(
+            "SELECT id, result, source_result, finished_at, duration_ms FROM runs
+         WHERE tenant_id = $1 AND instance_id = $2 AND pipeline_id = $3 AND run_key = $4",
+        )
+        .bind(&tenant.id)
+        .bind(&instance_id)
+        .bind(&pipeline_id)
+        .bind(&r.run_key)
+        .fetch_optional(&mut *conn)
+        .await?
+    };
     let combined;
     let r: &RunReport = match &existing {
         Some((id, ..)) if r.partial => {
@@ -1255,60 +1363,27 @@ async fn upsert_run(
     let previous = existing.as_ref().map(|e| {
         cistern_core::RunResult::from_normalized(&e.1).unwrap_or(cistern_core::RunResult::Error)
     });
-    let detail =
-        serde_json::to_string(&RunDetail::of(r)).map_err(|e| StoreError::Backend(e.to_string()))?;
-    let (log, log_truncated) = match &r.log {
-        Some(l) => (Some(l.text.as_str()), l.truncated),
-        None => (None, false),
-    };
     let new = new_id();
     // The row keeps its id on conflict, so getting the proposed id back means it was inserted.
     // (Unlike the `xmax = 0` trick, this does not depend on how PostgreSQL locks tuples.)
-    let id: String = sqlx::query_scalar(
-        "INSERT INTO runs (id, tenant_id, pipeline_id, instance_id, run_key, build_number, execution_id, result, source_result,
-            started_at, finished_at, duration_ms, triggered_by, branch, repo_url, ci, cd, environment, cfr_status, web_url, job_type,
-            source, event_id, detail, log, log_truncated, received_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $27)
-         ON CONFLICT (tenant_id, instance_id, pipeline_id, run_key) DO UPDATE SET
-            build_number = EXCLUDED.build_number, execution_id = EXCLUDED.execution_id, result = EXCLUDED.result,
-            source_result = EXCLUDED.source_result, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
-            duration_ms = EXCLUDED.duration_ms, triggered_by = EXCLUDED.triggered_by, branch = EXCLUDED.branch,
-            repo_url = EXCLUDED.repo_url, ci = EXCLUDED.ci, cd = EXCLUDED.cd, environment = EXCLUDED.environment,
-            cfr_status = EXCLUDED.cfr_status, web_url = EXCLUDED.web_url, job_type = EXCLUDED.job_type,
-            source = EXCLUDED.source, event_id = EXCLUDED.event_id, detail = EXCLUDED.detail, log = EXCLUDED.log,
-            log_truncated = EXCLUDED.log_truncated, updated_at = EXCLUDED.updated_at
-         RETURNING id",
-    )
-    .bind(&new)
-    .bind(&tenant.id)
-    .bind(&pipeline_id)
-    .bind(&instance_id)
-    .bind(&r.run_key)
-    .bind(r.build_number)
-    .bind(&r.execution_id)
-    .bind(r.result.as_str())
-    .bind(&r.source_result)
-    .bind(to_millis(r.started_at))
-    .bind(r.finished_at.map(to_millis))
-    .bind(r.duration_ms)
-    .bind(&r.triggered_by)
-    .bind(&r.branch)
-    .bind(&r.repo_url)
-    .bind(r.ci)
-    .bind(r.cd)
-    .bind(&r.environment)
-    .bind(r.cfr_status)
-    .bind(&r.web_url)
-    .bind(&r.job_type)
-    .bind(&r.source)
-    .bind(event_id)
-    .bind(&detail)
-    .bind(log)
-    .bind(log_truncated)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
-    let created = id == new;
+    let was_new = fresh.is_some();
+    let id = match fresh {
+        Some(id) => id,
+        None => write_run_row(
+            conn,
+            RUN_UPSERT,
+            &new,
+            tenant,
+            &pipeline_id,
+            &instance_id,
+            r,
+            event_id,
+            now,
+        )
+        .await?
+        .ok_or_else(|| StoreError::Backend("the run upsert returned no row".into()))?,
+    };
+    let created = was_new || id == new;
     if !created {
         // The upsert holds the run's row lock until commit, so no other writer interleaves here.
         sqlx::query(
@@ -1319,8 +1394,10 @@ async fn upsert_run(
         .await?;
     }
 
+    // Stages and commits in one statement (one round trip).
     let rows = stage_rows(&r.stages);
-    if !rows.is_empty() {
+    let commits = unique_commits(r);
+    if !rows.is_empty() || !commits.is_empty() {
         let mut idx = Vec::with_capacity(rows.len());
         let mut parent = Vec::with_capacity(rows.len());
         let mut name = Vec::with_capacity(rows.len());
@@ -1347,10 +1424,18 @@ async fn upsert_run(
             slog_truncated.push(s.log_truncated);
             url.push(s.url.as_deref());
         }
+        let shas: Vec<&str> = commits.iter().map(|c| c.sha.as_str()).collect();
+        let at: Vec<Option<i64>> = commits
+            .iter()
+            .map(|c| c.committed_at.map(to_millis))
+            .collect();
         sqlx::query(
-            "INSERT INTO stages (run_id, idx, parent_idx, name, description, result, source_result, state, started_at, duration_ms, log, log_truncated, url)
-             SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                                      $9::bigint[], $10::bigint[], $11::text[], $12::boolean[], $13::text[])",
+            "WITH s AS (
+               INSERT INTO stages (run_id, idx, parent_idx, name, description, result, source_result, state, started_at, duration_ms, log, log_truncated, url)
+               SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                                        $9::bigint[], $10::bigint[], $11::text[], $12::boolean[], $13::text[]))
+             INSERT INTO run_commits (run_id, sha, tenant_id, committed_at)
+             SELECT $1, u.sha, $14, u.at FROM UNNEST($15::text[], $16::bigint[]) AS u(sha, at)",
         )
         .bind(&id)
         .bind(idx)
@@ -1365,22 +1450,6 @@ async fn upsert_run(
         .bind(slog)
         .bind(slog_truncated)
         .bind(url)
-        .execute(&mut *conn)
-        .await?;
-    }
-
-    let commits = unique_commits(r);
-    if !commits.is_empty() {
-        let shas: Vec<&str> = commits.iter().map(|c| c.sha.as_str()).collect();
-        let at: Vec<Option<i64>> = commits
-            .iter()
-            .map(|c| c.committed_at.map(to_millis))
-            .collect();
-        sqlx::query(
-            "INSERT INTO run_commits (run_id, sha, tenant_id, committed_at)
-             SELECT $1, u.sha, $2, u.at FROM UNNEST($3::text[], $4::bigint[]) AS u(sha, at)",
-        )
-        .bind(&id)
         .bind(&tenant.id)
         .bind(shas)
         .bind(at)
