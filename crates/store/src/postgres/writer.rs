@@ -1052,6 +1052,11 @@ async fn instance_row(
         .bind(now)
         .fetch_optional(&mut *conn)
         .await?
+    } else if let Some(k) = existing_instance(conn, tenant, i, now).await? {
+        // Known to the database and nothing to change: no lock that a foreign key check of
+        // another transaction's runs would conflict with (the upsert below locks the row
+        // exclusively, which is how two batches could deadlock).
+        return Ok(k);
     } else {
         sqlx::query_as(
             "INSERT INTO instances (id, tenant_id, guid, name, url, kind, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
@@ -1090,6 +1095,59 @@ async fn instance_row(
     })
 }
 
+/// The instance when its row exists (or is inserted now, on first sight) and already holds the
+/// report's attributes; its `last_seen_at` moved on unless another transaction holds the row.
+async fn existing_instance(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    i: &cistern_core::InstanceRef,
+    now: i64,
+) -> Result<Option<KnownInstance>, Fail> {
+    type Row = (String, Option<String>, Option<String>, Option<String>);
+    let known = |(id, name, url, kind): Row| KnownInstance {
+        id,
+        name,
+        url,
+        kind,
+        at: std::time::Instant::now(),
+    };
+    let inserted: Option<Row> = sqlx::query_as(
+        "INSERT INTO instances (id, tenant_id, guid, name, url, kind, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+         ON CONFLICT (tenant_id, guid) DO NOTHING RETURNING id, name, url, kind",
+    )
+    .bind(new_id())
+    .bind(&tenant.id)
+    .bind(&i.guid)
+    .bind(&i.name)
+    .bind(&i.url)
+    .bind(&i.kind)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok(Some(known(row)));
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT id, name, url, kind FROM instances WHERE tenant_id = $1 AND guid = $2",
+    )
+    .bind(&tenant.id)
+    .bind(&i.guid)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(k) = row.map(known).filter(|k| k.covers(i)) else {
+        return Ok(None);
+    };
+    sqlx::query(
+        "UPDATE instances SET last_seen_at = GREATEST(last_seen_at, $2)
+         WHERE id = (SELECT id FROM instances WHERE id = $1 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(&k.id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(k))
+}
+
 /// Writes the run's pipeline (created on first sight) and returns its row as stored.
 async fn pipeline_row(
     conn: &mut PgConnection,
@@ -1098,13 +1156,55 @@ async fn pipeline_row(
     p: &cistern_core::PipelineRef,
     now: i64,
 ) -> Result<KnownPipeline, Fail> {
-    let (id, name, qualified_name, project, module): (
+    type Row = (
         String,
         String,
         Option<String>,
         Option<String>,
         Option<String>,
-    ) = sqlx::query_as(
+    );
+    let known = |(id, name, qualified_name, project, module): Row| KnownPipeline {
+        id,
+        name,
+        qualified_name,
+        project,
+        module,
+        at: std::time::Instant::now(),
+    };
+    // First sight, or nothing to change: no exclusive row lock (see `existing_instance`).
+    let inserted: Option<Row> = sqlx::query_as(
+        "INSERT INTO pipelines (id, tenant_id, instance_id, full_name, name, qualified_name, project, module, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (tenant_id, instance_id, full_name) DO NOTHING
+         RETURNING id, name, qualified_name, project, module",
+    )
+    .bind(new_id())
+    .bind(tenant_id)
+    .bind(instance_id)
+    .bind(&p.full_name)
+    .bind(&p.name)
+    .bind(&p.qualified_name)
+    .bind(&p.project)
+    .bind(&p.module)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok(known(row));
+    }
+    let stored: Option<Row> = sqlx::query_as(
+        "SELECT id, name, qualified_name, project, module FROM pipelines
+         WHERE tenant_id = $1 AND instance_id = $2 AND full_name = $3",
+    )
+    .bind(tenant_id)
+    .bind(instance_id)
+    .bind(&p.full_name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(k) = stored.map(known).filter(|k| k.covers(p)) {
+        return Ok(k);
+    }
+    let (id, name, qualified_name, project, module): Row = sqlx::query_as(
         "INSERT INTO pipelines (id, tenant_id, instance_id, full_name, name, qualified_name, project, module, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (tenant_id, instance_id, full_name) DO UPDATE SET
