@@ -138,8 +138,6 @@ async fn handle(state: AppState, headers: HeaderMap, body: Body, multipart: bool
     } else {
         (raw.clone(), None)
     };
-    let request_type =
-        propelo::request_type_of(&envelope_bytes).unwrap_or_else(|| "unknown".to_owned());
     let opts = ParseOptions::new(state.config.max_log_bytes);
     let cap = state.config.max_log_bytes;
     let limits = ZipLimits {
@@ -168,6 +166,10 @@ async fn handle(state: AppState, headers: HeaderMap, body: Body, multipart: bool
     let (req, missing) = match parsed {
         Ok(p) => p,
         Err(rej) => {
+            // Only a refused envelope is read a second time, for its request type (the reply
+            // names it); an accepted one is parsed once.
+            let request_type =
+                propelo::request_type_of(&envelope_bytes).unwrap_or_else(|| "unknown".to_owned());
             let err = inbound
                 .refuse(
                     &state,

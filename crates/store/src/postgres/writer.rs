@@ -527,7 +527,11 @@ async fn apply_all(
         match apply(tx, &job.op, &subs, settings, ids).await {
             Ok(out) => results.push(Ok(out)),
             Err(f) if f.retryable() => return Err(f),
-            Err(_) => return Ok(None),
+            Err(f) => {
+                // Replayed write by write; worth knowing when it happens often.
+                tracing::debug!(size = batch.len(), error = %StoreError::from(f), "a write failed in the optimistic pass");
+                return Ok(None);
+            }
         }
     }
     Ok(Some(results))
@@ -1250,7 +1254,9 @@ async fn resolve_pipeline(
     now: i64,
 ) -> Result<String, Fail> {
     if !r.partial {
-        return ids.pipeline(conn, tenant_id, instance_id, &r.pipeline, now).await;
+        return ids
+            .pipeline(conn, tenant_id, instance_id, &r.pipeline, now)
+            .await;
     }
     let found: Option<(String, String, bool)> = sqlx::query_as(
         "SELECT r.id, r.pipeline_id, p.name = '' FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
@@ -1267,9 +1273,13 @@ async fn resolve_pipeline(
         if let Some((_, pipeline, _)) = found {
             return Ok(pipeline);
         }
-        return ids.pipeline(conn, tenant_id, instance_id, &r.pipeline, now).await;
+        return ids
+            .pipeline(conn, tenant_id, instance_id, &r.pipeline, now)
+            .await;
     }
-    let target = ids.pipeline(conn, tenant_id, instance_id, &r.pipeline, now).await?;
+    let target = ids
+        .pipeline(conn, tenant_id, instance_id, &r.pipeline, now)
+        .await?;
     if let Some((run, placeholder, true)) = found {
         if placeholder != target {
             sqlx::query("UPDATE runs SET pipeline_id = $2 WHERE id = $1")
