@@ -660,11 +660,13 @@ async fn a_postgres_write_does_not_wait_for_another_run_of_its_instance() {
     // Another session holds run X's row; the store's update of X waits for it. Meanwhile a new
     // run Y of the same instance and pipeline must be written and acknowledged by another writer
     // (writers used to queue behind a per-instance lock held by X's batch).
+    // Runs of today: batches of past days take turns per tenant (see the next test).
+    let now = cistern_core::to_millis(time::OffsetDateTime::now_utc());
     let Some(base) = pg_base() else { return };
     with_pg_database(&base, |url| async move {
         let s: Arc<dyn Store> = Arc::new(PgStore::open(&url, &settings()).await.expect("open"));
         let t = default_tenant(&s).await;
-        write_runs(&s, &t, vec![small_report("ni-a", "p", "x", T0)]).await;
+        write_runs(&s, &t, vec![small_report("ni-a", "p", "x", now)]).await;
 
         let mut other = sqlx::PgConnection::connect(&url).await.expect("connect");
         sqlx::Executor::execute(&mut other, "BEGIN")
@@ -682,7 +684,7 @@ async fn a_postgres_write_does_not_wait_for_another_run_of_its_instance() {
                 s.write(WriteOp::Runs {
                     event: event(&t.id, b"{}"),
                     tenant: t.clone(),
-                    runs: vec![small_report("ni-a", "p", "x", T0 + 1)],
+                    runs: vec![small_report("ni-a", "p", "x", now + 1)],
                 })
                 .await
             }
@@ -694,7 +696,7 @@ async fn a_postgres_write_does_not_wait_for_another_run_of_its_instance() {
             s.write(WriteOp::Runs {
                 event: event(&t.id, b"{}"),
                 tenant: t.clone(),
-                runs: vec![small_report("ni-a", "p", "y", T0 + 2)],
+                runs: vec![small_report("ni-a", "p", "y", now + 2)],
             }),
         )
         .await
@@ -708,6 +710,54 @@ async fn a_postgres_write_does_not_wait_for_another_run_of_its_instance() {
         assert!(!x.runs[0].created);
         assert_eq!(all_runs(&s, &t.id, RunFilter::default()).await.len(), 2);
         let _ = other.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_backfill_of_past_days_from_many_writers_does_not_deadlock() {
+    // Runs of closed days mark their (pipeline, day) for the CI-day rollups inside the write
+    // (a row lock held to commit). Many concurrent writes of the same past days in different
+    // orders used to deadlock their batches (`dev seed` failed with "deadlock detected").
+    let Some(base) = pg_base() else { return };
+    with_pg_database(&base, |url| async move {
+        let s: Arc<dyn Store> = Arc::new(PgStore::open(&url, &settings()).await.expect("open"));
+        let t = default_tenant(&s).await;
+        let day = 86_400_000i64;
+        let mut tasks = Vec::new();
+        for w in 0..8i64 {
+            let (s, t) = (s.clone(), t.clone());
+            tasks.push(tokio::spawn(async move {
+                for n in 0..20i64 {
+                    // Ten runs per write over the same days and pipelines, walked forwards by
+                    // half the writers and backwards by the others.
+                    let mut runs: Vec<_> = (0..10i64)
+                        .map(|k| {
+                            let p = ["p1", "p2"][(k % 2) as usize];
+                            small_report("bf-a", p, &format!("w{w}-{n}-{k}"), T0 + (k / 2) * day)
+                        })
+                        .collect();
+                    if w % 2 == 1 {
+                        runs.reverse();
+                    }
+                    s.write(WriteOp::Runs {
+                        event: event(&t.id, b"{}"),
+                        tenant: t.clone(),
+                        runs,
+                    })
+                    .await
+                    .map_err(|e| format!("writer {w}, write {n}: {e}"))?;
+                }
+                Ok::<(), String>(())
+            }));
+        }
+        for task in tasks {
+            task.await
+                .expect("task")
+                .expect("every write of the backfill");
+        }
+        let pipelines = s.list_pipelines(&t.id).await.expect("pipelines");
+        assert_eq!(pipelines.iter().map(|p| p.runs).sum::<i64>(), 8 * 20 * 10);
     })
     .await;
 }

@@ -616,6 +616,17 @@ fn fnv1a(parts: &[&str]) -> i64 {
 /// one, so two transactions must not write one run at once; transactions writing different
 /// runs do not wait for each other.
 async fn lock_runs(conn: &mut PgConnection, batch: &[Job]) -> Result<(), Fail> {
+    // A run of a closed day (one the CI-day rollups may already hold) makes the `runs` trigger
+    // bump that day's mark in `ci_days_dirty`, a row lock held to commit. Two batches writing
+    // the same past days in different orders would deadlock on those rows (a backfill, a
+    // satellite's spool after an outage, `dev seed`), so such batches take turns per tenant;
+    // batches of live runs (today's) do not touch the marks and stay side by side. The horizon
+    // is the trigger's (a day ending within the hour), with a minute of margin for the clock.
+    let horizon = cistern_core::to_millis(OffsetDateTime::now_utc()) + 3_660_000;
+    let closed_day = |r: &RunReport| {
+        let day = cistern_core::to_millis(r.started_at).div_euclid(86_400_000);
+        (day + 1) * 86_400_000 <= horizon
+    };
     let mut keys: Vec<i64> = batch
         .iter()
         .filter_map(|job| match &job.op {
@@ -630,7 +641,8 @@ async fn lock_runs(conn: &mut PgConnection, batch: &[Job]) -> Result<(), Fail> {
                         let partial = r
                             .partial
                             .then(|| fnv1a(&["partial", &tenant.id, &r.instance.guid]));
-                        std::iter::once(run).chain(partial)
+                        let past = closed_day(r).then(|| fnv1a(&["past-days", &tenant.id]));
+                        std::iter::once(run).chain(partial).chain(past)
                     })
                     .collect::<Vec<_>>(),
             ),

@@ -231,9 +231,17 @@ pub(super) fn run(
                 Err(_) => break,
             }
         }
-        let (size, started) = (batch.len(), std::time::Instant::now());
+        // Writes only: the tasks riding along (delivery claims, rollup work) are not writes, and
+        // a batch of tasks alone is not a write batch.
+        let size = batch
+            .iter()
+            .filter(|j| matches!(j, Job::Write { .. }))
+            .count();
+        let started = std::time::Instant::now();
         let committed = apply_batch(&mut conn, batch, &settings, &signal, &mut known);
-        stats.record(size, started.elapsed(), committed);
+        if size > 0 {
+            stats.record(size, started.elapsed(), committed);
+        }
     }
     tracing::debug!("SQLite writer stopped: all senders gone");
 }
