@@ -231,15 +231,10 @@ pub fn dora(
     };
 
     // Change failure rate.
+    let culprits = Culprits::new(&sorted);
     let mut blamed: HashSet<&str> = HashSet::new();
     for inc in incidents {
-        let culprit = sorted.iter().rfind(|d| {
-            d.succeeded
-                && d.finished_at <= inc.detected_at
-                && inc.pipeline.as_ref().is_none_or(|p| *p == d.pipeline)
-                && (inc.environment.is_none() || inc.environment == d.environment)
-        });
-        if let Some(d) = culprit {
+        if let Some(d) = culprits.find(inc) {
             blamed.insert(d.run_id.as_str());
         }
     }
@@ -317,6 +312,56 @@ pub fn dora(
         lead_time,
         change_failure_rate,
         time_to_restore,
+    }
+}
+
+/// The deployment an incident is blamed on: the latest successful one (in the order of
+/// `sorted`: finish time, then run id) finished by the incident's detection, of its pipeline
+/// and environment when the incident names them. Successful deployments are kept in that order
+/// per slice, so each incident is one binary search: scanning every deployment per incident
+/// was quadratic, and took minutes over a year of a busy tenant's history.
+struct Culprits<'a> {
+    all: Vec<&'a Deployment>,
+    by_pipeline: HashMap<&'a str, Vec<&'a Deployment>>,
+    by_environment: HashMap<&'a str, Vec<&'a Deployment>>,
+    by_both: HashMap<(&'a str, &'a str), Vec<&'a Deployment>>,
+}
+
+impl<'a> Culprits<'a> {
+    fn new(sorted: &[&'a Deployment]) -> Self {
+        let mut c = Culprits {
+            all: Vec::new(),
+            by_pipeline: HashMap::new(),
+            by_environment: HashMap::new(),
+            by_both: HashMap::new(),
+        };
+        for &d in sorted.iter().filter(|d| d.succeeded) {
+            c.all.push(d);
+            c.by_pipeline
+                .entry(d.pipeline.as_str())
+                .or_default()
+                .push(d);
+            if let Some(env) = d.environment.as_deref() {
+                c.by_environment.entry(env).or_default().push(d);
+                c.by_both
+                    .entry((d.pipeline.as_str(), env))
+                    .or_default()
+                    .push(d);
+            }
+        }
+        c
+    }
+
+    fn find(&self, inc: &Incident) -> Option<&'a Deployment> {
+        let list = match (inc.pipeline.as_deref(), inc.environment.as_deref()) {
+            (None, None) => Some(&self.all),
+            (Some(p), None) => self.by_pipeline.get(p),
+            (None, Some(e)) => self.by_environment.get(e),
+            (Some(p), Some(e)) => self.by_both.get(&(p, e)),
+        }?;
+        // Sorted by finish time, so those finished by the detection are a prefix.
+        let n = list.partition_point(|d| d.finished_at <= inc.detected_at);
+        n.checked_sub(1).map(|i| list[i])
     }
 }
 
@@ -983,7 +1028,52 @@ mod compact_tests {
         (data, shas.into_iter().map(|(s, i)| (i, s)).collect())
     }
 
+    fn deployment_strategy() -> impl Strategy<Value = Deployment> {
+        (0usize..3, 0usize..3, 0i64..20, 0usize..3, 0u32..1000).prop_map(
+            |(p, e, at, outcome, id)| Deployment {
+                run_id: format!("r{id}"),
+                pipeline: ["deploy/a", "b", "deploy/c"][p].into(),
+                environment: [None, Some("prod"), Some("staging")][e].map(String::from),
+                finished_at: crate::from_millis(1_700_000_000_000 + at * 3_600_000),
+                succeeded: outcome == 0,
+                failed: outcome == 1,
+                cfr_status: false,
+                commits: Vec::new(),
+            },
+        )
+    }
+
+    fn incident_strategy() -> impl Strategy<Value = Incident> {
+        (0usize..4, 0usize..4, 0i64..24).prop_map(|(p, e, at)| Incident {
+            pipeline: [None, Some("deploy/a"), Some("b"), Some("other")][p].map(String::from),
+            environment: [None, Some("prod"), Some("staging"), Some("qa")][e].map(String::from),
+            detected_at: crate::from_millis(1_700_000_000_000 + at * 3_600_000 - 1_800_000),
+            resolved_at: None,
+        })
+    }
+
     proptest! {
+        /// The indexed lookup blames exactly the deployment that a scan of every deployment
+        /// (the definition) blames.
+        #[test]
+        fn culprits_equal_the_scan(
+            deployments in proptest::collection::vec(deployment_strategy(), 0..40),
+            incidents in proptest::collection::vec(incident_strategy(), 0..12),
+        ) {
+            let mut sorted: Vec<&Deployment> = deployments.iter().collect();
+            sorted.sort_by(|a, b| a.finished_at.cmp(&b.finished_at).then(a.run_id.cmp(&b.run_id)));
+            let culprits = Culprits::new(&sorted);
+            for inc in &incidents {
+                let scanned = sorted.iter().rfind(|d| {
+                    d.succeeded
+                        && d.finished_at <= inc.detected_at
+                        && inc.pipeline.as_ref().is_none_or(|p| *p == d.pipeline)
+                        && (inc.environment.is_none() || inc.environment == d.environment)
+                });
+                prop_assert_eq!(culprits.find(inc).map(|d| d as *const Deployment), scanned.map(|d| *d as *const Deployment));
+            }
+        }
+
         #[test]
         fn compact_ci_health_equals_ci_health(
             runs in proptest::collection::vec(run_strategy(), 0..60),

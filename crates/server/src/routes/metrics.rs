@@ -246,32 +246,48 @@ pub async fn compute_dora(
         .incidents(tenant_id, &m.filter, m.since, m.until)
         .await?;
     // An incident names a service; it concerns the deployed pipeline of that name (or whose full
-    // name ends with it, e.g. `deploy/<service>`). Outside a pipeline slice, unmatched ones count too.
+    // name ends with it, e.g. `deploy/<service>`), the first such in the deployments' order.
+    // Outside a pipeline slice, unmatched ones count too. The deployments' distinct pipelines
+    // (a few dozen) are matched, not every deployment: that was incidents × deployments.
+    let mut pipelines: Vec<&str> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for d in &deployments {
+        if seen.insert(d.pipeline.as_str()) {
+            pipelines.push(d.pipeline.as_str());
+        }
+    }
+    let pipeline_slice = m.filter.pipeline.is_some();
     incidents.retain_mut(|inc| {
-        let Some(service) = inc.pipeline.clone() else {
-            return m.filter.pipeline.is_none();
+        let Some(service) = inc.pipeline.as_deref() else {
+            return !pipeline_slice;
         };
         let suffix = format!("/{service}");
-        match deployments
+        match pipelines
             .iter()
-            .find(|d| d.pipeline == service || d.pipeline.ends_with(&suffix))
+            .find(|p| **p == service || p.ends_with(&suffix))
         {
-            Some(d) => {
-                inc.pipeline = Some(d.pipeline.clone());
+            Some(p) => {
+                inc.pipeline = Some((*p).to_owned());
                 true
             }
-            None => m.filter.pipeline.is_none(),
+            None => !pipeline_slice,
         }
     });
-    let whole = metrics::dora(&deployments, &incidents, m.since, m.until);
-    let series = match m.interval {
-        Some(i) => buckets(m.since, m.until, i)
-            .into_iter()
-            .map(|(s, u)| metrics::dora(&deployments, &incidents, s, u))
-            .collect(),
-        None => Vec::new(),
-    };
-    Ok((whole, series))
+    // Seconds of CPU over a large history: off the async workers.
+    let (since, until, interval) = (m.since, m.until, m.interval);
+    tokio::task::spawn_blocking(move || {
+        let whole = metrics::dora(&deployments, &incidents, since, until);
+        let series = match interval {
+            Some(i) => buckets(since, until, i)
+                .into_iter()
+                .map(|(s, u)| metrics::dora(&deployments, &incidents, s, u))
+                .collect(),
+            None => Vec::new(),
+        };
+        (whole, series)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("computing DORA metrics: {e}")))
 }
 
 #[utoipa::path(
