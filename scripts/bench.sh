@@ -153,11 +153,20 @@ fi
 # the whole history, with and without pipeline and environment slices.
 SINCE_ALL="$(date -u -d "-$((DORA_DAYS + 1)) days" +%Y-%m-%dT%H:%M:%SZ)"
 # timings PATH [COOKIE]: "median p90 max" in ms over 20 requests after 3 warm-ups.
+# sign_in: a dashboard session for $KEY in a cookie jar (the overview is measured as a signed-in
+# browser loads it: the session cookie is an opaque id issued by POST /login, not the key).
+sign_in() {
+  local jar="$WORK/jar-$READS_PORT" csrf
+  csrf="$(curl -fsS -c "$jar" "http://127.0.0.1:$READS_PORT/login" | grep -o 'name="csrf" value="[0-9a-f]*"' | head -n 1 | cut -d'"' -f4)"
+  curl -fsS -o /dev/null -b "$jar" -c "$jar" --data-urlencode "key=$KEY" --data-urlencode "csrf=$csrf" \
+    "http://127.0.0.1:$READS_PORT/login"
+  echo "$jar"
+}
 timings() {
   local path="$1" auth=(-H "Authorization: Bearer $KEY") t=()
-  [ "${2:-}" = cookie ] && auth=(-H "Cookie: cistern_session=$KEY")
+  [ "${2:-}" = cookie ] && auth=(-b "$(sign_in)")
   for i in $(seq 1 23); do
-    local s; s="$(curl -fsS -o /dev/null -w '%{time_total}' "${auth[@]}" "http://127.0.0.1:$READS_PORT$path")"
+    local s; s="$(curl -fsS -m 120 -o /dev/null -w '%{time_total}' "${auth[@]}" "http://127.0.0.1:$READS_PORT$path")"
     [ "$i" -gt 3 ] && t+=("$s")
   done
   printf '%s\n' "${t[@]}" | python3 -c 'import sys,statistics as s; v=sorted(float(x)*1000 for x in sys.stdin); print(f"{s.median(v):.1f} {v[int(len(v)*0.9)-1]:.1f} {v[-1]:.1f}")'

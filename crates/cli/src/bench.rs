@@ -90,25 +90,8 @@ pub struct IngestArgs {
     pub run_prefix: String,
 }
 
-/// Parses `30s`, `2m`, `500ms`, `1h` or bare seconds.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 30s, 2m, 500ms)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
+/// The one duration parser (`30s`, `2m`, `500ms`, `1h` or bare seconds).
+pub use cistern_core::units::parse_duration;
 
 /// The SEI run of about 2 KB (2 stages × 3 steps, 2 commits, params, an artifact), with `$name$`
 /// where a run's own values go. `$prefix$` is replaced once, when the template is built.

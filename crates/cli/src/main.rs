@@ -536,7 +536,8 @@ fn main() {
 }
 
 fn config(cli: &Cli) -> Result<Config> {
-    let mut config = Config::load(cli.config.as_deref()).context("reading configuration")?;
+    let mut config = Config::load_explained(cli.config.as_deref())
+        .map_err(|e| anyhow::anyhow!("reading configuration: {e}"))?;
     if let Some(db) = &cli.database {
         config.database_url = db.clone();
     }

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod model;
 pub mod result;
 pub mod signatures;
+pub mod units;
 
 pub use error::FieldError;
 pub use model::*;

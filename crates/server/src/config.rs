@@ -15,14 +15,19 @@ pub struct Config {
     pub listen: String,
     /// Database URL: `sqlite://path` or `postgres://…` (`CISTERN_DATABASE_URL`).
     pub database_url: String,
-    /// Largest request body accepted, in bytes (`CISTERN_MAX_BODY_BYTES`).
+    /// Largest request body accepted (`CISTERN_MAX_BODY_BYTES`). Like every size setting: a
+    /// number of bytes, or a number with a unit (`5MB`, `5MiB`, `512KiB`).
+    #[serde(deserialize_with = "size_text::usize")]
     pub max_body_bytes: usize,
     /// Cap of each stored log (stage, step or run), in bytes; the tail is kept (`CISTERN_MAX_LOG_BYTES`).
+    #[serde(deserialize_with = "size_text::usize")]
     pub max_log_bytes: usize,
     /// Most bytes the logs of one report's zip may inflate to, all entries read counted
     /// (`CISTERN_MAX_ZIP_INFLATED_BYTES`); past it the report is refused as a zip bomb.
+    #[serde(deserialize_with = "size_text::u64")]
     pub max_zip_inflated_bytes: u64,
     /// Most raw-body bytes kept per inbound event (`CISTERN_MAX_EVENT_BODY_BYTES`).
+    #[serde(deserialize_with = "size_text::usize")]
     pub max_event_body_bytes: usize,
     /// Most writes per group-commit transaction (`CISTERN_MAX_BATCH`).
     pub max_batch: usize,
@@ -97,6 +102,7 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Largest body of the admin and JSON CRUD routes (secrets, sources, subscriptions, instance
     /// registration, satellite heartbeats), in bytes (`CISTERN_MAX_ADMIN_BODY_BYTES`).
+    #[serde(deserialize_with = "size_text::usize")]
     pub max_admin_body_bytes: usize,
     /// Raw inbound events older than this are deleted (`CISTERN_RETENTION_EVENTS`); `off` keeps
     /// them. Runs are never deleted by retention.
@@ -161,6 +167,32 @@ fn text_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::E
     })
 }
 
+/// Size settings: a number of bytes, or text with a unit (`5MB`, `512KiB`; see
+/// [`cistern_core::units::parse_size`]), as a file or an environment variable gives it.
+mod size_text {
+    use serde::{de::Error, Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Int(u64),
+        Text(String),
+    }
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Size::deserialize(d)? {
+            Size::Int(n) => Ok(n),
+            Size::Text(t) => cistern_core::units::parse_size(&t).map_err(D::Error::custom),
+        }
+    }
+
+    pub fn usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        let n = u64(d)?;
+        ::core::primitive::usize::try_from(n)
+            .map_err(|_| D::Error::custom(format!("{n} bytes is too large")))
+    }
+}
+
 /// Duration settings are text (`15s`, `500ms`, `5m`, `2h`, `5d`); a bare number is seconds.
 mod duration_text {
     use serde::{Deserialize, Deserializer};
@@ -206,33 +238,9 @@ mod duration_text {
     }
 }
 
-/// Parses a duration: `500ms`, `15s`, `5m`, `2h`, `5d`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let s = text.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; use e.g. 500ms, 15s, 5m, 2h or 5d"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86_400.0,
-        u => {
-            return Err(format!(
-                "{text:?}: unknown unit {u:?}; use ms, s, m, h or d"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{text:?} is not a duration"));
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
-}
+/// The one duration parser (see [`cistern_core::units`]): `500ms`, `15s`, `5m`, `2h`, `5d`, or a
+/// bare number of seconds.
+pub use cistern_core::units::parse_duration;
 
 /// A retention age: a duration, or `off` (also `0`, `never`) for none.
 pub fn parse_retention(text: &str) -> Result<Option<std::time::Duration>, String> {
@@ -242,6 +250,54 @@ pub fn parse_retention(text: &str) -> Result<Option<std::time::Duration>, String
             let d = parse_duration(other)?;
             Ok((!d.is_zero()).then_some(d))
         }
+    }
+}
+
+/// A configuration error in the user's words: the setting as they wrote it (`listen` in
+/// `cistern.toml`, `CISTERN_MAX_BODY_BYTES` in the environment; not figment's `default.listn` or
+/// `MAX_BODY_BYTES`), and for an unknown setting the closest known name. Hand-written because
+/// figment's own message names its profile and its provider's key path, which users never
+/// typed.
+pub fn explain(e: &figment::Error) -> String {
+    e.clone()
+        .into_iter()
+        .map(|one| explain_one(&one))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn explain_one(e: &figment::Error) -> String {
+    use figment::error::Kind;
+    let key = e.path.join(".");
+    let from_env = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
+    let place = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+        _ if from_env => String::new(),
+        Some(figment::Source::File(path)) => format!(" in {}", path.display()),
+        _ => String::new(),
+    };
+    let setting = if from_env {
+        format!("environment variable CISTERN_{}", key.to_ascii_uppercase())
+    } else {
+        format!("setting `{key}`{place}")
+    };
+    match &e.kind {
+        Kind::UnknownField(field, known) => {
+            let near = known
+                .iter()
+                .map(|k| (strsim::jaro_winkler(field, k), *k))
+                .filter(|(score, _)| *score > 0.8)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let hint = match near {
+                Some((_, k)) => format!("; did you mean `{k}`?"),
+                None => "; the README's Configuration table lists them".into(),
+            };
+            format!("unknown setting `{field}`{place}{hint}")
+        }
+        Kind::Message(m) if key.is_empty() => m.clone(),
+        kind => format!("{setting}: {kind}"),
     }
 }
 
@@ -359,6 +415,12 @@ impl Config {
             .map_err(Box::new)
     }
 
+    /// Loads as [`Config::load`] does; an error says which setting, where, and what is wrong
+    /// with it (see [`explain`]).
+    pub fn load_explained(file: Option<&Path>) -> Result<Self, String> {
+        Self::load(file).map_err(|e| explain(&e))
+    }
+
     /// The master key file in force.
     pub fn master_key_path(&self) -> std::path::PathBuf {
         if let Some(f) = &self.master_key_file {
@@ -404,5 +466,43 @@ impl Config {
             max_event_body_bytes: self.max_event_body_bytes,
             pool_size: self.pool_size.max(1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads `text` as the configuration file (only the file: the environment of a test process
+    /// is shared by every test, so no `CISTERN_*` variable is set here).
+    fn load(text: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cistern.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_explained(Some(&path))
+    }
+
+    #[test]
+    fn sizes_are_numbers_or_text_with_a_unit() {
+        let c = load("max_body_bytes = \"5MB\"\nmax_log_bytes = \"512KiB\"\nmax_zip_inflated_bytes = 1000\nmax_admin_body_bytes = \"64 kib\"\n").unwrap();
+        assert_eq!(c.max_body_bytes, 5_000_000);
+        assert_eq!(c.max_log_bytes, 512 * 1024);
+        assert_eq!(c.max_zip_inflated_bytes, 1000);
+        assert_eq!(c.max_admin_body_bytes, 64 * 1024);
+        let e = load("max_body_bytes = \"5XB\"\n").unwrap_err();
+        assert!(
+            e.contains("setting `max_body_bytes` in ") && e.contains("is not a size"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_misspelled_setting_is_named_as_written_with_the_closest_one() {
+        let e = load("listn = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(e.starts_with("unknown setting `listn` in "), "{e}");
+        assert!(e.ends_with("did you mean `listen`?"), "{e}");
+        assert!(!e.contains("default."), "{e}");
+        let e = load("zzzzzz = 1\n").unwrap_err();
+        assert!(!e.contains("did you mean"), "{e}");
     }
 }

@@ -99,8 +99,8 @@ pub struct RunArgs {
     /// Report the command as a stage of this name (its failure log goes on the stage).
     #[arg(long, value_name = "NAME")]
     pub stage: Option<String>,
-    /// Bytes of output kept, from the end, as the failure log (suffixes K, M: KiB, MiB).
-    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size)]
+    /// Output kept, from the end, as the failure log: a size (bytes, or e.g. 64KiB, 1MiB).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = cistern_core::units::parse_size_usize)]
     pub log_tail: usize,
     /// The command and its arguments (after `--`).
     #[arg(
@@ -134,8 +134,8 @@ pub struct StepArgs {
     /// The state file.
     #[arg(long, env = "CISTERN_REPORT_STATE", default_value = super::state::DEFAULT_FILE, value_name = "FILE")]
     pub state: PathBuf,
-    /// Bytes of output kept, from the end, as the step's failure log.
-    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size)]
+    /// Output kept, from the end, as the step's failure log: a size (bytes, or e.g. 64KiB, 1MiB).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = cistern_core::units::parse_size_usize)]
     pub log_tail: usize,
     /// The command and its arguments (after `--`).
     #[arg(
@@ -181,24 +181,6 @@ pub struct FlushArgs {
     pub rejected: bool,
 }
 
-/// `1048576`, `512K`, `1M`, `2MiB`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size; use bytes, or a number with K or M"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        other => return Err(format!("unknown unit {other:?}; use K or M")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
-
 fn parse_result(s: &str) -> Result<cistern_core::RunResult, String> {
     cistern_core::RunResult::from_word(s).ok_or_else(|| {
         format!(
@@ -206,18 +188,4 @@ fn parse_result(s: &str) -> Result<cistern_core::RunResult, String> {
             cistern_core::RunResult::accepted_words()
         )
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("64K"), Ok(65536));
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("1G").is_err());
-    }
 }

@@ -46,10 +46,25 @@ pub struct RunArgs {
         default_value = "satellite-spool"
     )]
     pub spool: PathBuf,
-    /// Most disk the spool may use, in MiB; the satellite warns from 80 % and refuses new
-    /// requests (503, Retry-After) when full.
-    #[arg(long, env = "CISTERN_SATELLITE_SPOOL_MAX_MB", default_value_t = 1024)]
-    pub spool_max_mb: u64,
+    /// Most disk the spool may use: a size (e.g. 512MiB, 2GB); the satellite warns from 80 % and
+    /// refuses new requests (503, Retry-After) when full.
+    #[arg(
+        long,
+        env = "CISTERN_SATELLITE_SPOOL_MAX",
+        value_name = "SIZE",
+        default_value = "1GiB",
+        value_parser = cistern_core::units::parse_size
+    )]
+    pub spool_max: u64,
+    /// The same bound in MiB, as earlier versions took it (kept so that their manifests still
+    /// work; --spool-max is the one to use).
+    #[arg(
+        long,
+        env = "CISTERN_SATELLITE_SPOOL_MAX_MB",
+        hide = true,
+        conflicts_with = "spool_max"
+    )]
+    pub spool_max_mb: Option<u64>,
     /// First pause before retrying the hub, in milliseconds (it doubles up to --retry-max-ms).
     #[arg(long, default_value_t = 1000, hide = true)]
     pub retry_first_ms: u64,

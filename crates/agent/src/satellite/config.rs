@@ -618,14 +618,22 @@ impl Reader {
         let interval = match map.get_node("scheduling_interval") {
             None => Some(DEFAULT_INTERVAL_SECONDS),
             Some(n) => {
-                let v = n.as_scalar().and_then(|s| s.as_u64());
+                // Seconds, as the seed's files write it, or a duration (`30s`, `5m`).
+                let v = n.as_scalar().and_then(|s| {
+                    s.as_u64().or_else(|| {
+                        cistern_core::units::parse_duration(s.as_str())
+                            .ok()
+                            .filter(|d| d.subsec_nanos() == 0)
+                            .map(|d| d.as_secs())
+                    })
+                });
                 match v {
                     Some(s) if (1..=MAX_INTERVAL_SECONDS).contains(&s) => Some(s),
                     _ => {
                         self.problem(
                             n,
                             &format!("{name}.scheduling_interval"),
-                            &format!("must be a whole number of seconds from 1 to {MAX_INTERVAL_SECONDS} (default {DEFAULT_INTERVAL_SECONDS})"),
+                            &format!("must be a whole number of seconds from 1 to {MAX_INTERVAL_SECONDS}, or a duration such as 30s or 5m (default {DEFAULT_INTERVAL_SECONDS})"),
                         );
                         None
                     }
@@ -909,6 +917,23 @@ integrations:
     }
 
     #[test]
+    fn the_interval_may_be_a_duration() {
+        for (written, secs) in [("300", 300), ("5m", 300), ("90s", 90), ("1h", 3600)] {
+            let text = format!("satellite:\n  url: http://127.0.0.1:8080\n  api_key: k\n  scheduling_interval: {written}\n");
+            let c = parse(&text, &no_env).unwrap();
+            assert_eq!(
+                c.hub.scheduling_interval,
+                Duration::from_secs(secs),
+                "{written}"
+            );
+        }
+        for bad in ["0s", "1500ms", "2d", "soon"] {
+            let text = format!("satellite:\n  url: http://127.0.0.1:8080\n  api_key: k\n  scheduling_interval: {bad}\n");
+            assert!(parse(&text, &no_env).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_legacy_key_is_accepted() {
         let text = "levelops:\n  tenant: acme\n  api_key: k\n  url: http://127.0.0.1:8080\n";
         let c = parse(text, &no_env).unwrap();
@@ -968,7 +993,7 @@ integrations:
             vec![
                 "line 2: satellite.url: \"ftp://hub\" must start with http:// or https://",
                 "line 2: satellite.api_key: is required: an API key with the ingest scope (`cistern keys create --scopes ingest`), or set CISTERN_API_KEY",
-                "line 3: satellite.scheduling_interval: must be a whole number of seconds from 1 to 86400 (default 60)",
+                "line 3: satellite.scheduling_interval: must be a whole number of seconds from 1 to 86400, or a duration such as 30s or 5m (default 60)",
                 "line 6: satellite.proxy.port: must be a port number (1-65535)",
                 "line 8: integrations[0].url: is required for a polled tool (its base URL, e.g. https://jenkins.example.com)",
                 "line 10: integrations[1].id: is required (the integration's id)",

@@ -110,7 +110,7 @@ impl Status {
                 bytes = u.bytes,
                 limit = u.limit,
                 depth = u.depth,
-                "the spool is over 80% of its bound (--spool-max-mb); when it is full, new requests are refused with 503 until the hub takes what waits"
+                "the spool is over 80% of its bound (--spool-max); when it is full, new requests are refused with 503 until the hub takes what waits"
             );
         } else if !u.near_full() {
             s.warned_near_full = false;
@@ -366,7 +366,10 @@ fn run(a: cli::RunArgs, flag: Option<PathBuf>) -> Result<(), String> {
         config,
         listen: a.listen,
         spool_dir: a.spool,
-        spool_max_bytes: a.spool_max_mb.max(1) * 1024 * 1024,
+        spool_max_bytes: a
+            .spool_max_mb
+            .map_or(a.spool_max, |mb| mb.saturating_mul(1024 * 1024))
+            .max(1),
         retry_first: Duration::from_millis(a.retry_first_ms.max(1)),
         retry_max: Duration::from_millis(a.retry_max_ms.max(a.retry_first_ms).max(1)),
     };
