@@ -107,7 +107,7 @@ pub fn deployments<'d>(
     s
 }
 
-/// The commits of those deployments with their earliest known time: run id, sha, time (ms).
+/// The commits of those deployments: run id, sha.
 pub fn deployment_commits<'d>(
     d: &'d Dialect,
     tenant_id: &str,
@@ -117,23 +117,45 @@ pub fn deployment_commits<'d>(
 ) -> Stmt<'d> {
     let mut s = Stmt::new(
         d,
-        "WITH dc AS (SELECT rc.run_id, rc.sha, rc.tenant_id FROM run_commits rc WHERE rc.run_id IN (SELECT r.id",
+        "SELECT rc.run_id, rc.sha FROM run_commits rc WHERE rc.run_id IN (SELECT r.id",
     );
     s.push(FROM);
     s.slice(tenant_id, f);
     s.push(" AND r.cd = TRUE AND r.finished_at IS NOT NULL");
     s.between("r.finished_at", since, until);
-    // Each sha's earliest time is looked up once, however many deployments shipped it: a
-    // timestamp a payload carried (the run's commit, a change.merged event) wins; else the start
-    // of the first run that carried the sha.
+    s.push(")");
+    s
+}
+
+/// The earliest known time of each sha those deployments shipped: sha, time (ms). Each sha is
+/// looked up once, however many deployments shipped it: a timestamp a payload carried (the
+/// run's commit, a change.merged event) wins; else the start of the first run that carried it.
+///
+/// Joined to [`deployment_commits`] in Rust ([`assemble_deployments`]), not in SQL: joining the
+/// two derived tables made SQLite's bundled planner compare every deployment commit with every
+/// sha (no index on a CTE), minutes over a year of history.
+pub fn commit_first_seen<'d>(
+    d: &'d Dialect,
+    tenant_id: &str,
+    f: &MetricsFilter,
+    since: OffsetDateTime,
+    until: OffsetDateTime,
+) -> Stmt<'d> {
+    let mut s = Stmt::new(
+        d,
+        "WITH dc AS (SELECT rc.sha, rc.tenant_id FROM run_commits rc WHERE rc.run_id IN (SELECT r.id",
+    );
+    s.push(FROM);
+    s.slice(tenant_id, f);
+    s.push(" AND r.cd = TRUE AND r.finished_at IS NOT NULL");
+    s.between("r.finished_at", since, until);
     s.push(
-        ")), first_seen AS (SELECT s.tenant_id, s.sha, COALESCE(\
+        ")) SELECT s.sha, COALESCE(\
            (SELECT MIN(u.x) FROM (SELECT ct.committed_at AS x FROM commit_times ct WHERE ct.tenant_id = s.tenant_id AND ct.sha = s.sha \
               UNION ALL SELECT c2.committed_at FROM run_commits c2 WHERE c2.tenant_id = s.tenant_id AND c2.sha = s.sha) u), \
            (SELECT MIN(r2.started_at) FROM run_commits c3 JOIN runs r2 ON r2.id = c3.run_id \
               WHERE c3.tenant_id = s.tenant_id AND c3.sha = s.sha)) AS at \
-         FROM (SELECT DISTINCT tenant_id, sha FROM dc) s) \
-         SELECT dc.run_id, dc.sha, first_seen.at FROM dc JOIN first_seen ON first_seen.tenant_id = dc.tenant_id AND first_seen.sha = dc.sha",
+         FROM (SELECT DISTINCT tenant_id, sha FROM dc) s",
     );
     s
 }
@@ -214,12 +236,16 @@ pub type DeploymentRow = (String, String, Option<String>, i64, String, Option<bo
 /// Builds deployments from their rows and their commits' rows (run id, sha, earliest time ms).
 pub fn assemble_deployments(
     rows: Vec<DeploymentRow>,
-    commits: Vec<(String, String, Option<i64>)>,
+    commits: Vec<(String, String)>,
+    first_seen: Vec<(String, Option<i64>)>,
 ) -> Vec<cistern_core::metrics::Deployment> {
     use cistern_core::RunResult;
+    let first_seen: std::collections::HashMap<String, Option<i64>> =
+        first_seen.into_iter().collect();
     let mut by_run: std::collections::HashMap<String, Vec<(String, Option<OffsetDateTime>)>> =
         std::collections::HashMap::new();
-    for (run, sha, at) in commits {
+    for (run, sha) in commits {
+        let at = first_seen.get(&sha).copied().flatten();
         by_run
             .entry(run)
             .or_default()

@@ -54,9 +54,17 @@ pub(super) async fn deployments(
     )
     .await?
     .iter()
-    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
     .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(metrics_sql::assemble_deployments(rows, commits))
+    let first_seen = query(
+        pool,
+        &metrics_sql::commit_first_seen(&PG, tenant_id, f, from, until),
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(metrics_sql::assemble_deployments(rows, commits, first_seen))
 }
 
 pub(super) async fn ci_runs(

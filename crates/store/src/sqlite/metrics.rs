@@ -62,9 +62,14 @@ pub(super) fn deployments(
     let commits = query(
         c,
         &metrics_sql::deployment_commits(&SQLITE, tenant_id, f, from, until),
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    Ok(metrics_sql::assemble_deployments(rows, commits))
+    let first_seen = query(
+        c,
+        &metrics_sql::commit_first_seen(&SQLITE, tenant_id, f, from, until),
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(metrics_sql::assemble_deployments(rows, commits, first_seen))
 }
 
 pub(super) fn ci_runs(
